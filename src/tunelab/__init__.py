@@ -1,0 +1,3 @@
+"""tunelab: instruction-data generation and tuning workbench."""
+
+__version__ = "0.1.0"

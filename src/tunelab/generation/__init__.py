@@ -1,0 +1,1 @@
+"""Dataset builders: self-instruct (Alpaca style) and moderation sets from labelled corpora."""

@@ -1,0 +1,1 @@
+"""Scores: text (BLEU, ROUGE-L, BERTScore) and classification (P/R/F1, ROC-AUC)."""

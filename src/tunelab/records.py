@@ -1,0 +1,230 @@
+"""Record types and their files.
+
+Every reader validates as it goes and raises `RecordError` naming the file, the line and the
+problem on the first bad record. Every writer writes to a temporary file and renames it into
+place, so a failed run never leaves a half-written or clobbered output.
+
+Schemas (also in data/README.md):
+- alpaca:     {"instruction": str (non-empty), "input": str (may be empty), "output": str (non-empty)}
+- chat:       {"messages": [{"role": "system"|"user"|"assistant", "content": str | [content parts]}, ...]}
+- completion: {"prompt": str (non-empty), "completion": str (non-empty)}
+- moderation: {"text": str (non-empty), "labels": [str, ...] (each in the declared taxonomy; [] = none)}
+Any record may carry extra keys (id, provenance, ...); they are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RecordError
+
+RECORD_KINDS = ("alpaca", "chat", "completion", "moderation")
+CHAT_ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Record:
+    """One validated record: `kind` names its schema, `data` holds every field (extras included)."""
+
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.data[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.data.get(key, default)
+
+
+def _require_text(obj: dict, key: str, *, allow_empty: bool = False) -> str | None:
+    """Return a problem description, or None when obj[key] is a usable string."""
+    if key not in obj:
+        return f"missing field '{key}'"
+    value = obj[key]
+    if not isinstance(value, str):
+        return f"field '{key}' must be a string, got {type(value).__name__}"
+    if not allow_empty and not value.strip():
+        return f"field '{key}' is empty"
+    return None
+
+
+def validate(obj: Any, kind: str, taxonomy: Iterable[str] | None = None) -> str | None:
+    """Return why `obj` is not a valid `kind` record, or None when it is."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    if kind == "alpaca":
+        for key, allow_empty in (("instruction", False), ("output", False)):
+            if problem := _require_text(obj, key, allow_empty=allow_empty):
+                return problem
+        if "input" in obj and not isinstance(obj["input"], str):
+            return f"field 'input' must be a string, got {type(obj['input']).__name__}"
+        return None
+    if kind == "completion":
+        return _require_text(obj, "prompt") or _require_text(obj, "completion")
+    if kind == "chat":
+        messages = obj.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "field 'messages' must be a non-empty list"
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in CHAT_ROLES:
+                return f"message {i} needs a 'role' in {CHAT_ROLES}"
+            content = message.get("content")
+            if isinstance(content, str):
+                if not content.strip():
+                    return f"message {i} ({message['role']}) has empty content"
+            elif not isinstance(content, list) or not content:
+                return f"message {i} content must be a string or a list of content parts"
+        if not any(m["role"] == "user" for m in messages):
+            return "messages hold no 'user' turn"
+        return None
+    if kind == "moderation":
+        if problem := _require_text(obj, "text"):
+            return problem
+        labels = obj.get("labels")
+        if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+            return "field 'labels' must be a list of label names ([] for none)"
+        if taxonomy is not None:
+            allowed = set(taxonomy)
+            unknown = [x for x in labels if x not in allowed]
+            if unknown:
+                return f"labels {unknown} are not in the taxonomy {sorted(allowed)}"
+        return None
+    raise ValueError(f"unknown record kind {kind!r}; expected one of {RECORD_KINDS}")
+
+
+def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, element) of a JSON array file, so errors can name the element's line."""
+    text = path.read_text(encoding="utf-8")
+    decoder = json.JSONDecoder()
+    pos = len(text) - len(text.lstrip())
+    if not text[pos:pos + 1] == "[":
+        raise RecordError(path, 1, "expected a JSON array of records ('[' ... ']')")
+    pos += 1
+    while True:
+        while pos < len(text) and text[pos] in " \t\r\n,":
+            pos += 1
+        if pos >= len(text):
+            raise RecordError(path, text.count("\n", 0, pos) + 1, "truncated JSON: the array is never closed")
+        if text[pos] == "]":
+            return
+        line = text.count("\n", 0, pos) + 1
+        try:
+            obj, end = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise RecordError(path, e.lineno, f"invalid JSON: {e.msg}") from None
+        yield line, obj
+        pos = end
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield line_no, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise RecordError(path, line_no, f"invalid JSON: {e.msg}") from None
+
+
+def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
+    """(line, object) pairs from a `.json` array or a `.jsonl` file."""
+    path = Path(path)
+    if not path.exists():
+        raise RecordError(path, None, "file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        yield from _iter_json_array(path)
+    elif suffix == ".jsonl":
+        yield from _iter_jsonl(path)
+    else:
+        raise RecordError(path, None, f"unsupported extension '{suffix}': use .json (array) or .jsonl")
+
+
+def read_records(path: str | os.PathLike, kind: str, taxonomy: Iterable[str] | None = None) -> list[Record]:
+    """Read and validate every record of `path`; stop at the first bad one with a `RecordError`.
+
+    An empty array (a generation round that kept nothing) reads as no records; callers that need
+    some say so.
+    """
+    taxonomy = list(taxonomy) if taxonomy is not None else None
+    records = []
+    for line, obj in iter_json_objects(path):
+        if problem := validate(obj, kind, taxonomy):
+            raise RecordError(path, line, f"bad {kind} record: {problem}")
+        obj = dict(obj)
+        if kind == "alpaca":
+            obj.setdefault("input", "")
+        records.append(Record(kind, obj))
+    return records
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _as_dicts(records: Iterable[Record | dict]) -> list[dict]:
+    return [r.data if isinstance(r, Record) else r for r in records]
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[Record | dict]) -> Path:
+    """Write records as JSON Lines, atomically."""
+    return atomic_write_text(path, "".join(_dumps(r) + "\n" for r in _as_dicts(records)))
+
+
+def write_json(path: str | os.PathLike, records: Iterable[Record | dict] | dict) -> Path:
+    """Write a JSON array of records (Alpaca's own format) or any JSON object, atomically."""
+    payload = records if isinstance(records, dict) else _as_dicts(records)
+    return atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_records(path: str | os.PathLike, records: Iterable[Record | dict]) -> Path:
+    """Write by extension: `.json` as an array, `.jsonl` as lines."""
+    return write_json(path, list(records)) if Path(path).suffix == ".json" else write_jsonl(path, records)
+
+
+def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
+    """Append one line and fsync it: what is appended survives a kill at any later moment."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(_dumps(obj) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# Conversions between the instruction formats. The student template renders Alpaca records;
+# chat and completion files are the same examples for tools that want those shapes.
+
+def alpaca_to_chat(record: Record | dict, system: str | None = None) -> dict:
+    r = record.data if isinstance(record, Record) else record
+    user = r["instruction"] if not r.get("input") else f"{r['instruction']}\n\n{r['input']}"
+    messages = ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": r["output"]},
+    ]
+    extras = {k: v for k, v in r.items() if k not in ("instruction", "input", "output")}
+    return {"messages": messages, **extras}

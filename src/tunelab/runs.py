@@ -1,0 +1,180 @@
+"""Run folders: refuse to clobber, and record how every output was made.
+
+Each run writes next to its outputs:
+- `config.yaml`: the resolved config (YAML values after command-line overrides);
+- `provenance.json`: package versions, git commit, hardware, the command line, and SHA-256 of
+  every input file and prompt template it read.
+Secrets never reach either file: values of environment variables whose names look like
+credentials are masked wherever they appear, and credential-named config fields are blanked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import to_plain
+from .errors import OutputExistsError
+from .paths import PROJECT_ROOT
+from .records import atomic_write_text
+
+TRACKED_PACKAGES = (
+    "tunelab", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets",
+    "tokenizers", "sacrebleu", "rouge-score", "bert-score", "scikit-learn", "numpy",
+)
+_SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+_SECRET_FIELD = re.compile(r"(^|_)(token|api_key|secret|password)$", re.IGNORECASE)
+MASK = "***"
+
+
+def ensure_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "output folder") -> Path:
+    """Create `path`, or refuse when it already holds files and `overwrite` is off."""
+    path = Path(path)
+    if path.exists() and any(path.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{what} {path} already exists and is not empty; pass --overwrite to replace its outputs")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def ensure_new_file(path: str | os.PathLike, overwrite: bool) -> Path:
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
+    return path
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _secret_values() -> list[str]:
+    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and v and len(v) >= 6]
+
+
+def redact(obj: Any, secrets: list[str] | None = None) -> Any:
+    """Mask secret values in strings and blank credential-named fields, recursively."""
+    secrets = _secret_values() if secrets is None else secrets
+    if isinstance(obj, dict):
+        return {k: (MASK if _SECRET_FIELD.search(str(k)) and obj[k] not in (None, "") and not str(k).endswith("_env")
+                    else redact(v, secrets)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [redact(v, secrets) for v in obj]
+    if isinstance(obj, str):
+        for s in secrets:
+            obj = obj.replace(s, MASK)
+        return obj
+    return obj
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "python": sys.version.split()[0]}
+    try:
+        import torch
+
+        info["cuda"] = torch.cuda.is_available()
+        if info["cuda"]:
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    except ImportError:
+        pass
+    return info
+
+
+class RunRecord:
+    """Collects what a run read and made, and writes config.yaml + provenance.json into `out_dir`."""
+
+    def __init__(self, out_dir: str | os.PathLike, stage: str, configs: Iterable[Any], config_file: Path | None = None):
+        self.out_dir = Path(out_dir)
+        self.stage = stage
+        self.configs = list(configs)
+        self.config_file = config_file
+        self.inputs: dict[str, str] = {}
+        self.templates: dict[str, str] = {}
+        self.models: dict[str, str] = {}
+        self.outputs: dict[str, str] = {}
+        self.notes: dict[str, Any] = {}
+        self.started = time.time()
+
+    def add_input(self, name: str, path: str | os.PathLike) -> None:
+        path = Path(path)
+        if path.is_file():
+            self.inputs[name] = f"{path} sha256:{sha256_file(path)}"
+        elif path.exists():
+            self.inputs[name] = str(path)
+
+    def add_template(self, name: str, text: str) -> None:
+        self.templates[name] = f"sha256:{sha256_text(text)}"
+
+    def add_output(self, name: str, path: str | os.PathLike) -> None:
+        self.outputs[name] = str(path)
+
+    def write_config(self) -> Path:
+        merged: dict[str, Any] = {}
+        for cfg in self.configs:
+            merged.update(to_plain(cfg))
+        return atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(redact(merged), sort_keys=False))
+
+    def write(self) -> Path:
+        self.write_config()
+        record = {
+            "stage": self.stage,
+            "command": redact(list(sys.argv)),
+            "config_file": str(self.config_file) if self.config_file else None,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
+            "seconds": round(time.time() - self.started, 2),
+            "git": git_state(),
+            "packages": package_versions(),
+            "hardware": hardware(),
+            "models": self.models,
+            "inputs": self.inputs,
+            "templates": self.templates,
+            "outputs": self.outputs,
+            **({"notes": self.notes} if self.notes else {}),
+        }
+        return atomic_write_text(self.out_dir / "provenance.json", json.dumps(redact(record), indent=2) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Mapping[str, Any]:
+    return json.loads(Path(path).read_text(encoding="utf-8"))

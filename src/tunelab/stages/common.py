@@ -1,0 +1,35 @@
+"""What every stage entry point shares: config parsing, user-facing errors, quiet logs."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ..errors import TunelabError
+
+
+def quiet_libraries() -> None:
+    """Keep the console for our own progress bars and summaries."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    for name in ("transformers", "datasets", "accelerate", "peft", "trl", "absl"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
+    except ImportError:
+        pass
+
+
+def run_main(body: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None) -> int:
+    """Run a stage; a `TunelabError` is printed as one clear line (exit 2), not a traceback."""
+    try:
+        body(argv)
+    except TunelabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,44 @@
+"""Any causal LM in process through transformers: batched, left-padded, length-sorted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..models import load_causal_lm, load_tokenizer, resolve_model
+from .base import SamplingParams, TeacherRequest, TeacherResponse
+
+
+class TransformersTeacher:
+    def __init__(self, model: str, *, dtype: str = "auto", device_map: str | None = None,
+                 trust_remote_code: bool = False, chat_template: bool = True):
+        self.name = model
+        self.path = resolve_model(model)
+        self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust_remote_code, padding_side="left")
+        self.model = load_causal_lm(self.path, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code)
+        self.model.eval()
+        self.use_chat_template = chat_template and self.tokenizer.chat_template is not None
+
+    def _text(self, request: TeacherRequest) -> tuple[str, bool]:
+        """The prompt text, and whether special tokens still need adding."""
+        if request.messages is not None:
+            if not self.use_chat_template:
+                raise ValueError(f"{self.name} has no chat template; send a prompt instead of messages")
+            text = self.tokenizer.apply_chat_template(request.messages, tokenize=False, add_generation_prompt=True)
+            return text, False  # the template writes BOS itself
+        return request.prompt, True
+
+    def generate(self, requests: Sequence[TeacherRequest], params: SamplingParams) -> list[TeacherResponse]:
+        from ..inference import generate_texts
+
+        texts = [self._text(r) for r in requests]
+        # Chat-template prompts already carry BOS; raw prompts get it from the tokenizer.
+        results: list[TeacherResponse | None] = [None] * len(requests)
+        for add_special in (True, False):
+            idx = [i for i, (_, add) in enumerate(texts) if add == add_special]
+            if not idx:
+                continue
+            outs = generate_texts(self.model, self.tokenizer, [texts[i][0] for i in idx], params,
+                                  add_special_tokens=add_special, batch_size=len(idx), progress=False)
+            for i, out in zip(idx, outs, strict=True):
+                results[i] = TeacherResponse(out.text, out.finish_reason, out.prompt_tokens, out.completion_tokens)
+        return results  # type: ignore[return-value]
