@@ -1,0 +1,114 @@
+import csv
+
+import pytest
+
+from fakes import CannedTeacher, numbered_answer
+from tunelab.errors import RecordError
+from tunelab.generation import moderation as mod
+from tunelab.generation import self_instruct as si
+from tunelab.prompts import load_template
+from tunelab.taxonomy import load_taxonomy
+from tunelab.teachers import RequestCache, SamplingParams, TeacherRequest, run_requests
+
+GOOD = [
+    ("Explain why the sky looks blue during the day.", "", "Sunlight scatters off air molecules."),
+    ("Classify the sentiment of the following movie review.", "I loved it.", "Positive"),
+    ("Draw a picture of a cat sitting on a mat.", "", "..."),  # blacklisted: image output
+    ("Sort these numbers?", "3, 1, 2", "1, 2, 3"),  # too short
+]
+
+
+def test_parse_keeps_valid_tasks_and_names_each_rejection():
+    kept, rejected = si.parse_tasks(numbered_answer(4, GOOD, cut_last=True), 3, "length")
+    assert [t.instruction for t in kept] == [GOOD[0][0], GOOD[1][0]]
+    assert kept[0].input == "" and kept[1].input == "I loved it."
+    assert sorted(r.reason for r in rejected) == sorted(
+        ["blacklisted keyword", "instruction too short", "cut off by the length limit"])
+
+
+@pytest.mark.parametrize("garbage", ["", "   ", "###", "4. Instruction", "\x00\xff", "1. Input:\n2. Output:", "#" * 500])
+def test_parse_never_raises_on_garbage(garbage):
+    kept, rejected = si.parse_tasks(garbage, 3, "stop")
+    assert kept == [] and all(isinstance(r.reason, str) for r in rejected)
+
+
+def test_novelty_filter_drops_near_duplicates():
+    novelty = si.NoveltyFilter(0.7, ["Explain why the sky looks blue during the day."])
+    assert novelty.keep("Explain why the sky looks blue during daytime.")[0] is False
+    assert novelty.keep("Write a haiku about autumn leaves falling.")[0] is True
+    assert novelty.keep("Write a haiku about autumn leaves falling down.")[0] is False
+
+
+def test_self_instruct_prompt_follows_alpaca(project_root):
+    seeds = si.load_seed_tasks(project_root / "data/seed_tasks.jsonl")
+    assert len(seeds) == 175
+    prompt = load_template("self_instruct").render(seeds=[vars(s) for s in seeds[:3]])
+    assert prompt.startswith("You are asked to come up with a set of 20 diverse task instructions.")
+    assert prompt.endswith("###\n4. Instruction:")
+    assert f"1. Instruction: {seeds[0].instruction}\n1. Input:\n<noinput>\n" in prompt
+
+
+def test_teacher_answers_are_cached_and_never_requested_twice(tmp_path):
+    teacher = CannedTeacher(["one", "two"])
+    requests = [TeacherRequest(prompt=f"p{i}") for i in range(5)]
+    cache = RequestCache(tmp_path / "cache.jsonl")
+    first, stats = run_requests(teacher, requests, SamplingParams(), cache, template_version="v1", batch_size=2)
+    assert stats["sent"] == 5 and teacher.calls == 5
+    again, stats = run_requests(teacher, requests, SamplingParams(), RequestCache(tmp_path / "cache.jsonl"),
+                                template_version="v1")
+    assert stats == {"requests": 5, "cached": 5, "sent": 0} and teacher.calls == 5
+    assert [a.text for a in again] == [a.text for a in first]
+    # Another template version or sampling setting is another request.
+    _, stats = run_requests(teacher, requests[:1], SamplingParams(temperature=0.5), cache, template_version="v1")
+    assert stats["sent"] == 1
+
+
+def write_corpus(path, rows, header=("comment_text", "toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+
+def test_corpus_with_missing_column_names_it(tmp_path):
+    path = tmp_path / "c.csv"
+    write_corpus(path, [["hi", 0, 0, 0, 0, 0]], header=("comment_text", "toxic", "severe_toxic", "obscene", "threat", "insult"))
+    tax = load_taxonomy("jigsaw")
+    with pytest.raises(RecordError, match=r"c\.csv:1: missing column\(s\) \['identity_hate'\]"):
+        mod.load_labeled_corpus(path, tax, "comment_text", {label: label for label in tax.labels})
+
+
+def test_corpus_with_empty_text_names_its_line(tmp_path):
+    path = tmp_path / "c.csv"
+    write_corpus(path, [["hello", 0, 0, 0, 0, 0, 0], ["", 1, 0, 0, 0, 0, 0]])
+    tax = load_taxonomy("jigsaw")
+    with pytest.raises(RecordError, match=r"c\.csv:3: column 'comment_text' is empty"):
+        mod.load_labeled_corpus(path, tax, "comment_text", {label: label for label in tax.labels})
+
+
+def test_kaggle_unscored_rows_are_skipped_and_counted(tmp_path):
+    path = tmp_path / "c.csv"
+    write_corpus(path, [["a", -1, -1, -1, -1, -1, -1], ["b", 1, 0, 1, 0, 0, 0]])
+    tax = load_taxonomy("jigsaw")
+    records, skipped = mod.load_labeled_corpus(path, tax, "comment_text", {label: label for label in tax.labels})
+    assert [r["labels"] for r in records] == [["toxic", "obscene"]] and skipped == {"unscored (-1) rows": 1}
+
+
+def test_balanced_split_is_disjoint_and_balanced(project_root):
+    tax = load_taxonomy("jigsaw")
+    records, _ = mod.load_labeled_corpus(project_root / "data/jigsaw_sample.csv", tax, "comment_text",
+                                         {label: label for label in tax.labels})
+    records, _ = mod.drop_duplicate_texts(records)
+    train, test = mod.balanced_split(records, tax, test_per_label=10, test_none=10, train_max_per_label=100,
+                                     train_none=50, seed=0)
+    assert not {mod.normalize_text(r["text"]) for r in train} & {mod.normalize_text(r["text"]) for r in test}
+    test_counts, train_counts = mod.label_counts(test, tax), mod.label_counts(train, tax)
+    assert all(test_counts[label] >= min(10, 14 // 2) for label in tax.labels)  # threat: 14 in the sample
+    assert test_counts["none"] == 10 and train_counts["none"] == 50
+    assert train_counts["threat"] >= 7  # half of the rarest label still reaches training
+
+
+def test_answer_format_is_fixed():
+    tax = load_taxonomy("jigsaw")
+    assert mod.answer_text(["insult", "toxic"], tax) == "toxic, insult"
+    assert mod.answer_text([], tax) == "none"

@@ -1,0 +1,39 @@
+import json
+import sys
+from dataclasses import dataclass
+
+import pytest
+import yaml
+
+from tunelab.errors import OutputExistsError
+from tunelab.runs import RunRecord, ensure_output_dir
+
+
+@dataclass
+class Cfg:
+    api_key_env: str = "MY_API_KEY"
+    hub_token: str | None = None
+    note: str = ""
+
+
+def test_secrets_never_reach_run_records(tmp_path, monkeypatch):
+    secret = "sk-very-secret-123456"
+    monkeypatch.setenv("MY_API_KEY", secret)
+    monkeypatch.setattr(sys, "argv", ["train.py", "--note", secret])
+    record = RunRecord(tmp_path, "test", [Cfg(hub_token="hf_abcdefgh", note=f"key={secret}")])
+    record.write()
+    text = (tmp_path / "config.yaml").read_text() + (tmp_path / "provenance.json").read_text()
+    assert secret not in text and "hf_abcdefgh" not in text
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["api_key_env"] == "MY_API_KEY"  # the variable's name is fine to record
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert provenance["packages"]["torch"] and "commit" in provenance["git"]
+
+
+def test_existing_output_folder_needs_overwrite(tmp_path):
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "f").write_text("keep")
+    with pytest.raises(OutputExistsError, match="--overwrite"):
+        ensure_output_dir(tmp_path / "x", overwrite=False)
+    ensure_output_dir(tmp_path / "x", overwrite=True)
+    assert (tmp_path / "x" / "f").read_text() == "keep"
