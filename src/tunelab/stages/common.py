@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 from ..errors import TunelabError
@@ -14,8 +15,10 @@ def quiet_libraries() -> None:
     """Keep the console for our own progress bars and summaries."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    for name in ("transformers", "datasets", "accelerate", "peft", "trl", "absl"):
+    for name in ("transformers", "datasets", "accelerate", "peft", "trl", "absl", "bitsandbytes"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # Deprecation notices inside the libraries themselves, not about anything a user set.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
     try:
         import transformers
 

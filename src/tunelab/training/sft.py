@@ -19,10 +19,12 @@ class TrainConfig(SFTConfig):
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the response and EOS only."})
 
     def __post_init__(self):
-        if self.bf16 is None:
-            import torch
+        import torch
 
+        if self.bf16 is None:
             self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if not torch.cuda.is_available():
+            self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
         super().__post_init__()
 
 
