@@ -179,3 +179,23 @@ def test_tunelab_command_lists_subcommands():
 
     assert main(["--help"]) == 0
     assert main(["nope"]) == 2
+
+
+def test_demo_runs_every_stage_and_reports_where_outputs_went(in_tmp, tiny_llama, capsys):
+    from tunelab.stages import demo
+
+    rows = demo.demo(["--output_dir", "runs/d", "--quick"])
+    assert [r["stage"] for r in rows] == ["generate", "generate", "finetune", "finetune", "inference", "evaluate",
+                                          "evaluate"]
+    assert all((in_tmp / r["where"]).exists() for r in rows)
+    summary = json.loads((in_tmp / "runs/d/summary.json").read_text())
+    assert "tiny random" in summary["note"]
+    out = capsys.readouterr().out
+    assert "know nothing" in out and "BERTScore" in out
+    assert demo.main(["--output_dir", "runs/d"]) == 2  # an existing demo folder is not overwritten
+
+
+def test_sft_with_no_room_for_responses_says_so(tmp_path, tiny_llama, capsys):
+    code = finetune.main(["--config", "demo_student", "--output_dir", str(tmp_path / "s"), "--data",
+                          "data/alpaca_sample.json", "--max_length", "16", "--max_examples", "4", *FAST_TRAIN])
+    assert code == 2 and "raise --max_length" in capsys.readouterr().err

@@ -27,6 +27,15 @@ TINY_NOTE = ("The causal teacher and student are tiny random Llama models: they 
 class DemoConfig:
     output_dir: str | None = field(default=None, metadata={"help": "Where every artifact goes; default runs/demo/<time>."})
     overwrite: bool = field(default=False, metadata={"help": "Reuse an existing output_dir, replacing its outputs."})
+    quick: bool = field(default=False, metadata={"help": "A smoke run: two training steps and a few examples per stage."})
+
+
+# With --quick, each stage keeps its real code path but does only a token amount of work.
+QUICK = {
+    "generate": ["--num_requests", "1", "--max_new_tokens", "16"],
+    "finetune": ["--max_steps", "2", "--max_examples", "32", "--logging_steps", "1"],
+    "inference": ["--limit", "4", "--max_new_tokens", "8"],
+}
 
 
 def demo(argv: Sequence[str] | None = None) -> list[dict]:
@@ -42,6 +51,7 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     root = Path(cfg.output_dir or Path("runs") / "demo" / time.strftime("%Y%m%d-%H%M%S"))
     ensure_output_dir(root, cfg.overwrite, what="demo folder")
     over = ["--overwrite"] if cfg.overwrite else []
+    quick = {stage: (extra if cfg.quick else []) for stage, extra in QUICK.items()}
     d = {name: root / name for name in ("generate", "student", "classifier", "inference", "scores_text", "scores_classifier")}
     rows: list[dict] = []
     timings: dict[str, float] = {}
@@ -54,7 +64,7 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
         return result
 
     gen = step("generate", generate, ["--config", str(STAGE_CONFIG_DIRS["generate"] / "demo.yaml"),
-                                      "--output_dir", str(d["generate"]), *over])
+                                      "--output_dir", str(d["generate"]), *over, *quick["generate"]])
     mod, si = gen["moderation"], gen["self_instruct"]
     rows.append({"stage": "generate", "what": "moderation set: Jigsaw sample, 6 labels + none",
                  "result": f"train {mod['train']}, test {mod['test']}", "where": str(d["generate"])})
@@ -64,7 +74,7 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
 
     student = step("finetune: student", finetune, [
         "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_student.yaml"), "--output_dir", str(d["student"]),
-        "--data", "data/alpaca_sample.json", str(d["generate"] / "self_instruct.alpaca.json"), *over])
+        "--data", "data/alpaca_sample.json", str(d["generate"] / "self_instruct.alpaca.json"), *over, *quick["finetune"]])
     rows.append({"stage": "finetune", "what": "LoRA SFT, tiny Llama student",
                  "result": f"{student['examples']} examples, {student['steps']} steps, "
                            f"loss {student['first_loss']:.3f} -> {student['last_loss']:.3f}",
@@ -72,13 +82,14 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
 
     classifier = step("finetune: classifier", finetune, [
         "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_classifier.yaml"), "--output_dir", str(d["classifier"]),
-        "--data", str(d["generate"] / "moderation_train.jsonl"), *over])
+        "--data", str(d["generate"] / "moderation_train.jsonl"), *over, *quick["finetune"]])
     rows.append({"stage": "finetune", "what": "LoRA all-MiniLM-L6-v2, 6-label toxicity",
                  "result": f"{classifier['examples']} examples, {classifier['steps']} steps, "
                            f"train loss {classifier['train_loss']:.3f}", "where": str(d["classifier"])})
 
     answers = step("inference", infer, ["--config", str(STAGE_CONFIG_DIRS["inference"] / "demo.yaml"),
-                                        "--model", str(d["student"]), "--output_dir", str(d["inference"]), *over])
+                                        "--model", str(d["student"]), "--output_dir", str(d["inference"]), *over,
+                                        *quick["inference"]])
     rows.append({"stage": "inference", "what": "student answers the held-aside Alpaca set",
                  "result": f"{answers['examples']} answers ({answers['empty_predictions']} empty)",
                  "where": str(d["inference"] / "predictions.jsonl")})

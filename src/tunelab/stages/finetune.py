@@ -78,6 +78,11 @@ def _finetune_sft(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig, out: P
     peft_config = lora_config(mcfg.lora_r, mcfg.lora_alpha, mcfg.lora_dropout, mcfg.lora_target_modules,
                               "CAUSAL_LM") if mcfg.use_lora else None
     trainer = build_sft_trainer(model, tokenizer, train, evals, args, peft_config)
+    # TRL drops examples whose response was truncated away entirely (prompt >= max_length).
+    dropped = len(train) - len(trainer.train_dataset)
+    if not len(trainer.train_dataset):
+        raise ConfigError(f"all {len(train)} training examples have prompts of max_length ({args.max_length}) "
+                          "tokens or more, so no response token is left to learn; raise --max_length")
     result = trainer.train()
     trainer.save_model(str(out))
     shutil.copyfile(template.path, out / STUDENT_TEMPLATE)
@@ -87,7 +92,7 @@ def _finetune_sft(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig, out: P
     }, indent=2), encoding="utf-8")
     write_json(out / "train_log.json", {"log_history": trainer.state.log_history})
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"examples": len(train), "steps": result.global_step, "train_loss": result.training_loss,
+    return {"examples": len(train), "dropped_prompt_too_long": dropped, "steps": result.global_step, "train_loss": result.training_loss,
             "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
 
 
