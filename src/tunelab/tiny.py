@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .paths import DATA_DIR
+from .paths import DATA_DIR, PROMPTS_DIR
 
 # Llama-2's chat format, so the tiny model takes the same messages path as Llama-2-7b-chat.
 LLAMA2_CHAT_TEMPLATE = (
@@ -43,8 +43,9 @@ def _training_text() -> list[str]:
     if seeds.exists():
         for line in seeds.read_text(encoding="utf-8").splitlines():
             texts.append(json.loads(line)["instruction"])
-    texts.append((Path(__file__).resolve().parents[2] / "prompts" / "alpaca_student.jinja2").read_text(encoding="utf-8")
-                 if (Path(__file__).resolve().parents[2] / "prompts" / "alpaca_student.jinja2").exists() else "")
+    template = PROMPTS_DIR / "alpaca_student.jinja2"
+    if template.exists():
+        texts.append(template.read_text(encoding="utf-8"))
     return [t for t in texts if t] or ["hello world"]
 
 

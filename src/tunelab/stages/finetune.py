@@ -128,7 +128,7 @@ def _finetune_classifier(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig,
     trainer = build_classifier_trainer(model, tokenizer, train, evals, taxonomy.labels, args, args.max_length)
     result = trainer.train()
     trainer.save_model(str(out))
-    save_classifier_info(out, base, taxonomy.labels, str(taxonomy.path), args.max_length, mcfg.use_lora)
+    save_classifier_info(out, mcfg.base, taxonomy.labels, str(taxonomy.path), args.max_length, mcfg.use_lora)
     write_json(out / "train_log.json", {"log_history": trainer.state.log_history})
     summary = {"examples": len(train), "steps": result.global_step, "train_loss": result.training_loss}
     if evals:

@@ -85,7 +85,9 @@ def load_classifier(model_dir: str | Path):
     if info["lora"]:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(load_classifier_base(info["base"], labels), model_dir)
+        from ..models import resolve_model
+
+        model = PeftModel.from_pretrained(load_classifier_base(resolve_model(info["base"]), labels), model_dir)
     else:
         from transformers import AutoModelForSequenceClassification
 
