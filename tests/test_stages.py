@@ -199,3 +199,14 @@ def test_sft_with_no_room_for_responses_says_so(tmp_path, tiny_llama, capsys):
     code = finetune.main(["--config", "demo_student", "--output_dir", str(tmp_path / "s"), "--data",
                           "data/alpaca_sample.json", "--max_length", "16", "--max_examples", "4", *FAST_TRAIN])
     assert code == 2 and "raise --max_length" in capsys.readouterr().err
+
+
+def test_truncated_training_data_is_named_and_the_existing_model_survives(student, tmp_path, capsys):
+    out, _ = student
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n {"instruction": "Say hi.", "input": "", "output": "Hi."},\n {"instruction": "Say')
+    assert finetune.main(["--config", "demo_student", "--output_dir", str(out), "--data", str(bad), "--overwrite",
+                          *FAST_TRAIN]) == 2
+    assert f"{bad}:3:" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
