@@ -78,6 +78,18 @@ def test_generate_resumes_from_its_cache(generated, tiny_llama):
     assert stats["self_instruct"]["sent"] == 0 and stats["self_instruct"]["cached"] == 2
 
 
+def test_unfinished_generate_run_continues_without_overwrite(tmp_path, tiny_llama):
+    out = tmp_path / "g"
+    argv = ["--config", "demo", "--output_dir", str(out), "--tasks", "self_instruct", "--num_requests", "2",
+            "--max_new_tokens", "16"]
+    first = generate.generate(argv)
+    (out / "provenance.json").unlink()  # as if the run was killed before it finished
+    again = generate.generate(argv)
+    assert again["self_instruct"]["sent"] == 0 and again["self_instruct"]["cached"] == 2
+    assert again["self_instruct"]["rejected"] == first["self_instruct"]["rejected"]
+    assert generate.main(argv) == 2  # a finished run is not replaced without --overwrite
+
+
 def test_self_instruct_keeps_parsed_tasks_with_provenance(tmp_path, monkeypatch):
     answer = numbered_answer(4, [
         ("Explain why the sky looks blue during the day.", "", "Sunlight scatters off air molecules."),

@@ -201,10 +201,6 @@ def write_json(path: str | os.PathLike, records: Iterable[Record | dict] | dict)
     return atomic_write_text(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
 
 
-def write_records(path: str | os.PathLike, records: Iterable[Record | dict]) -> Path:
-    """Write by extension: `.json` as an array, `.jsonl` as lines."""
-    return write_json(path, list(records)) if Path(path).suffix == ".json" else write_jsonl(path, records)
-
 
 def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
     """Append one line and fsync it: what is appended survives a kill at any later moment."""

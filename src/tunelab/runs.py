@@ -18,7 +18,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -47,12 +47,6 @@ def ensure_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "
     path.mkdir(parents=True, exist_ok=True)
     return path
 
-
-def ensure_new_file(path: str | os.PathLike, overwrite: bool) -> Path:
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise OutputExistsError(f"{path} already exists; pass --overwrite to replace it")
-    return path
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -175,6 +169,3 @@ class RunRecord:
         }
         return atomic_write_text(self.out_dir / "provenance.json", json.dumps(redact(record), indent=2) + "\n")
 
-
-def read_json(path: str | os.PathLike) -> Mapping[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))

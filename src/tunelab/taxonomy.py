@@ -18,9 +18,6 @@ class Taxonomy:
     none_label: str = "none"
     path: Path | None = None
 
-    def index(self, label: str) -> int:
-        return self.labels.index(label)
-
 
 def load_taxonomy(name_or_path: str | Path) -> Taxonomy:
     """`jigsaw` (from data/taxonomies/) or a path to a taxonomy YAML file."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import re
 import string
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -158,6 +157,3 @@ class NoveltyFilter:
         self.add(text)
         return True, score
 
-
-def count_reasons(rejects: list[Rejected]) -> dict[str, int]:
-    return dict(Counter(r.reason for r in rejects).most_common())

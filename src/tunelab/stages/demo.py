@@ -76,8 +76,9 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
         "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_student.yaml"), "--output_dir", str(d["student"]),
         "--data", "data/alpaca_sample.json", str(d["generate"] / "self_instruct.alpaca.json"), *over, *quick["finetune"]])
     rows.append({"stage": "finetune", "what": "LoRA SFT, tiny Llama student",
-                 "result": f"{student['examples']} examples, {student['steps']} steps, "
-                           f"loss {student['first_loss']:.3f} -> {student['last_loss']:.3f}",
+                 "result": f"{student['examples']} examples, {student['steps']} steps, " + (
+                     f"loss {student['first_loss']:.3f} -> {student['last_loss']:.3f}" if student["last_loss"] is not None
+                     else f"train loss {student['train_loss']:.3f}"),
                  "where": str(d["student"])})
 
     classifier = step("finetune: classifier", finetune, [

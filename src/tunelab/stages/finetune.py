@@ -92,8 +92,8 @@ def _finetune_sft(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig, out: P
     }, indent=2), encoding="utf-8")
     write_json(out / "train_log.json", {"log_history": trainer.state.log_history})
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
-    return {"examples": len(train), "dropped_prompt_too_long": dropped, "steps": result.global_step, "train_loss": result.training_loss,
-            "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
+    return {"examples": len(train), "dropped_prompt_too_long": dropped, "steps": result.global_step,
+            "train_loss": result.training_loss, "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None}
 
 
 def _finetune_classifier(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig, out: Path, record: RunRecord) -> dict:

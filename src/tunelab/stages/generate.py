@@ -166,8 +166,9 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         raise ConfigError(f"unknown task(s) {unknown}; choose from {TASKS}")
     quiet_libraries()
     out_path = Path(gen.output_dir)
-    resumable = out_path.is_dir() and _only_cache(out_path)
-    out = ensure_output_dir(out_path, gen.overwrite or resumable)
+    # provenance.json is written last: without it the earlier run never finished, so continue it.
+    unfinished = (out_path / "teacher_cache.jsonl").exists() and not (out_path / "provenance.json").exists()
+    out = ensure_output_dir(out_path, gen.overwrite or unfinished)
     record = RunRecord(out, "generate", [gen, teacher, self_instruct, moderation], config_file)
     stats = {}
     if "moderation" in gen.tasks:
@@ -181,10 +182,6 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     print(f"generate: outputs in {out}")
     return stats
 
-
-def _only_cache(folder: Path) -> bool:
-    """A folder holding nothing but a teacher cache (a run killed mid-way) may be resumed into."""
-    return {p.name for p in folder.iterdir()} <= {"teacher_cache.jsonl", "config.yaml"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -86,7 +86,6 @@ def load_classifier(model_dir: str | Path):
         from peft import PeftModel
 
         from ..models import resolve_model
-
         model = PeftModel.from_pretrained(load_classifier_base(resolve_model(info["base"]), labels), model_dir)
     else:
         from transformers import AutoModelForSequenceClassification
