@@ -1,6 +1,6 @@
 """A canned teacher for parser and pipeline tests: it answers in Alpaca's numbered format."""
 
-from tunelab.teachers.base import TeacherResponse
+from tunelab.teachers.base import BatchedTeacher, TeacherResponse
 
 
 def numbered_answer(start: int, tasks: list[tuple[str, str, str]], cut_last: bool = False) -> str:
@@ -14,15 +14,16 @@ def numbered_answer(start: int, tasks: list[tuple[str, str, str]], cut_last: boo
     return text + (f"###\n{start + len(tasks)}. Instruction: Describe the" if cut_last else "")
 
 
-class CannedTeacher:
+class CannedTeacher(BatchedTeacher):
     """Answers every request with the next canned text; counts what it was asked."""
 
-    def __init__(self, answers: list[str], name: str = "canned"):
+    def __init__(self, answers: list[str], name: str = "canned", batch_size: int = 8):
         self.name = name
         self.answers = answers
+        self.batch_size = batch_size
         self.calls = 0
 
-    def generate(self, requests, params):
+    def generate_batch(self, requests, params):
         out = []
         for _ in requests:
             text = self.answers[self.calls % len(self.answers)]

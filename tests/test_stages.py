@@ -22,7 +22,7 @@ def workdir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def generated(workdir, tiny_llama):
     out = workdir / "generate"
-    stats = generate.generate(["--config", "demo", "--output_dir", str(out), "--num_requests", "2",
+    stats = generate.generate(["--config", "demo", "--output_dir", str(out), "--max_requests", "2",
                                "--max_new_tokens", "32"])
     return out, stats
 
@@ -66,21 +66,21 @@ def test_generate_builds_moderation_and_self_instruct(generated):
     assert si["sent"] == 2 and si["kept"] + si["rejected"] >= 1
     assert (out / "self_instruct.rejects.jsonl").exists() and (out / "teacher_cache.jsonl").exists()
     provenance = json.loads((out / "provenance.json").read_text())
-    assert set(provenance["templates"]) == {"self_instruct", "moderation_instruction"}
+    assert set(provenance["templates"]) == {"self_instruct", "moderation_instruction", "moderation_qa", "alpaca_student"}
     assert provenance["inputs"]["seed_tasks"].split("sha256:")[1]
     assert "tiny random" in provenance["notes"]["teacher"]
 
 
 def test_generate_resumes_from_its_cache(generated, tiny_llama):
     out, _ = generated
-    stats = generate.generate(["--config", "demo", "--output_dir", str(out), "--num_requests", "2",
+    stats = generate.generate(["--config", "demo", "--output_dir", str(out), "--max_requests", "2",
                                "--max_new_tokens", "32", "--tasks", "self_instruct", "--overwrite"])
     assert stats["self_instruct"]["sent"] == 0 and stats["self_instruct"]["cached"] == 2
 
 
 def test_unfinished_generate_run_continues_without_overwrite(tmp_path, tiny_llama):
     out = tmp_path / "g"
-    argv = ["--config", "demo", "--output_dir", str(out), "--tasks", "self_instruct", "--num_requests", "2",
+    argv = ["--config", "demo", "--output_dir", str(out), "--tasks", "self_instruct", "--max_requests", "2",
             "--max_new_tokens", "16"]
     first = generate.generate(argv)
     (out / "provenance.json").unlink()  # as if the run was killed before it finished
@@ -98,7 +98,7 @@ def test_self_instruct_keeps_parsed_tasks_with_provenance(tmp_path, monkeypatch)
     ])
     monkeypatch.setitem(factory.BACKENDS, "canned", lambda cfg: CannedTeacher([answer]))
     stats = generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "g"), "--tasks", "self_instruct",
-                               "--teacher_backend", "canned", "--num_requests", "1"])
+                               "--teacher_backend", "canned", "--max_requests", "1"])
     kept = json.loads((tmp_path / "g/self_instruct.alpaca.json").read_text())
     assert [k["instruction"] for k in kept] == ["Explain why the sky looks blue during the day.",
                                                 "Give three tips for staying healthy this winter."]

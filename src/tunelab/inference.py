@@ -34,14 +34,49 @@ def generation_kwargs(params: SamplingParams, tokenizer) -> dict:
     return kwargs
 
 
+class PerRowSampler:
+    """Sampling with one random generator per row, as a logits processor under greedy decoding.
+
+    `generate()` samples a whole batch from the global RNG, so a row's sample depends on its
+    batch-mates. Here each row draws from its own seeded generator, after the same temperature,
+    top-k and top-p warpers `generate()` would apply, and the drawn token is the only one left
+    for greedy decoding to pick. A request's answer then depends on its own seed only.
+    """
+
+    def __init__(self, seeds: Sequence[int], params: SamplingParams, device):
+        import torch
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.warpers = [TemperatureLogitsWarper(params.temperature)]
+        if params.top_k:
+            self.warpers.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(params.top_p))
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        for warper in self.warpers:
+            scores = warper(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        chosen = torch.cat([torch.multinomial(probs[row], 1, generator=g) for row, g in enumerate(self.generators)])
+        picked = torch.full_like(scores, float("-inf"))
+        picked[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
+        return picked
+
+
 def generate_texts(model, tokenizer, prompts: Sequence[str], params: SamplingParams, *, batch_size: int = 8,
-                   add_special_tokens: bool = True, progress: bool = True, desc: str = "generate") -> list[Generation]:
+                   add_special_tokens: bool = True, progress: bool = True, desc: str = "generate",
+                   seeds: Sequence[int] | None = None) -> list[Generation]:
     """Continue each prompt. Results come back in input order.
 
     Prompts are sorted by length so each batch pads little; padding is on the left so every
-    continuation starts right after its own prompt. The seed is set per batch.
+    continuation starts right after its own prompt. With `seeds` (one per prompt), sampling is
+    seeded per prompt and does not depend on the batching; without, the seed is set per batch.
     """
     import torch
+    from transformers import LogitsProcessorList
 
     tokenizer.padding_side = "left"
     encoded = [tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in prompts]
@@ -56,8 +91,13 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], params: SamplingPar
             batch = order[start:start + batch_size]
             padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
             torch.manual_seed(params.seed)
+            batch_kwargs = kwargs
+            if seeds is not None and kwargs["do_sample"]:
+                sampler = PerRowSampler([seeds[i] for i in batch], params, device)
+                batch_kwargs = {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+                                "logits_processor": LogitsProcessorList([sampler])}
             with torch.no_grad():
-                out = model.generate(**padded, **kwargs)
+                out = model.generate(**padded, **batch_kwargs)
             new_tokens = out[:, padded["input_ids"].shape[1]:]
             for row, i in enumerate(batch):
                 ids = new_tokens[row].tolist()

@@ -147,6 +147,39 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         raise RecordError(path, None, f"unsupported extension '{suffix}': use .json (array) or .jsonl")
 
 
+def read_table_rows(path: str | os.PathLike, required: Iterable[str]) -> list[tuple[int, dict]]:
+    """(line, row) pairs of a CSV (with a header) or JSON/JSONL file of objects holding `required` columns."""
+    import csv
+
+    path = Path(path)
+    required = list(required)
+    rows: list[tuple[int, dict]] = []
+    if path.suffix.lower() != ".csv":
+        for line, obj in iter_json_objects(path):
+            if not isinstance(obj, dict):
+                raise RecordError(path, line, "expected a JSON object")
+            absent = [c for c in required if c not in obj]
+            if absent:
+                raise RecordError(path, line, f"missing field(s) {absent}")
+            rows.append((line, obj))
+        return rows
+    if not path.exists():
+        raise RecordError(path, None, "file not found")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        absent = [c for c in required if c not in header]
+        if absent:
+            raise RecordError(path, 1, f"missing column(s) {absent}; the header has {header}")
+        line = reader.line_num
+        for row in reader:
+            if None in row or any(v is None for v in row.values()):
+                raise RecordError(path, line + 1, f"row has {len(row) - (None in row)} fields, the header {len(header)}")
+            rows.append((line + 1, row))
+            line = reader.line_num
+    return rows
+
+
 def read_records(path: str | os.PathLike, kind: str, taxonomy: Iterable[str] | None = None) -> list[Record]:
     """Read and validate every record of `path`; stop at the first bad one with a `RecordError`.
 
@@ -202,14 +235,30 @@ def write_json(path: str | os.PathLike, records: Iterable[Record | dict] | dict)
 
 
 
-def append_jsonl(path: str | os.PathLike, obj: dict) -> None:
-    """Append one line and fsync it: what is appended survives a kill at any later moment."""
+def append_jsonl(path: str | os.PathLike, objs: Iterable[dict]) -> None:
+    """Append lines and fsync once: what is appended survives a kill at any later moment."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
-        f.write(_dumps(obj) + "\n")
+        f.write("".join(_dumps(obj) + "\n" for obj in objs))
         f.flush()
         os.fsync(f.fileno())
+
+
+def drop_partial_last_line(path: str | os.PathLike) -> bool:
+    """Cut a last line left unfinished by a kill mid-append, so the next append starts a fresh line."""
+    path = Path(path)
+    if not path.exists() or path.stat().st_size == 0:
+        return False
+    with path.open("rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return False
+        data = f.seek(0) or f.read()
+        f.truncate(data.rfind(b"\n") + 1)
+        f.flush()
+        os.fsync(f.fileno())
+    return True
 
 
 # Conversions between the instruction formats. The student template renders Alpaca records;

@@ -7,14 +7,13 @@ chat records {messages}. Train and test never share a text.
 
 from __future__ import annotations
 
-import csv
 import random
 import re
 from collections import Counter
 from pathlib import Path
 
 from ..errors import RecordError
-from ..records import alpaca_to_chat, iter_json_objects
+from ..records import alpaca_to_chat, read_table_rows
 from ..taxonomy import Taxonomy
 
 TRUE_VALUES = {"1", "1.0", "true", "yes"}
@@ -44,32 +43,7 @@ def load_labeled_corpus(path: str | Path, taxonomy: Taxonomy, text_column: str,
     missing_labels = [label for label in taxonomy.labels if label not in label_columns]
     if missing_labels:
         raise RecordError(path, None, f"no column mapped for labels {missing_labels}")
-    rows: list[tuple[int, dict]] = []
-    if path.suffix.lower() == ".csv":
-        if not path.exists():
-            raise RecordError(path, None, "file not found")
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            header = reader.fieldnames or []
-            needed = [text_column, *label_columns.values()]
-            absent = [c for c in needed if c not in header]
-            if absent:
-                raise RecordError(path, 1, f"missing column(s) {absent}; the header has {header}")
-            line = reader.line_num
-            for row in reader:
-                if None in row or any(v is None for v in row.values()):
-                    raise RecordError(path, line + 1, f"row has {len(row) - (None in row)} fields, the header {len(header)}")
-                rows.append((line + 1, row))
-                line = reader.line_num
-    else:
-        for line, obj in iter_json_objects(path):
-            if not isinstance(obj, dict):
-                raise RecordError(path, line, "expected a JSON object")
-            absent = [c for c in (text_column, *label_columns.values()) if c not in obj]
-            if absent:
-                raise RecordError(path, line, f"missing field(s) {absent}")
-            rows.append((line, obj))
-
+    rows = read_table_rows(path, [text_column, *label_columns.values()])
     records, skipped = [], Counter()
     for line, row in rows:
         text = row[text_column]

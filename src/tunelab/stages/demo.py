@@ -32,7 +32,7 @@ class DemoConfig:
 
 # With --quick, each stage keeps its real code path but does only a token amount of work.
 QUICK = {
-    "generate": ["--num_requests", "1", "--max_new_tokens", "16"],
+    "generate": ["--max_requests", "1", "--max_posts", "1", "--max_new_tokens", "16"],
     "finetune": ["--max_steps", "2", "--max_examples", "32", "--logging_steps", "1"],
     "inference": ["--limit", "4", "--max_new_tokens", "8"],
 }

@@ -1,12 +1,22 @@
 """generate: teacher-written and corpus-derived instruction data.
 
     python generate/run.py --config demo
-    python generate/run.py --config demo --teacher meta-llama/Llama-2-70b-chat-hf --teacher_device_map auto
+    python generate/run.py --config demo --dry_run
+    python generate/run.py --config demo --teacher meta-llama/Llama-2-70b-chat-hf --teacher_device_map auto \
+        --teacher_quantization 4bit
+    python generate/run.py --config demo --teacher_backend openai --teacher_base_url http://localhost:8000/v1 \
+        --teacher meta-llama/Llama-2-70b-chat-hf
+
+Tasks: `moderation` (balanced sets from a labelled corpus, no teacher), `self_instruct` (Alpaca-style
+tasks from seed tasks) and `moderation_qa` (QA pairs and verdicts about posts, text or image).
+Every teacher answer is cached as it arrives: a killed run, rerun, continues where it stopped.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -19,24 +29,49 @@ from ..records import write_json, write_jsonl
 from ..runs import RunRecord, ensure_output_dir
 from .common import quiet_libraries, run_main
 
-TASKS = ("moderation", "self_instruct")
+TASKS = ("moderation", "self_instruct", "moderation_qa")
 
 
 @dataclass
 class GenerateConfig:
     output_dir: str = field(default="runs/generate", metadata={"help": "Where datasets, stats and the run record go."})
-    tasks: list[str] = field(default_factory=lambda: list(TASKS), metadata={"help": f"Builders to run, of {TASKS}."})
-    seed: int = field(default=0, metadata={"help": "Seeds sampling of seed tasks and splits: same seed, same requests."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace outputs in an existing output_dir (the teacher cache is kept)."})
+    tasks: list[str] = field(default_factory=lambda: ["moderation", "self_instruct"],
+                             metadata={"help": f"Builders to run, of {TASKS}."})
+    seed: int = field(default=0, metadata={"help": "Seeds sampling of seed tasks, splits and answers: same seed, same requests."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace outputs of a finished run (the teacher cache is kept)."})
+    dry_run: bool = field(default=False, metadata={
+        "help": "Count requests and prompt tokens, estimate time and cost; send nothing, write nothing."})
+    near_duplicate_threshold: float = field(default=0.8, metadata={
+        "help": "Drop a teacher-written record whose MinHash Jaccard with a kept one reaches this; 0 turns it off."})
+    decontaminate_against: list[str] = field(default_factory=lambda: ["data/alpaca_heldout.json"], metadata={
+        "help": "Evaluation sets (Alpaca JSON, JSONL with text, chat or prompt/completion); overlapping records are dropped."})
+    decontamination_ngram: int = field(default=8, metadata={"help": "Shared word n-gram length that counts as overlap."})
 
 
 @dataclass
 class TeacherConfig:
-    teacher: str = field(default="tunelab:tiny-llama", metadata={"help": "Hub id, local folder, or tunelab:tiny-llama."})
-    teacher_backend: str = field(default="transformers", metadata={"help": "How the teacher is reached."})
+    teacher: str = field(default="tunelab:tiny-llama", metadata={
+        "help": "Hub id, local folder, tunelab:tiny-llama; for openai, the model name the server serves."})
+    teacher_backend: str = field(default="transformers", metadata={
+        "help": "transformers | llava_next (image posts) | openai (any OpenAI-compatible server) | vllm (extra)."})
     teacher_dtype: str = field(default="auto", metadata={"help": "auto, bfloat16, float16 or float32."})
     teacher_device_map: str | None = field(default=None, metadata={"help": "'auto' spreads a large teacher over all GPUs."})
-    teacher_batch_size: int = field(default=8, metadata={"help": "Requests per generate() call: larger is faster, needs more memory."})
+    teacher_quantization: str = field(default="none", metadata={
+        "help": "none | 4bit (NF4: a 70B teacher in ~40 GB) | 8bit (~75 GB); bitsandbytes, in-process backends."})
+    teacher_batch_size: int = field(default=8, metadata={"help": "In-process requests per generate() call: faster, more memory."})
+    teacher_base_url: str | None = field(default=None, metadata={"help": "openai backend: e.g. http://localhost:8000/v1."})
+    teacher_api_key_env: str | None = field(default=None, metadata={
+        "help": "Name of the environment variable holding the API key (the key itself never goes in a config)."})
+    teacher_max_in_flight: int = field(default=32, metadata={"help": "openai backend: concurrent requests."})
+    teacher_timeout_s: float = field(default=300.0, metadata={"help": "openai backend: seconds before a request is retried."})
+    teacher_max_retries: int = field(default=6, metadata={"help": "openai backend: retries on 429/5xx/timeouts/drops."})
+    teacher_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per model."})
+    teacher_tokenizer: str | None = field(default=None, metadata={
+        "help": "Tokenizer for --dry_run token counts when the teacher is remote (hub id or folder)."})
+    teacher_tokens_per_s: float = field(default=500.0, metadata={
+        "help": "--dry_run only: generated tokens per second you expect, for the time estimate."})
+    price_per_1k_prompt_tokens: float = field(default=0.0, metadata={"help": "--dry_run only: cost estimate."})
+    price_per_1k_completion_tokens: float = field(default=0.0, metadata={"help": "--dry_run only: cost estimate."})
     max_new_tokens: int = field(default=1024, metadata={"help": "Answer length cap; a task cut by it is dropped."})
     temperature: float = field(default=1.0, metadata={"help": "Alpaca used 1.0 for diversity; 0 is greedy."})
     top_p: float = field(default=1.0)
@@ -49,8 +84,10 @@ class SelfInstructConfig:
     seed_tasks: str = field(default="data/seed_tasks.jsonl", metadata={"help": "Alpaca seed_tasks.jsonl format."})
     self_instruct_template: str = field(default="self_instruct", metadata={"help": "Teacher prompt in prompts/."})
     num_prompt_instructions: int = field(default=3, metadata={"help": "Seed examples per prompt (Alpaca: 3)."})
-    num_requests: int = field(default=8, metadata={"help": "Teacher prompts to send."})
-    target_count: int = field(default=100, metadata={"help": "Stop keeping tasks once this many are kept."})
+    requests_per_round: int = field(default=32, metadata={
+        "help": "Prompts sent together; the target is checked between rounds. Match teacher_max_in_flight."})
+    max_requests: int = field(default=64, metadata={"help": "Stop after this many prompts even below the target."})
+    target_count: int = field(default=100, metadata={"help": "Stop once this many tasks are kept."})
     rouge_threshold: float = field(default=0.7, metadata={"help": "Drop a task whose ROUGE-L vs any kept/seed task exceeds this."})
 
 
@@ -68,7 +105,236 @@ class ModerationConfig:
     train_none: int = field(default=1000, metadata={"help": "Train examples with no label."})
 
 
-CONFIG_TYPES = (GenerateConfig, TeacherConfig, SelfInstructConfig, ModerationConfig)
+@dataclass
+class ModerationQAConfig:
+    posts: str = field(default="data/jigsaw_sample.csv", metadata={"help": "CSV/JSONL of posts for teacher-written QA."})
+    posts_text_column: str = field(default="comment_text")
+    posts_image_column: str | None = field(default=None, metadata={"help": "Column of image paths (or URLs for openai)."})
+    images_root: str | None = field(default=None, metadata={
+        "help": "Folder image paths are relative to; a path escaping it is rejected. Default: the posts file's folder."})
+    max_posts: int = field(default=100, metadata={"help": "Posts to send (from the top of the file)."})
+    qa_taxonomy: str = field(default="jigsaw", metadata={"help": "Categories for verdicts: jigsaw, llama_guard, or a YAML path."})
+    qa_template: str = field(default="moderation_qa", metadata={"help": "Teacher prompt in prompts/."})
+    qa_questions: int = field(default=3, metadata={"help": "QA pairs asked for per post."})
+
+
+CONFIG_TYPES = (GenerateConfig, TeacherConfig, SelfInstructConfig, ModerationConfig, ModerationQAConfig)
+
+
+def _counts(rejects: list[dict], key: str) -> dict[str, int]:
+    return dict(Counter(r[key] for r in rejects).most_common())
+
+
+def write_formats(out: Path, stem: str, pairs: list[dict], record: RunRecord, to_chat) -> None:
+    """One dataset in the three formats: Alpaca JSON, chat JSONL, prompt/completion JSONL."""
+    from ..training.data import render_prompt
+
+    student = load_template("alpaca_student")
+    record.add_template(student.name, student.source)
+    completions = [{"id": p["id"], "prompt": render_prompt(student, p["instruction"], p["input"]),
+                    "completion": p["output"], **({"image": p["image"]} if p.get("image") else {}),
+                    "provenance": p["provenance"]} for p in pairs]
+    write_json(out / f"{stem}.alpaca.json", pairs)
+    write_jsonl(out / f"{stem}.chat.jsonl", [to_chat(p) | {"provenance": p["provenance"]} for p in pairs])
+    write_jsonl(out / f"{stem}.completion.jsonl", completions)
+    for suffix in (".alpaca.json", ".chat.jsonl", ".completion.jsonl"):
+        record.add_output(stem + suffix, out / f"{stem}{suffix}")
+
+
+class DataGates:
+    """The checks every teacher-written record passes after parsing: decontamination, then near duplicates.
+
+    Applied record by record, in order, so a build can stop at its target with every kept record clean.
+    """
+
+    def __init__(self, gen: GenerateConfig, record: RunRecord | None):
+        from ..generation import dedup
+
+        self._dedup = dedup
+        eval_sets = {}
+        for ref in gen.decontaminate_against:
+            path = resolve_input(ref)
+            eval_sets[path.name] = dedup.load_eval_texts(path)
+            if record is not None:
+                record.add_input(f"eval_set:{path.name}", path)
+        self.decontaminator = dedup.Decontaminator(eval_sets, n=gen.decontamination_ngram) if eval_sets else None
+        self.near = (dedup.NearDuplicateIndex(gen.near_duplicate_threshold, seed=gen.seed)
+                     if gen.near_duplicate_threshold > 0 else None)
+
+    def check(self, record_id: str, text: str, full_text: str) -> dict | None:
+        """None keeps the record (and remembers it); otherwise the reason it is dropped."""
+        if self.decontaminator is not None and (hit := self.decontaminator.check(full_text)):
+            return {"stage": "decontamination", "reason": f"overlaps evaluation set {hit[0]}", "ngram": hit[1]}
+        if self.near is not None:
+            if dup := self.near.query(text):
+                return {"stage": "near_duplicate", "reason": "near duplicate of a kept record",
+                        "duplicate_of": dup[0], "jaccard": round(dup[1], 4)}
+            self.near.add(record_id, text)
+        return None
+
+
+class SelfInstructBuild:
+    """Rounds of teacher prompts until `target_count` tasks are kept or `max_requests` are spent.
+
+    Round r's prompts depend only on the seed and r, never on answers: a rerun makes the same
+    requests and finds them in the cache.
+    """
+
+    def __init__(self, cfg: SelfInstructConfig, params, seed: int, record: RunRecord | None):
+        from ..generation import self_instruct as si
+
+        self.cfg, self.params, self.seed = cfg, params, seed
+        seeds_path = resolve_input(cfg.seed_tasks)
+        self.seeds = si.load_seed_tasks(seeds_path)
+        self.template = load_template(cfg.self_instruct_template)
+        if record is not None:
+            record.add_input("seed_tasks", seeds_path)
+            record.add_template(self.template.name, self.template.source)
+
+    def round_requests(self, round_index: int, count: int):
+        from ..generation import self_instruct as si
+        from ..teachers import TeacherRequest
+
+        chosen = si.sample_seed_sets(self.seeds, count, self.cfg.num_prompt_instructions, f"{self.seed}-{round_index}")
+        return [TeacherRequest(prompt=self.template.render(seeds=[asdict(s) for s in c]),
+                               meta={"seed_ids": [s.id for s in c]}) for c in chosen]
+
+    def all_requests(self):
+        """Every request the build could send (dry runs count these)."""
+        requests, r = [], 0
+        while len(requests) < self.cfg.max_requests:
+            requests += self.round_requests(r, min(self.cfg.requests_per_round, self.cfg.max_requests - len(requests)))
+            r += 1
+        return requests
+
+    def run(self, teacher, cache, gates: DataGates, out: Path, record: RunRecord) -> dict:
+        from ..generation import self_instruct as si
+        from ..teachers import RequestProgress, run_requests
+
+        cfg = self.cfg
+        novelty = si.NoveltyFilter(cfg.rouge_threshold, [s.instruction for s in self.seeds])
+        kept, rejects = [], []
+        totals = Counter()
+        progress = RequestProgress(cfg.max_requests, "self-instruct")
+        started = time.monotonic()
+        round_index = 0
+        try:
+            while len(kept) < cfg.target_count and totals["requests"] < cfg.max_requests:
+                count = min(cfg.requests_per_round, cfg.max_requests - totals["requests"])
+                requests = self.round_requests(round_index, count)
+                answers, stats = run_requests(teacher, requests, self.params, cache,
+                                              template_version=self.template.version, progress=progress)
+                totals.update(stats)
+                for request, answer in zip(requests, answers, strict=True):
+                    provenance = {"teacher": teacher.name, "template": f"{self.template.name}@{self.template.version}",
+                                  "sampling": asdict(self.params), "seed_ids": request.meta["seed_ids"]}
+                    tasks, bad = si.parse_tasks(answer.text, cfg.num_prompt_instructions, answer.finish_reason)
+                    rejects += [{"stage": "parse", "reason": r.reason, "raw": r.raw, **r.detail,
+                                 "provenance": provenance} for r in bad]
+                    for task in tasks:
+                        if len(kept) >= cfg.target_count:
+                            break
+                        novel, score = novelty.keep(task.instruction)
+                        if not novel:
+                            rejects.append({"stage": "novelty", "reason": f"ROUGE-L > {cfg.rouge_threshold} vs an earlier task",
+                                            "instruction": task.instruction, "rouge_l": round(score, 4),
+                                            "provenance": provenance})
+                            continue
+                        task_id = f"self-instruct-{len(kept)}"
+                        full = f"{task.instruction}\n{task.input}\n{task.output}"
+                        if drop := gates.check(task_id, f"{task.instruction}\n{task.input}", full):
+                            rejects.append(drop | {"instruction": task.instruction, "provenance": provenance})
+                            continue
+                        kept.append({"id": task_id, **asdict(task), "provenance": provenance})
+                progress.counts.update(kept=len(kept), rejected=len(rejects))
+                progress.show()
+                round_index += 1
+        finally:
+            progress.close()
+        write_formats(out, "self_instruct", kept, record, _alpaca_chat)
+        write_jsonl(out / "self_instruct.rejects.jsonl", rejects)
+        record.add_output("self_instruct_rejects", out / "self_instruct.rejects.jsonl")
+        return {"kept": len(kept), "rejected": len(rejects), "rounds": round_index, **dict(totals),
+                "seconds": round(time.monotonic() - started, 2),
+                "rejected_by_stage": _counts(rejects, "stage"), "reject_reasons": _counts(rejects, "reason")}
+
+
+def _alpaca_chat(pair: dict) -> dict:
+    from ..records import alpaca_to_chat
+
+    return alpaca_to_chat(pair)
+
+
+class ModerationQABuild:
+    """One teacher request per post; each valid answer becomes QA and verdict instruction pairs."""
+
+    def __init__(self, cfg: ModerationQAConfig, teacher_cfg: TeacherConfig, params, record: RunRecord | None):
+        from ..generation import moderation_qa as mqa
+        from ..taxonomy import load_taxonomy
+
+        self.cfg, self.params = cfg, params
+        posts_path = resolve_input(cfg.posts)
+        self.taxonomy = load_taxonomy(cfg.qa_taxonomy)
+        self.template = load_template(cfg.qa_template)
+        self.verdict_instruction = load_template("moderation_instruction").render(
+            labels=list(self.taxonomy.labels), none_label=self.taxonomy.none_label).strip()
+        images_root = resolve_input(cfg.images_root) if cfg.images_root else None
+        self.posts = mqa.load_posts(posts_path, cfg.posts_text_column, cfg.posts_image_column, images_root,
+                                    allow_urls=teacher_cfg.teacher_backend == "openai", limit=cfg.max_posts)
+        if record is not None:
+            record.add_input("posts", posts_path)
+            record.add_input("qa_taxonomy", self.taxonomy.path)
+            record.add_template(self.template.name, self.template.source)
+
+    def requests(self):
+        from ..generation import moderation_qa as mqa
+        from ..teachers import TeacherRequest
+
+        categories = [{"name": n, "description": self.taxonomy.descriptions[n]} for n in self.taxonomy.labels]
+        return [TeacherRequest(messages=mqa.request_messages(post, self.template.render(
+            post=post.text, has_image=post.image is not None, categories=categories,
+            num_questions=self.cfg.qa_questions).strip()), meta={"post": post}) for post in self.posts]
+
+    def run(self, teacher, cache, gates: DataGates, out: Path, record: RunRecord) -> dict:
+        from ..generation import moderation_qa as mqa
+        from ..teachers import RequestProgress, run_requests
+
+        requests = self.requests()
+        progress = RequestProgress(len(requests), "moderation-qa")
+        started = time.monotonic()
+        try:
+            answers, stats = run_requests(teacher, requests, self.params, cache, template_version=self.template.version,
+                                          progress=progress)
+        finally:
+            progress.close()
+        structured, pairs, rejects = [], [], []
+        for request, answer in zip(requests, answers, strict=True):
+            post = request.meta["post"]
+            provenance = {"teacher": teacher.name, "template": f"{self.template.name}@{self.template.version}",
+                          "sampling": asdict(self.params), "post_id": post.id, "taxonomy": self.taxonomy.name}
+            parsed = mqa.parse_answer(answer.text, self.taxonomy)
+            if parsed.reject is None and answer.finish_reason == "length":
+                parsed.reject = "cut off by the length limit"
+            if parsed.reject:
+                rejects.append({"stage": "parse", "reason": parsed.reject, "post_id": post.id, "raw": answer.text,
+                                "provenance": provenance})
+                continue
+            if drop := gates.check(post.id, post.text, post.text + "\n" + " ".join(q["answer"] for q in parsed.qa)):
+                rejects.append(drop | {"post_id": post.id, "provenance": provenance})
+                continue
+            labels = [v["category"] for v in parsed.verdicts if v["violates"]]
+            structured.append({"id": post.id, "text": post.text, "image": post.image, "qa": parsed.qa,
+                               "verdicts": parsed.verdicts, "labels": labels, "provenance": provenance})
+            pairs += [p | {"provenance": provenance}
+                      for p in mqa.instruction_pairs(post, parsed, self.taxonomy, self.verdict_instruction)]
+        write_jsonl(out / "moderation_qa.jsonl", structured)
+        record.add_output("moderation_qa", out / "moderation_qa.jsonl")
+        write_formats(out, "moderation_qa", pairs, record, mqa.pair_to_chat)
+        write_jsonl(out / "moderation_qa.rejects.jsonl", rejects)
+        record.add_output("moderation_qa_rejects", out / "moderation_qa.rejects.jsonl")
+        return {"posts": len(self.posts), "kept_posts": len(structured), "pairs": len(pairs), "rejected": len(rejects),
+                **stats, "seconds": round(time.monotonic() - started, 2),
+                "rejected_by_stage": _counts(rejects, "stage"), "reject_reasons": _counts(rejects, "reason")}
 
 
 def build_moderation(cfg: ModerationConfig, out: Path, seed: int, record: RunRecord) -> dict:
@@ -96,92 +362,112 @@ def build_moderation(cfg: ModerationConfig, out: Path, seed: int, record: RunRec
     provenance = {"source": str(corpus), "taxonomy": taxonomy.name, "template": f"{template.name}@{template.version}"}
     for split, rows in (("train", train), ("test", test)):
         write_jsonl(out / f"moderation_{split}.jsonl", [r | {"provenance": provenance} for r in rows])
-        write_json(out / f"moderation_{split}.alpaca.json",
-                   [mod.to_alpaca(r, taxonomy, instruction) | {"provenance": provenance} for r in rows])
-        write_jsonl(out / f"moderation_{split}.chat.jsonl",
-                    [mod.to_chat(r, taxonomy, instruction) | {"provenance": provenance} for r in rows])
-        for suffix in (".jsonl", ".alpaca.json", ".chat.jsonl"):
-            record.add_output(f"moderation_{split}{suffix}", out / f"moderation_{split}{suffix}")
+        record.add_output(f"moderation_{split}.jsonl", out / f"moderation_{split}.jsonl")
+        pairs = [mod.to_alpaca(r, taxonomy, instruction) | {"provenance": provenance} for r in rows]
+        write_formats(out, f"moderation_{split}", pairs, record, _alpaca_chat)
     return {"corpus_rows": len(records) + duplicates, "duplicates_dropped": duplicates, "skipped": skipped,
             "train": len(train), "test": len(test),
             "train_labels": mod.label_counts(train, taxonomy), "test_labels": mod.label_counts(test, taxonomy)}
 
 
-def build_self_instruct(cfg: SelfInstructConfig, tcfg: TeacherConfig, out: Path, seed: int, record: RunRecord) -> dict:
-    from ..generation import self_instruct as si
-    from ..models import is_tiny_random
-    from ..teachers import RequestCache, SamplingParams, TeacherRequest, make_teacher, run_requests
+def sampling_params(tcfg: TeacherConfig, seed: int):
+    from ..teachers import SamplingParams
 
-    seeds_path = resolve_input(cfg.seed_tasks)
-    seeds = si.load_seed_tasks(seeds_path)
-    template = load_template(cfg.self_instruct_template)
-    record.add_input("seed_tasks", seeds_path)
-    record.add_template(template.name, template.source)
+    return SamplingParams(max_new_tokens=tcfg.max_new_tokens, temperature=tcfg.temperature, top_p=tcfg.top_p,
+                          top_k=tcfg.top_k, seed=seed)
 
-    seed_sets = si.sample_seed_sets(seeds, cfg.num_requests, cfg.num_prompt_instructions, seed)
-    requests = [TeacherRequest(prompt=template.render(seeds=[asdict(s) for s in chosen]),
-                               meta={"seed_ids": [s.id for s in chosen]}) for chosen in seed_sets]
-    params = SamplingParams(max_new_tokens=tcfg.max_new_tokens, temperature=tcfg.temperature, top_p=tcfg.top_p,
-                            top_k=tcfg.top_k, seed=seed)
-    teacher = make_teacher(tcfg)
-    record.models["teacher"] = teacher.name
-    if is_tiny_random(getattr(teacher, "path", "")):
-        record.notes["teacher"] = "tiny random model: its answers are noise, so most or all are rejected"
-    cache = RequestCache(out / "teacher_cache.jsonl")
-    answers, request_stats = run_requests(teacher, requests, params, cache, template_version=template.version,
-                                          batch_size=tcfg.teacher_batch_size, desc="self-instruct")
 
-    novelty = si.NoveltyFilter(cfg.rouge_threshold, [s.instruction for s in seeds])
-    kept, rejects = [], []
-    for request, answer in zip(requests, answers, strict=True):
-        tasks, bad = si.parse_tasks(answer.text, cfg.num_prompt_instructions, answer.finish_reason)
-        provenance = {"teacher": teacher.name, "template": f"{template.name}@{template.version}",
-                      "sampling": asdict(params), "seed_ids": request.meta["seed_ids"]}
-        rejects += [{"reason": r.reason, "raw": r.raw, **r.detail, "provenance": provenance} for r in bad]
-        for task in tasks:
-            if len(kept) >= cfg.target_count:
-                break
-            novel, score = novelty.keep(task.instruction)
-            if not novel:
-                rejects.append({"reason": f"ROUGE-L > {cfg.rouge_threshold} vs an earlier task",
-                                "raw": task.instruction, "rouge_l": round(score, 4), "provenance": provenance})
-                continue
-            kept.append(asdict(task) | {"id": f"self-instruct-{len(kept)}", "provenance": provenance})
-    write_json(out / "self_instruct.alpaca.json", kept)
-    write_jsonl(out / "self_instruct.rejects.jsonl", rejects)
-    record.add_output("self_instruct", out / "self_instruct.alpaca.json")
-    record.add_output("self_instruct_rejects", out / "self_instruct.rejects.jsonl")
-    return {"kept": len(kept), "rejected": len(rejects), **request_stats,
-            "reject_reasons": dict(Counter(r["reason"] for r in rejects).most_common())}
+def dry_run(gen: GenerateConfig, tcfg: TeacherConfig, builds: dict, out_path: Path) -> dict:
+    """What a run would send: requests (minus those already cached), prompt tokens, time and cost."""
+    from ..teachers import RequestCache, request_key
+    from ..teachers.dry_run import TokenCounter
+
+    counter = TokenCounter(tcfg)
+    cache = RequestCache(out_path / "teacher_cache.jsonl") if (out_path / "teacher_cache.jsonl").exists() else None
+    params = sampling_params(tcfg, gen.seed)
+    report: dict = {"teacher": tcfg.teacher, "backend": tcfg.teacher_backend, "token_count": counter.method, "tasks": {}}
+    totals = Counter()
+    for name, (build, requests) in builds.items():
+        version = build.template.version
+        todo = [r for r in requests if cache is None or request_key(tcfg.teacher, r, params, version) not in cache]
+        prompt_tokens = sum(counter.count(r) for r in todo)
+        entry = {"requests": len(requests), "already_cached": len(requests) - len(todo), "to_send": len(todo),
+                 "prompt_tokens": prompt_tokens, "completion_tokens_at_most": len(todo) * tcfg.max_new_tokens}
+        if name == "self_instruct":
+            entry["note"] = (f"at most max_requests={build.cfg.max_requests}; the run stops earlier once "
+                             f"target_count={build.cfg.target_count} tasks are kept")
+        report["tasks"][name] = entry
+        totals.update({k: v for k, v in entry.items() if isinstance(v, int)})
+    seconds = totals["completion_tokens_at_most"] / max(tcfg.teacher_tokens_per_s, 1e-9)
+    cost = (totals["prompt_tokens"] * tcfg.price_per_1k_prompt_tokens
+            + totals["completion_tokens_at_most"] * tcfg.price_per_1k_completion_tokens) / 1000
+    report["total"] = dict(totals) | {
+        "time_at_most": str(datetime.timedelta(seconds=round(seconds))),
+        "time_basis": f"completion_tokens_at_most / teacher_tokens_per_s={tcfg.teacher_tokens_per_s:g}",
+        "cost_at_most": round(cost, 4),
+    }
+    return report
 
 
 def generate(argv: Sequence[str] | None = None) -> dict:
     from ..config import parse_config
 
-    (gen, teacher, self_instruct, moderation), config_file = parse_config(
+    (gen, teacher_cfg, si_cfg, mod_cfg, qa_cfg), config_file = parse_config(
         CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["generate"], prog="generate/run.py",
-        description="Build instruction data: moderation sets from labelled corpora, self-instruct tasks from a teacher.")
+        description="Build instruction data: moderation sets from labelled corpora, self-instruct tasks and "
+                    "moderation QA from a teacher.")
     unknown = [t for t in gen.tasks if t not in TASKS]
     if unknown:
         raise ConfigError(f"unknown task(s) {unknown}; choose from {TASKS}")
     quiet_libraries()
     out_path = Path(gen.output_dir)
+    params = sampling_params(teacher_cfg, gen.seed)
+    if gen.dry_run:
+        builds = {}
+        if "self_instruct" in gen.tasks:
+            build = SelfInstructBuild(si_cfg, params, gen.seed, None)
+            builds["self_instruct"] = (build, build.all_requests())
+        if "moderation_qa" in gen.tasks:
+            build = ModerationQABuild(qa_cfg, teacher_cfg, params, None)
+            builds["moderation_qa"] = (build, build.requests())
+        report = dry_run(gen, teacher_cfg, builds, out_path)
+        print(json.dumps(report, indent=2))
+        print("generate: dry run, nothing sent and nothing written")
+        return report
+
     # provenance.json is written last: without it the earlier run never finished, so continue it.
     unfinished = (out_path / "teacher_cache.jsonl").exists() and not (out_path / "provenance.json").exists()
     out = ensure_output_dir(out_path, gen.overwrite or unfinished)
-    record = RunRecord(out, "generate", [gen, teacher, self_instruct, moderation], config_file)
-    stats = {}
+    record = RunRecord(out, "generate", [gen, teacher_cfg, si_cfg, mod_cfg, qa_cfg], config_file)
+    stats: dict = {}
     if "moderation" in gen.tasks:
-        stats["moderation"] = build_moderation(moderation, out, gen.seed, record)
+        stats["moderation"] = build_moderation(mod_cfg, out, gen.seed, record)
+    teacher_builds = []
     if "self_instruct" in gen.tasks:
-        stats["self_instruct"] = build_self_instruct(self_instruct, teacher, out, gen.seed, record)
+        teacher_builds.append(("self_instruct", SelfInstructBuild(si_cfg, params, gen.seed, record)))
+    if "moderation_qa" in gen.tasks:
+        teacher_builds.append(("moderation_qa", ModerationQABuild(qa_cfg, teacher_cfg, params, record)))
+    if teacher_builds:
+        from ..models import is_tiny_random
+        from ..teachers import RequestCache, make_teacher
+
+        gates = DataGates(gen, record)
+        teacher = make_teacher(teacher_cfg)
+        record.models["teacher"] = teacher.name
+        if is_tiny_random(getattr(teacher, "path", "")):
+            record.notes["teacher"] = "tiny random model: its answers are noise, so most or all are rejected"
+        cache = RequestCache(out / "teacher_cache.jsonl")
+        record.add_output("teacher_cache", cache.path)
+        for name, build in teacher_builds:
+            stats[name] = build.run(teacher, cache, gates, out, record)
+        if retries := getattr(teacher, "retries", None):
+            stats["teacher_retries"] = dict(retries)
     write_json(out / "stats.json", stats)
     record.add_output("stats", out / "stats.json")
     record.write()
     print(json.dumps(stats, indent=2))
     print(f"generate: outputs in {out}")
     return stats
-
 
 
 def main(argv: Sequence[str] | None = None) -> int:

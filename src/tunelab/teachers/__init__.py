@@ -1,15 +1,16 @@
 """Teachers: one interface for every model that writes data.
 
-`Teacher.generate(requests, params)` answers a batch of requests. Backends: `transformers`
-(any causal LM in process, here). The OpenAI-compatible HTTP backend (vLLM serve, TGI, Ollama,
-OpenAI) and the vision-language backends register in `BACKENDS` beside it.
+`Teacher.answer(requests, params)` answers a list of requests and yields answers in groups as they
+complete. Backends (see `factory.BACKENDS`): transformers and LLaVA-NeXT in process, any
+OpenAI-compatible HTTP endpoint, and vLLM in process as an optional extra.
 """
 
-from .base import SamplingParams, Teacher, TeacherRequest, TeacherResponse, request_key
-from .cache import RequestCache, run_requests
+from .base import (BatchedTeacher, SamplingParams, Teacher, TeacherError, TeacherRequest, TeacherResponse,
+                   request_key, request_seed)
+from .cache import RequestCache, RequestProgress, run_requests
 from .factory import BACKENDS, make_teacher
 
 __all__ = [
-    "BACKENDS", "RequestCache", "SamplingParams", "Teacher", "TeacherRequest", "TeacherResponse", "make_teacher",
-    "request_key", "run_requests",
+    "BACKENDS", "BatchedTeacher", "RequestCache", "RequestProgress", "SamplingParams", "Teacher", "TeacherError",
+    "TeacherRequest", "TeacherResponse", "make_teacher", "request_key", "request_seed", "run_requests",
 ]

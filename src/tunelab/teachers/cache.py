@@ -1,33 +1,36 @@
 """Never pay twice: every teacher answer is appended, fsynced, to a JSONL cache keyed by request.
 
 A rerun with the same config finds its answers here and sends only the requests that are missing.
+Answers are stored as they arrive, group by group, so a kill loses only the requests in flight.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from ..records import append_jsonl
-from .base import SamplingParams, Teacher, TeacherRequest, TeacherResponse, request_key
+from ..records import append_jsonl, drop_partial_last_line
+from .base import SamplingParams, Teacher, TeacherError, TeacherRequest, TeacherResponse, request_key
 
 
 class RequestCache:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._answers: dict[str, TeacherResponse] = {}
+        drop_partial_last_line(self.path)  # a line cut by a kill mid-write: that request is simply sent again
         if self.path.exists():
             with self.path.open(encoding="utf-8") as f:
                 for line in f:
                     try:
                         row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by a kill mid-write: that request is simply sent again
-                    self._answers[row["key"]] = TeacherResponse(**row["response"])
+                        self._answers[row["key"]] = TeacherResponse(**row["response"])
+                    except (json.JSONDecodeError, KeyError, TypeError):
+                        continue  # a damaged line costs one request, never the run
 
     def __contains__(self, key: str) -> bool:
         return key in self._answers
@@ -38,12 +41,37 @@ class RequestCache:
     def get(self, key: str) -> TeacherResponse | None:
         return self._answers.get(key)
 
-    def put(self, key: str, request: TeacherRequest, response: TeacherResponse, model: str) -> None:
-        append_jsonl(self.path, {
-            "key": key, "model": model, "prompt": request.prompt, "messages": request.messages,
-            "response": vars(response),
-        })
-        self._answers[key] = response
+    def put_many(self, entries: Sequence[tuple[str, TeacherRequest, TeacherResponse]], model: str) -> None:
+        """Store answers with one fsync; the raw request rides along so the cache is readable on its own."""
+        append_jsonl(self.path, [
+            {"key": key, "model": model, "prompt": request.prompt, "messages": request.messages,
+             "response": vars(response)} for key, request, response in entries
+        ])
+        for key, _, response in entries:
+            self._answers[key] = response
+
+
+class RequestProgress:
+    """One progress bar over every request of a build, with the build's own counts beside it."""
+
+    def __init__(self, total: int, desc: str, disable: bool = False):
+        self.bar = tqdm(total=total, desc=desc, unit="req", disable=disable, dynamic_ncols=True)
+        self.counts: dict[str, int] = {}
+        self.completion_tokens = 0
+        self.started = time.monotonic()
+
+    def update(self, answered: int, completion_tokens: int, in_flight: int) -> None:
+        self.completion_tokens += completion_tokens
+        self.bar.update(answered)
+        self.show(in_flight)
+
+    def show(self, in_flight: int = 0) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.bar.set_postfix(self.counts | {"in_flight": in_flight, "tok/s": round(self.completion_tokens / elapsed)},
+                             refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
 
 
 def run_requests(
@@ -53,19 +81,36 @@ def run_requests(
     cache: RequestCache,
     *,
     template_version: str,
-    batch_size: int = 8,
-    desc: str = "teacher",
+    progress: RequestProgress | None = None,
 ) -> tuple[list[TeacherResponse], dict[str, int]]:
-    """Answer `requests` in order, from the cache where possible; returns responses and counts."""
+    """Answer `requests` in order, from the cache where possible; returns responses and counts.
+
+    Identical requests are sent once. If the teacher fails, every answer received so far is
+    already in the cache and the error says so: rerunning continues from there.
+    """
     keys = [request_key(teacher.name, r, params, template_version) for r in requests]
-    todo = [i for i, k in enumerate(keys) if k not in cache]
-    stats = {"requests": len(requests), "cached": len(requests) - len(todo), "sent": 0}
-    with tqdm(total=len(todo), desc=desc, unit="req", disable=not todo) as bar:
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start:start + batch_size]
-            answers = teacher.generate([requests[i] for i in batch], params)
-            for i, answer in zip(batch, answers, strict=True):
-                cache.put(keys[i], requests[i], answer, teacher.name)
-            stats["sent"] += len(batch)
-            bar.update(len(batch))
+    first_of: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        if key not in cache:
+            first_of.setdefault(key, i)
+    todo = list(first_of.values())
+    stats = {"requests": len(requests), "cached": len(requests) - len(todo), "sent": 0, "completion_tokens": 0}
+    if progress is not None:
+        progress.update(len(requests) - len(todo), 0, 0)
+    try:
+        for group in teacher.answer([requests[i] for i in todo], params):
+            entries = [(keys[todo[j]], requests[todo[j]], response) for j, response in group]
+            cache.put_many(entries, teacher.name)
+            tokens = sum(r.completion_tokens for _, r in group)
+            stats["sent"] += len(group)
+            stats["completion_tokens"] += tokens
+            if progress is not None:
+                progress.update(len(group), tokens, getattr(teacher, "in_flight", 0))
+    except TeacherError as e:
+        raise TeacherError(f"{e}\n{stats['sent']} answers of this run are saved in {cache.path}; "
+                           "rerun the same command to continue from there") from e
+    missing = [i for i, k in enumerate(keys) if k not in cache]
+    if missing:
+        raise TeacherError(f"teacher {teacher.name} returned no answer for {len(missing)} request(s) "
+                           f"(first: #{missing[0]}); answers received are saved in {cache.path}")
     return [cache.get(k) for k in keys], stats

@@ -1,0 +1,160 @@
+"""Teacher-written moderation QA: a post (text, or image plus text) -> QA pairs and per-category verdicts.
+
+Columns in: posts {id, text, image?} from any CSV/JSONL (text and image columns named in config;
+images are paths under a declared root, or http(s) URLs for the HTTP teacher).
+Teacher answer: one JSON object {"qa": [{question, answer}], "verdicts": [{category, violates, rationale}]},
+checked against `ANSWER_SCHEMA` and the taxonomy (every category exactly once).
+Columns out: structured records {id, text, image, qa, verdicts, labels}; instruction pairs in
+Alpaca ({instruction, input, output, image?}), chat ({messages} with image parts) and
+prompt/completion formats. A post's QA pairs and its verdict become separate examples.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import RecordError
+from ..records import read_table_rows
+from ..taxonomy import Taxonomy
+from ..teachers.images import resolve_image, user_message
+
+ANSWER_SCHEMA = {
+    "type": "object",
+    "required": ["qa", "verdicts"],
+    "properties": {
+        "qa": {
+            "type": "array", "minItems": 1,
+            "items": {"type": "object", "required": ["question", "answer"],
+                      "properties": {"question": {"type": "string", "minLength": 3},
+                                     "answer": {"type": "string", "minLength": 1}}},
+        },
+        "verdicts": {
+            "type": "array", "minItems": 1,
+            "items": {"type": "object", "required": ["category", "violates", "rationale"],
+                      "properties": {"category": {"type": "string"}, "violates": {"type": "boolean"},
+                                     "rationale": {"type": "string", "minLength": 1}}},
+        },
+    },
+}
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+@dataclass
+class Post:
+    id: str
+    text: str
+    image: str | None  # absolute local path or http(s) URL
+    line: int
+
+
+@dataclass
+class ParsedQA:
+    qa: list[dict] = field(default_factory=list)
+    verdicts: list[dict] = field(default_factory=list)
+    reject: str | None = None  # why the answer cannot be used; None when it can
+
+
+def load_posts(path: str | Path, text_column: str, image_column: str | None = None, images_root: str | Path | None = None,
+               *, allow_urls: bool = False, limit: int | None = None) -> list[Post]:
+    """Read posts; an empty post (no text, no image) or an image outside the root names its line."""
+    path = Path(path)
+    root = Path(images_root) if images_root else path.parent
+    rows = read_table_rows(path, [text_column] + ([image_column] if image_column else []))
+    posts = []
+    for line, row in rows:
+        text = row.get(text_column)
+        text = text.strip() if isinstance(text, str) else ""
+        image_ref = row.get(image_column) if image_column else None
+        image = None
+        if isinstance(image_ref, str) and image_ref.strip():
+            try:
+                image = resolve_image(image_ref, root, allow_urls=allow_urls)
+            except ValueError as e:
+                raise RecordError(path, line, str(e)) from None
+        if not text and image is None:
+            raise RecordError(path, line, f"post has neither text ('{text_column}') nor an image")
+        posts.append(Post(str(row.get("id") or f"{path.stem}:{line}"), text, image, line))
+        if limit is not None and len(posts) >= limit:
+            break
+    if not posts:
+        raise RecordError(path, None, "holds no posts")
+    return posts
+
+
+def request_messages(post: Post, prompt: str) -> list[dict]:
+    return [user_message(prompt, [post.image] if post.image else [])]
+
+
+def extract_json(answer: str) -> tuple[object | None, str | None]:
+    """The JSON object in a teacher's answer (bare, fenced, or amid prose), or why there is none."""
+    if not isinstance(answer, str) or not answer.strip():
+        return None, "empty answer"
+    candidates = [m.group(1) for m in _FENCE.finditer(answer)] + [answer]
+    for text in candidates:
+        start, end = text.find("{"), text.rfind("}")
+        if start == -1 or end <= start:
+            continue
+        try:
+            return json.loads(text[start:end + 1]), None
+        except (json.JSONDecodeError, RecursionError):
+            continue
+    return None, "no JSON object in the answer"
+
+
+def parse_answer(answer: str, taxonomy: Taxonomy) -> ParsedQA:
+    """Validate a teacher answer; never raises, a bad answer comes back with its reject reason."""
+    import jsonschema
+
+    obj, problem = extract_json(answer)
+    if problem:
+        return ParsedQA(reject=problem)
+    try:
+        jsonschema.validate(obj, ANSWER_SCHEMA)
+    except jsonschema.ValidationError as e:
+        where = "/".join(str(p) for p in e.absolute_path) or "top level"
+        return ParsedQA(reject=f"schema: {where}: {e.message[:120]}")
+    except RecursionError:
+        return ParsedQA(reject="schema: nested too deeply")
+    categories = [v["category"].strip() for v in obj["verdicts"]]
+    unknown = sorted(set(categories) - set(taxonomy.labels))
+    if unknown:
+        return ParsedQA(reject=f"unknown categories {unknown[:5]}")
+    if len(set(categories)) != len(categories):
+        return ParsedQA(reject="a category has more than one verdict")
+    missing = [c for c in taxonomy.labels if c not in categories]
+    if missing:
+        return ParsedQA(reject=f"no verdict for {missing[:5]}")
+    qa = [{"question": q["question"].strip(), "answer": q["answer"].strip()} for q in obj["qa"]]
+    by_category = {v["category"].strip(): v for v in obj["verdicts"]}
+    verdicts = [{"category": c, "violates": by_category[c]["violates"], "rationale": by_category[c]["rationale"].strip()}
+                for c in taxonomy.labels]
+    return ParsedQA(qa=qa, verdicts=verdicts)
+
+
+def verdict_answer(verdicts: list[dict], taxonomy: Taxonomy) -> str:
+    """The student's verdict: the fixed label line first (it parses back into labels), then the reasons."""
+    labels = [v["category"] for v in verdicts if v["violates"]]
+    reasons = "\n".join(f"- {v['category']}: {v['rationale']}" for v in verdicts if v["violates"]) or \
+        "- " + next((v["rationale"] for v in verdicts), "")
+    return (", ".join(labels) or taxonomy.none_label) + "\n" + reasons
+
+
+def instruction_pairs(post: Post, parsed: ParsedQA, taxonomy: Taxonomy, verdict_instruction: str) -> list[dict]:
+    """Alpaca-style examples from one post: one per QA pair, and one verdict."""
+    base = {"input": post.text} | ({"image": post.image} if post.image else {})
+    pairs = [{"id": f"{post.id}:qa{i}", "instruction": q["question"], "output": q["answer"], **base}
+             for i, q in enumerate(parsed.qa)]
+    pairs.append({"id": f"{post.id}:verdict", "instruction": verdict_instruction,
+                  "output": verdict_answer(parsed.verdicts, taxonomy), **base})
+    return pairs
+
+
+def pair_to_chat(pair: dict) -> dict:
+    """A chat record; an image post's user turn carries the image part (the LLaVA student's input)."""
+    text = pair["instruction"] + (f"\n\n{pair['input']}" if pair["input"] else "")
+    return {"id": pair["id"],
+            "messages": [user_message(text, [pair["image"]] if pair.get("image") else []),
+                         {"role": "assistant", "content": pair["output"]}]}

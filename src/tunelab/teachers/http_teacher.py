@@ -1,0 +1,252 @@
+"""Any OpenAI-compatible endpoint: vLLM `serve`, TGI, SGLang, llama.cpp server, Ollama, OpenAI.
+
+Requests run concurrently (at most `max_in_flight` at once) on an asyncio loop in a background
+thread; answers are handed back in groups as they complete, so the caller stores them while the
+rest are in flight. Failures that a retry can fix (429, 5xx, timeouts, dropped connections, a
+body that is not the expected JSON) are retried with exponential back-off and full jitter, or
+after the server's `Retry-After` when it sends one. Anything else (401, 404, 400) stops the run
+with the server's own message. The API key is read from the environment variable named in the
+config and never written anywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import queue
+import random
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
+from datetime import datetime, timezone
+
+from ..errors import ConfigError
+from .base import AnswerGroups, SamplingParams, TeacherError, TeacherRequest, TeacherResponse, request_seed
+from .images import is_remote, to_data_url
+
+RETRY_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
+
+
+class RetryableError(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason, self.retry_after = reason, retry_after
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """`Retry-After` as seconds: either a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def api_key_from_env(env_var: str | None) -> str | None:
+    """The key named by the config; a named variable that is unset is a config error, not a silent 401."""
+    if not env_var:
+        return None
+    key = os.environ.get(env_var)
+    if not key:
+        raise ConfigError(f"teacher_api_key_env names ${env_var}, which is not set; export it or clear the setting")
+    return key
+
+
+class OpenAICompatibleTeacher:
+    """Chat messages go to /chat/completions, plain prompts to /completions."""
+
+    def __init__(self, model: str, base_url: str, *, api_key_env: str | None = None, max_in_flight: int = 32,
+                 timeout_s: float = 300.0, max_retries: int = 6, backoff_base_s: float = 1.0,
+                 backoff_max_s: float = 60.0):
+        if not base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"teacher_base_url must be an http(s) URL like http://localhost:8000/v1, got {base_url!r}")
+        if max_in_flight < 1:
+            raise ConfigError("teacher_max_in_flight must be at least 1")
+        self.name = model
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key_from_env(api_key_env)
+        self.max_in_flight = max_in_flight
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.in_flight = 0
+        self.retries: Counter[str] = Counter()  # reason -> retries, for the run's stats
+
+    def __repr__(self) -> str:  # never show the key
+        return f"OpenAICompatibleTeacher(model={self.name!r}, base_url={self.base_url!r})"
+
+    # -- request building and parsing -------------------------------------------------------
+
+    def _body(self, request: TeacherRequest, params: SamplingParams) -> tuple[str, dict]:
+        body: dict = {"model": self.name, "max_tokens": params.max_new_tokens, "temperature": params.temperature,
+                      "top_p": params.top_p, "seed": request_seed(request, params), "n": 1}
+        if params.top_k:
+            body["top_k"] = params.top_k  # vLLM/TGI/llama.cpp extension; sent only when asked for
+        if params.repetition_penalty != 1.0:
+            body["repetition_penalty"] = params.repetition_penalty
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if request.prompt is not None:
+            return "/completions", body | {"prompt": request.prompt}
+        return "/chat/completions", body | {"messages": [self._inline_images(m) for m in request.messages]}
+
+    @staticmethod
+    def _inline_images(message: dict) -> dict:
+        """Local image paths become data URLs; http(s) URLs are passed for the server to fetch."""
+        if not isinstance(message.get("content"), list):
+            return message
+        parts = []
+        for part in message["content"]:
+            if isinstance(part, dict) and part.get("type") == "image_url":
+                url = part["image_url"]["url"]
+                part = {"type": "image_url", "image_url": {"url": url if is_remote(url) or url.startswith("data:")
+                                                           else to_data_url(url)}}
+            parts.append(part)
+        return {**message, "content": parts}
+
+    @staticmethod
+    def _parse(route: str, raw: bytes) -> TeacherResponse:
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if route == "/chat/completions" else choice["text"]
+            if not isinstance(text, str):
+                raise TypeError("answer text is not a string")
+            usage = data.get("usage") or {}
+            return TeacherResponse(text, "length" if choice.get("finish_reason") == "length" else "stop",
+                                   int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        except (ValueError, KeyError, IndexError, TypeError) as e:
+            raise RetryableError(f"malformed response ({type(e).__name__})") from None
+
+    # -- the async engine -------------------------------------------------------------------
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.backoff_max_s)
+        return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** attempt))  # full jitter
+
+    async def _one(self, session, index: int, request: TeacherRequest, params: SamplingParams) -> TeacherResponse:
+        import aiohttp
+
+        route, body = self._body(request, params)
+        url = self.base_url + route
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.in_flight += 1
+                try:
+                    async with session.post(url, json=body) as resp:
+                        raw = await resp.read()
+                        if resp.status in RETRY_STATUSES:
+                            raise RetryableError(f"HTTP {resp.status}", retry_after_seconds(resp.headers.get("Retry-After")))
+                        if resp.status >= 400:
+                            detail = raw[:300].decode("utf-8", "replace")
+                            hint = " (check the API key variable named by teacher_api_key_env)" if resp.status in (401, 403) else ""
+                            raise TeacherError(f"{url} refused request #{index} with HTTP {resp.status}{hint}: {detail}")
+                        return self._parse(route, raw)
+                finally:
+                    self.in_flight -= 1
+            except RetryableError as e:
+                last, wait = e.reason, self._delay(attempt, e.retry_after)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
+                last, wait = f"connection error ({type(e).__name__})", self._delay(attempt, None)
+            except asyncio.TimeoutError:
+                last, wait = f"timed out after {self.timeout_s:g} s", self._delay(attempt, None)
+            self.retries[last.split(" (")[0]] += 1
+            if attempt < self.max_retries:
+                await asyncio.sleep(wait)
+        raise TeacherError(f"{url}: request #{index} failed {self.max_retries + 1} times, last: {last}")
+
+    async def _run_all(self, requests, params, results: queue.Queue, stop: asyncio.Event) -> None:
+        import aiohttp
+
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        connector = aiohttp.TCPConnector(limit=self.max_in_flight)
+        slots = asyncio.Semaphore(self.max_in_flight)
+
+        async def worker(session, i):
+            async with slots:
+                if stop.is_set():
+                    return
+                try:
+                    results.put((i, await self._one(session, i, requests[i], params)))
+                except Exception as e:  # handed to the consuming thread, which raises it
+                    stop.set()
+                    results.put((i, e))
+
+        async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as session:
+            tasks = [asyncio.create_task(worker(session, i)) for i in range(len(requests))]
+            waiter = asyncio.create_task(stop.wait())
+            pending = set(tasks)
+            while pending and not stop.is_set():
+                done, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
+                pending.discard(waiter)
+            for task in pending:
+                task.cancel()
+            waiter.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def answer(self, requests: Sequence[TeacherRequest], params: SamplingParams) -> AnswerGroups:
+        if not requests:
+            return
+        results: queue.Queue = queue.Queue()
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+        done = threading.Event()
+
+        def run():
+            try:
+                loop.run_until_complete(self._run_all(requests, params, results, stop))
+            except BaseException as e:  # surface anything unexpected instead of hanging the consumer
+                results.put((-1, e))
+            finally:
+                loop.close()
+                done.set()
+                results.put(None)
+
+        thread = threading.Thread(target=run, name="http-teacher", daemon=True)
+        thread.start()
+        received = 0
+        try:
+            while received < len(requests):
+                item = results.get()
+                if item is None:
+                    break
+                group = [item]
+                while True:  # drain what else has arrived: one fsync per group, not per answer
+                    try:
+                        extra = results.get_nowait()
+                    except queue.Empty:
+                        break
+                    if extra is None:
+                        results.put(None)
+                        break
+                    group.append(extra)
+                errors = [e for _, e in group if isinstance(e, BaseException)]
+                answers = [(i, r) for i, r in group if not isinstance(r, BaseException)]
+                if answers:
+                    received += len(answers)
+                    yield answers
+                if errors:
+                    error = errors[0]
+                    raise error if isinstance(error, TeacherError) else TeacherError(
+                        f"{self.base_url}: {type(error).__name__}: {error}")
+        finally:
+            if not done.is_set():
+                try:
+                    loop.call_soon_threadsafe(stop.set)  # cancel what is still queued or in flight
+                except RuntimeError:  # the loop finished meanwhile
+                    pass
+            thread.join(timeout=30)

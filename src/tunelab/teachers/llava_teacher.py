@@ -1,0 +1,141 @@
+"""A vision-language teacher in process: LLaVA 1.6 (LLaVA-NeXT) through transformers.
+
+Requests are OpenAI-format chat messages whose user turns may carry local images. Images are
+converted to the processor's `{"type": "image"}` parts, the processor's chat template renders the
+prompt with one `<image>` placeholder per image, and the processor expands each placeholder to as
+many tokens as the vision tower yields for that image (which, for LLaVA-NeXT, depends on the
+image's size: hence `image_sizes`). Sampling is seeded per request, as for text teachers, so an
+answer does not depend on its batch-mates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import ConfigError
+from ..models import ensure_pad_token, hub_token, resolve_model, torch_dtype
+from .base import BatchedTeacher, SamplingParams, TeacherRequest, TeacherResponse, request_seed
+from .images import load_image, message_images
+from .transformers_teacher import quantization_config
+
+
+def processor_messages(request: TeacherRequest) -> list[dict[str, Any]]:
+    """The request as HF content-part messages: image_url parts become `{"type": "image"}`.
+
+    Every content becomes a list of parts (a prompt-only request is one user text turn), since the
+    llava-hf chat templates index `message['content']` as a list even for text-only turns.
+    """
+    if request.messages is None:
+        return [{"role": "user", "content": [{"type": "text", "text": request.prompt}]}]
+    out = []
+    for message in request.messages:
+        content = message.get("content")
+        if not isinstance(content, list):
+            parts = [{"type": "text", "text": content or ""}]
+        else:
+            parts = []
+            for part in content:
+                kind = part.get("type") if isinstance(part, dict) else None
+                if kind == "text":
+                    parts.append({"type": "text", "text": part.get("text", "")})
+                elif kind == "image_url":
+                    parts.append({"type": "image"})
+                else:
+                    raise ConfigError(f"unsupported message content part {part!r}: use text and image_url parts")
+        out.append({"role": message["role"], "content": parts})
+    return out
+
+
+class LlavaNextTeacher(BatchedTeacher):
+    """LLaVA 1.6 (e.g. `llava-hf/llava-v1.6-34b-hf`, or `tunelab:tiny-llava-next`), batched and left-padded."""
+
+    def __init__(self, model: str, *, dtype: str = "auto", device_map: str | None = None, batch_size: int = 4,
+                 quantization: str = "none", trust_remote_code: bool = False):
+        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+        self.name = model
+        self.batch_size = batch_size
+        self.path = resolve_model(model)
+        self.processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=trust_remote_code,
+                                                       token=hub_token())
+        self.tokenizer = self.processor.tokenizer
+        # Left padding: every continuation starts right after its own prompt.
+        self.tokenizer.padding_side = "left"
+        ensure_pad_token(self.tokenizer)
+        if getattr(self.processor, "chat_template", None) is None and self.tokenizer.chat_template is None:
+            raise ConfigError(f"{model} has no chat template; a LLaVA teacher renders prompts with it")
+        compute_dtype = dtype if dtype in ("bfloat16", "float16", "float32") else "bfloat16"
+        kwargs: dict[str, Any] = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
+                                      use_safetensors=True, token=hub_token())
+        if device_map:
+            kwargs["device_map"] = device_map
+        quant = quantization_config(quantization, compute_dtype)
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+        self.model = LlavaNextForConditionalGeneration.from_pretrained(self.path, **kwargs)
+        self.model.eval()
+
+    def _prompt(self, request: TeacherRequest) -> str:
+        return self.processor.apply_chat_template(processor_messages(request), add_generation_prompt=True,
+                                                  tokenize=False)
+
+    def generate_batch(self, requests: Sequence[TeacherRequest], params: SamplingParams) -> list[TeacherResponse]:
+        images = [[load_image(url) for url in message_images(r.messages)] if r.messages else [] for r in requests]
+        prompts = [self._prompt(r) for r in requests]
+        seeds = [request_seed(r, params) for r in requests]
+        results: list[TeacherResponse | None] = [None] * len(requests)
+        # The processor takes images for a whole batch or for none of it, so image and text-only
+        # requests go in separate sub-batches; per-request seeds make the split invisible.
+        for with_images in (True, False):
+            idx = [i for i in range(len(requests)) if bool(images[i]) == with_images]
+            if idx:
+                outs = self._generate([prompts[i] for i in idx], [images[i] for i in idx],
+                                      [seeds[i] for i in idx], params)
+                for i, out in zip(idx, outs, strict=True):
+                    results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _generate(self, prompts: list[str], images: list[list], seeds: list[int],
+                  params: SamplingParams) -> list[TeacherResponse]:
+        import torch
+        from transformers import LogitsProcessorList
+
+        from ..inference import PerRowSampler, generation_kwargs
+
+        tokenizer = self.tokenizer
+        flat_images = [image for row in images for image in row]
+        # llava-hf templates leave BOS to the tokenizer; templates that write it themselves must not get two.
+        bos = tokenizer.bos_token
+        add_special = not (bos and all(p.startswith(bos) for p in prompts))
+        inputs = self.processor(images=flat_images or None, text=prompts, padding=True, return_tensors="pt",
+                                add_special_tokens=add_special)
+        device = next(self.model.parameters()).device
+        inputs = inputs.to(device)
+        if "pixel_values" in inputs:  # match the vision tower's dtype (bf16/fp16 teachers)
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        kwargs = generation_kwargs(params, tokenizer)
+        torch.manual_seed(params.seed)
+        if kwargs["do_sample"]:
+            sampler = PerRowSampler(seeds, params, device)
+            kwargs = {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+                      "logits_processor": LogitsProcessorList([sampler])}
+        with torch.no_grad():
+            out = self.model.generate(**inputs, **kwargs)
+        eos_ids = self.model.generation_config.eos_token_id
+        eos_ids = set(eos_ids if isinstance(eos_ids, list)
+                      else [eos_ids if eos_ids is not None else tokenizer.eos_token_id])
+        prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()  # image tokens included: what the model read
+        new_tokens = out[:, inputs["input_ids"].shape[1]:]
+        responses = []
+        for row in range(len(prompts)):
+            ids = new_tokens[row].tolist()
+            ended = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+            ids = ids[:ended] if ended is not None else [t for t in ids if t != tokenizer.pad_token_id]
+            stopped = ended is not None or (params.stop and any(s in tokenizer.decode(ids) for s in params.stop))
+            responses.append(TeacherResponse(
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                finish_reason="stop" if stopped or len(ids) < params.max_new_tokens else "length",
+                prompt_tokens=int(prompt_lengths[row]), completion_tokens=len(ids),
+            ))
+        return responses
