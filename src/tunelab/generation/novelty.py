@@ -103,6 +103,9 @@ class _Column:
         self._data[self._size : end] = values
         self._size = end
 
+    def __len__(self) -> int:
+        return self._size
+
     def view(self) -> np.ndarray:
         return self._data[: self._size]
 
@@ -149,7 +152,7 @@ class NoveltyFilter:
         if len(postings) > len(self._marked):
             self._marked = np.zeros(2 * len(postings), dtype=bool)
         self._tokens.append(tokens)
-        self._starts.extend([len(self._flat.view())])
+        self._starts.extend([len(self._flat)])
         self._lengths.extend([len(tokens)])
         self._flat.extend(ids)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import RecordError
 from ..records import iter_json_objects
+from .novelty import NoveltyFilter  # re-exported: callers use si.NoveltyFilter
 
 # Alpaca's blacklist: tasks a text model cannot do, or that ask for output it cannot give.
 BLACKLIST = (
@@ -121,39 +122,4 @@ def filter_reason(instruction: str, output: str) -> str | None:
     if not instruction[0].isascii():
         return "starts with a non-ASCII character"
     return None
-
-
-class NoveltyFilter:
-    """Drop a task whose ROUGE-L F1 against any seed or kept instruction exceeds `threshold`.
-
-    Uses rouge-score's own tokenizer and LCS scorer; tokens of everything kept are computed once.
-    """
-
-    def __init__(self, threshold: float = 0.7, initial: list[str] = ()):
-        from rouge_score import rouge_scorer
-
-        self.threshold = threshold
-        self._scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-        self._score_lcs = rouge_scorer._score_lcs  # scores pre-tokenized text, as Alpaca's script does
-        self._tokens: list[list[str]] = []
-        for text in initial:
-            self.add(text)
-
-    def _tokenize(self, text: str) -> list[str]:
-        return self._scorer._tokenizer.tokenize(text)
-
-    def add(self, text: str) -> None:
-        self._tokens.append(self._tokenize(text))
-
-    def most_similar(self, text: str) -> float:
-        tokens = self._tokenize(text)
-        return max((self._score_lcs(tokens, other).fmeasure for other in self._tokens), default=0.0)
-
-    def keep(self, text: str) -> tuple[bool, float]:
-        """Whether `text` is novel enough; a kept text joins the comparison set."""
-        score = self.most_similar(text)
-        if score > self.threshold:
-            return False, score
-        self.add(text)
-        return True, score
 

@@ -136,7 +136,7 @@ class OpenAICompatibleTeacher:
             return min(retry_after, self.backoff_max_s)
         return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** attempt))  # full jitter
 
-    async def _one(self, session, index: int, request: TeacherRequest, params: SamplingParams) -> TeacherResponse:
+    async def _one(self, session, request: TeacherRequest, params: SamplingParams) -> TeacherResponse:
         import aiohttp
 
         route, body = self._body(request, params)
@@ -153,7 +153,7 @@ class OpenAICompatibleTeacher:
                         if resp.status >= 400:
                             detail = raw[:300].decode("utf-8", "replace")
                             hint = " (check the API key variable named by teacher_api_key_env)" if resp.status in (401, 403) else ""
-                            raise TeacherError(f"{url} refused request #{index} with HTTP {resp.status}{hint}: {detail}")
+                            raise TeacherError(f"{url} refused a request with HTTP {resp.status}{hint}: {detail}")
                         return self._parse(route, raw)
                 finally:
                     self.in_flight -= 1
@@ -166,7 +166,8 @@ class OpenAICompatibleTeacher:
             self.retries[last.split(" (")[0]] += 1
             if attempt < self.max_retries:
                 await asyncio.sleep(wait)
-        raise TeacherError(f"{url}: request #{index} failed {self.max_retries + 1} times, last: {last}")
+        hint = " (is the server running and reachable?)" if last.startswith("connection") else ""
+        raise TeacherError(f"{url}: a request failed {self.max_retries + 1} times, last: {last}{hint}")
 
     async def _run_all(self, requests, params, results: queue.Queue, stop: asyncio.Event) -> None:
         import aiohttp
@@ -181,7 +182,7 @@ class OpenAICompatibleTeacher:
                 if stop.is_set():
                     return
                 try:
-                    results.put((i, await self._one(session, i, requests[i], params)))
+                    results.put((i, await self._one(session, requests[i], params)))
                 except Exception as e:  # handed to the consuming thread, which raises it
                     stop.set()
                     results.put((i, e))

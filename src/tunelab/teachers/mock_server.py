@@ -74,11 +74,12 @@ class MockServer:
                                          headers={"Retry-After": f"{self.retry_after_s:g}"})
             if fault == "500":
                 return web.json_response({"error": "internal"}, status=500)
-            if fault == "timeout":
+            if fault == "timeout":  # the client gives up before this answer arrives
                 await asyncio.sleep(self.stall_s)
-            elif fault == "malformed":
+                return web.json_response({"error": "too late"}, status=504)
+            if fault == "malformed":
                 return web.Response(text='{"choices": [', content_type="application/json")
-            elif fault == "drop":
+            if fault == "drop":
                 request.transport.close()
                 return web.Response()
         text = self.answer(body)
