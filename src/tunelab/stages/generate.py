@@ -180,16 +180,17 @@ class SelfInstructBuild:
     requests and finds them in the cache.
     """
 
-    def __init__(self, cfg: SelfInstructConfig, params, seed: int, record: RunRecord | None):
+    def __init__(self, cfg: SelfInstructConfig, params, seed: int):
         from ..generation import self_instruct as si
 
         self.cfg, self.params, self.seed = cfg, params, seed
-        seeds_path = resolve_input(cfg.seed_tasks)
-        self.seeds = si.load_seed_tasks(seeds_path)
+        self.seeds_path = resolve_input(cfg.seed_tasks)
+        self.seeds = si.load_seed_tasks(self.seeds_path)
         self.template = load_template(cfg.self_instruct_template)
-        if record is not None:
-            record.add_input("seed_tasks", seeds_path)
-            record.add_template(self.template.name, self.template.source)
+
+    def register(self, record: RunRecord) -> None:
+        record.add_input("seed_tasks", self.seeds_path)
+        record.add_template(self.template.name, self.template.source)
 
     def round_requests(self, round_index: int, count: int):
         from ..generation import self_instruct as si
@@ -268,12 +269,12 @@ def _alpaca_chat(pair: dict) -> dict:
 class ModerationQABuild:
     """One teacher request per post; each valid answer becomes QA and verdict instruction pairs."""
 
-    def __init__(self, cfg: ModerationQAConfig, teacher_cfg: TeacherConfig, params, record: RunRecord | None):
+    def __init__(self, cfg: ModerationQAConfig, teacher_cfg: TeacherConfig, params):
         from ..generation import moderation_qa as mqa
         from ..taxonomy import load_taxonomy
 
         self.cfg, self.params = cfg, params
-        posts_path = resolve_input(cfg.posts)
+        self.posts_path = posts_path = resolve_input(cfg.posts)
         self.taxonomy = load_taxonomy(cfg.qa_taxonomy)
         self.template = load_template(cfg.qa_template)
         self.verdict_instruction = load_template("moderation_instruction").render(
@@ -281,10 +282,11 @@ class ModerationQABuild:
         images_root = resolve_input(cfg.images_root) if cfg.images_root else None
         self.posts = mqa.load_posts(posts_path, cfg.posts_text_column, cfg.posts_image_column, images_root,
                                     allow_urls=teacher_cfg.teacher_backend == "openai", limit=cfg.max_posts)
-        if record is not None:
-            record.add_input("posts", posts_path)
-            record.add_input("qa_taxonomy", self.taxonomy.path)
-            record.add_template(self.template.name, self.template.source)
+
+    def register(self, record: RunRecord) -> None:
+        record.add_input("posts", self.posts_path)
+        record.add_input("qa_taxonomy", self.taxonomy.path)
+        record.add_template(self.template.name, self.template.source)
 
     def requests(self):
         from ..generation import moderation_qa as mqa
@@ -422,14 +424,15 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     quiet_libraries()
     out_path = Path(gen.output_dir)
     params = sampling_params(teacher_cfg, gen.seed)
+    # Inputs are read and checked before anything is created or sent.
+    teacher_builds = []
+    if "self_instruct" in gen.tasks:
+        teacher_builds.append(("self_instruct", SelfInstructBuild(si_cfg, params, gen.seed)))
+    if "moderation_qa" in gen.tasks:
+        teacher_builds.append(("moderation_qa", ModerationQABuild(qa_cfg, teacher_cfg, params)))
     if gen.dry_run:
-        builds = {}
-        if "self_instruct" in gen.tasks:
-            build = SelfInstructBuild(si_cfg, params, gen.seed, None)
-            builds["self_instruct"] = (build, build.all_requests())
-        if "moderation_qa" in gen.tasks:
-            build = ModerationQABuild(qa_cfg, teacher_cfg, params, None)
-            builds["moderation_qa"] = (build, build.requests())
+        builds = {name: (build, build.all_requests() if name == "self_instruct" else build.requests())
+                  for name, build in teacher_builds}
         report = dry_run(gen, teacher_cfg, builds, out_path)
         print(json.dumps(report, indent=2))
         print("generate: dry run, nothing sent and nothing written")
@@ -442,11 +445,6 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     stats: dict = {}
     if "moderation" in gen.tasks:
         stats["moderation"] = build_moderation(mod_cfg, out, gen.seed, record)
-    teacher_builds = []
-    if "self_instruct" in gen.tasks:
-        teacher_builds.append(("self_instruct", SelfInstructBuild(si_cfg, params, gen.seed, record)))
-    if "moderation_qa" in gen.tasks:
-        teacher_builds.append(("moderation_qa", ModerationQABuild(qa_cfg, teacher_cfg, params, record)))
     if teacher_builds:
         from ..models import is_tiny_random
         from ..teachers import RequestCache, make_teacher
@@ -459,6 +457,7 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         cache = RequestCache(out / "teacher_cache.jsonl")
         record.add_output("teacher_cache", cache.path)
         for name, build in teacher_builds:
+            build.register(record)
             stats[name] = build.run(teacher, cache, gates, out, record)
         if retries := getattr(teacher, "retries", None):
             stats["teacher_retries"] = dict(retries)
