@@ -1,3 +1,4 @@
+import json
 import csv
 
 import pytest
@@ -112,3 +113,42 @@ def test_answer_format_is_fixed():
     tax = load_taxonomy("jigsaw")
     assert mod.answer_text(["insult", "toxic"], tax) == "toxic, insult"
     assert mod.answer_text([], tax) == "none"
+
+
+# Parsers fed garbage: a reject reason, never an exception.
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from tunelab.generation import moderation_qa as mqa  # noqa: E402
+
+BLOCKISH = st.lists(st.sampled_from(["###", "4. Instruction:", "5. Input:", "4. Output:", "<noinput>", "\n", " ",
+                                     "Explain the rules of chess to a child.", "{", "}", "é", "\x00"]), max_size=30)
+JSONISH = st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+                       lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                           st.sampled_from(["qa", "verdicts", "question", "answer", "category", "violates", "rationale"]),
+                           inner, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=400), BLOCKISH.map("".join)), st.sampled_from(["stop", "length"]))
+def test_self_instruct_parser_never_raises(answer, finish_reason):
+    kept, rejected = si.parse_tasks(answer, 3, finish_reason)
+    assert all(t.instruction and t.output for t in kept)
+    assert all(isinstance(r.reason, str) and r.reason for r in rejected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=300), JSONISH.map(json.dumps), JSONISH.map(lambda o: f"```json\n{json.dumps(o)}\n```")))
+def test_moderation_qa_parser_never_raises(answer):
+    parsed = mqa.parse_answer(answer, load_taxonomy("jigsaw"))
+    assert (parsed.reject is None) == bool(parsed.verdicts)
+    assert parsed.reject is None or isinstance(parsed.reject, str)
+
+
+def test_moderation_qa_parser_accepts_a_fenced_answer_amid_prose():
+    taxonomy = load_taxonomy("llama_guard")
+    body = {"qa": [{"question": "Is this a threat?", "answer": "No."}],
+            "verdicts": [{"category": c, "violates": c == "hate", "rationale": "why"} for c in taxonomy.labels]}
+    parsed = mqa.parse_answer(f"Sure!\n```json\n{json.dumps(body)}\n```\nHope this helps.", taxonomy)
+    assert parsed.reject is None and [v["category"] for v in parsed.verdicts if v["violates"]] == ["hate"]
+    assert mqa.verdict_answer(parsed.verdicts, taxonomy).startswith("hate\n- hate: why")

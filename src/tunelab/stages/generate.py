@@ -160,11 +160,17 @@ class DataGates:
         self.decontaminator = dedup.Decontaminator(eval_sets, n=gen.decontamination_ngram) if eval_sets else None
         self.near = (dedup.NearDuplicateIndex(gen.near_duplicate_threshold, seed=gen.seed)
                      if gen.near_duplicate_threshold > 0 else None)
+        self.exact: dict[str, str] = {}  # normalized text -> id of the kept record
 
     def check(self, record_id: str, text: str, full_text: str) -> dict | None:
         """None keeps the record (and remembers it); otherwise the reason it is dropped."""
         if self.decontaminator is not None and (hit := self.decontaminator.check(full_text)):
             return {"stage": "decontamination", "reason": f"overlaps evaluation set {hit[0]}", "ngram": hit[1]}
+        normalized = self._dedup.normalize(text)
+        if normalized in self.exact:
+            return {"stage": "exact_duplicate", "reason": "exact duplicate of a kept record",
+                    "duplicate_of": self.exact[normalized]}
+        self.exact[normalized] = record_id
         if self.near is not None:
             if dup := self.near.query(text):
                 return {"stage": "near_duplicate", "reason": "near duplicate of a kept record",
@@ -339,7 +345,9 @@ class ModerationQABuild:
                 "rejected_by_stage": _counts(rejects, "stage"), "reject_reasons": _counts(rejects, "reason")}
 
 
-def build_moderation(cfg: ModerationConfig, out: Path, seed: int, record: RunRecord) -> dict:
+def build_moderation(cfg: ModerationConfig, out: Path, seed: int, near_duplicate_threshold: float,
+                     record: RunRecord) -> dict:
+    from ..generation import dedup
     from ..generation import moderation as mod
     from ..taxonomy import load_taxonomy
 
@@ -358,6 +366,13 @@ def build_moderation(cfg: ModerationConfig, out: Path, seed: int, record: RunRec
 
     records, skipped = mod.load_labeled_corpus(corpus, taxonomy, cfg.text_column, mapping)
     records, duplicates = mod.drop_duplicate_texts(records)
+    near_dropped = []
+    if near_duplicate_threshold > 0:  # near-copies (spam, quoted replies) would leak between train and test
+        records, near_dropped = dedup.drop_near_duplicates(records, key=lambda r: r["text"],
+                                                           threshold=near_duplicate_threshold, seed=seed)
+    write_jsonl(out / "moderation.dropped.jsonl", [{k: v for k, v in d.items() if k != "record"} | {"id": d["record"]["id"]}
+                                                   for d in near_dropped])
+    record.add_output("moderation_dropped", out / "moderation.dropped.jsonl")
     train, test = mod.balanced_split(records, taxonomy, test_per_label=cfg.test_per_label, test_none=cfg.test_none,
                                      train_max_per_label=cfg.train_max_per_label, train_none=cfg.train_none, seed=seed)
     instruction = template.render(labels=list(taxonomy.labels), none_label=taxonomy.none_label).strip()
@@ -367,7 +382,8 @@ def build_moderation(cfg: ModerationConfig, out: Path, seed: int, record: RunRec
         record.add_output(f"moderation_{split}.jsonl", out / f"moderation_{split}.jsonl")
         pairs = [mod.to_alpaca(r, taxonomy, instruction) | {"provenance": provenance} for r in rows]
         write_formats(out, f"moderation_{split}", pairs, record, _alpaca_chat)
-    return {"corpus_rows": len(records) + duplicates, "duplicates_dropped": duplicates, "skipped": skipped,
+    return {"corpus_rows": len(records) + duplicates + len(near_dropped), "duplicates_dropped": duplicates,
+            "near_duplicates_dropped": len(near_dropped), "skipped": skipped,
             "train": len(train), "test": len(test),
             "train_labels": mod.label_counts(train, taxonomy), "test_labels": mod.label_counts(test, taxonomy)}
 
@@ -444,7 +460,7 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     record = RunRecord(out, "generate", [gen, teacher_cfg, si_cfg, mod_cfg, qa_cfg], config_file)
     stats: dict = {}
     if "moderation" in gen.tasks:
-        stats["moderation"] = build_moderation(mod_cfg, out, gen.seed, record)
+        stats["moderation"] = build_moderation(mod_cfg, out, gen.seed, gen.near_duplicate_threshold, record)
     if teacher_builds:
         from ..models import is_tiny_random
         from ..teachers import RequestCache, make_teacher

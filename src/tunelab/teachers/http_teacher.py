@@ -175,10 +175,10 @@ class OpenAICompatibleTeacher:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         connector = aiohttp.TCPConnector(limit=self.max_in_flight)
-        slots = asyncio.Semaphore(self.max_in_flight)
+        pending = iter(range(len(requests)))  # shared by the workers: each takes the next index
 
-        async def worker(session, i):
-            async with slots:
+        async def worker(session):
+            for i in pending:
                 if stop.is_set():
                     return
                 try:
@@ -186,18 +186,20 @@ class OpenAICompatibleTeacher:
                 except Exception as e:  # handed to the consuming thread, which raises it
                     stop.set()
                     results.put((i, e))
+                    return
 
         async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as session:
-            tasks = [asyncio.create_task(worker(session, i)) for i in range(len(requests))]
-            waiter = asyncio.create_task(stop.wait())
-            pending = set(tasks)
-            while pending and not stop.is_set():
-                done, pending = await asyncio.wait(pending | {waiter}, return_when=asyncio.FIRST_COMPLETED)
-                pending.discard(waiter)
-            for task in pending:
-                task.cancel()
-            waiter.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            workers = [asyncio.create_task(worker(session)) for _ in range(min(self.max_in_flight, len(requests)))]
+
+            async def cancel_on_stop():
+                await stop.wait()
+                for task in workers:
+                    task.cancel()
+
+            canceller = asyncio.create_task(cancel_on_stop())
+            await asyncio.gather(*workers, return_exceptions=True)
+            canceller.cancel()
+            await asyncio.gather(canceller, return_exceptions=True)
 
     def answer(self, requests: Sequence[TeacherRequest], params: SamplingParams) -> AnswerGroups:
         if not requests:
