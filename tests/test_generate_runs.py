@@ -176,3 +176,16 @@ def test_teacher_answers_that_do_not_parse_are_kept_with_reasons(tmp_path):
     assert reasons[0] == "no JSON object in the answer" and reasons[1].startswith("no verdict for")
     assert reasons[2].startswith("schema: ")
     assert "not json at all" in [r["raw"] for r in rejects]
+
+
+def test_near_duplicate_comments_are_dropped_before_the_split(tmp_path):
+    base = "you are a complete idiot and everyone on this talk page knows it already"
+    rows = ["id,comment_text,toxic,severe_toxic,obscene,threat,insult,identity_hate",
+            f"a,{base},1,0,0,0,1,0", f"b,{base} !!,1,0,0,0,1,0", "c,thanks for fixing the citation on the article,0,0,0,0,0,0"]
+    rows += [f"n{i},clean comment number {i} about sources and edits {i * 7},0,0,0,0,0,0" for i in range(12)]
+    (tmp_path / "corpus.csv").write_text("\n".join(rows) + "\n")
+    stats = generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "out"), "--tasks", "moderation",
+                               "--corpus", str(tmp_path / "corpus.csv"), "--test_per_label", "1", "--test_none", "2"])
+    assert stats["moderation"]["near_duplicates_dropped"] == 1
+    [dropped] = read_jsonl(tmp_path / "out/moderation.dropped.jsonl")
+    assert dropped["id"] == "b" and dropped["duplicate_of"] == "a" and dropped["jaccard"] >= 0.8

@@ -157,3 +157,26 @@ def test_a_cache_line_cut_by_a_kill_is_dropped_and_the_next_append_is_clean(tmp_
         run_requests(teacher, mixed_requests(4), SamplingParams(), cache, template_version="v")
     assert [json.loads(line)["key"] for line in path.read_text().splitlines()] and len(RequestCache(path)) == 4
     assert request_identity({"prompt": "x"}) == request_identity({"prompt": "x", "stream": False})
+
+
+@pytest.mark.parametrize("quantization", ["4bit", "8bit"])
+def test_teacher_loads_quantized_with_bitsandbytes(tiny_llama, quantization):
+    from tunelab.teachers.transformers_teacher import TransformersTeacher
+
+    teacher = TransformersTeacher(tiny_llama, dtype="float32", quantization=quantization)
+    assert getattr(teacher.model, f"is_loaded_in_{quantization}")
+    [[(i, answer)]] = list(teacher.answer([TeacherRequest(prompt="Name a colour.")], SamplingParams(max_new_tokens=4)))
+    assert i == 0 and 1 <= answer.completion_tokens <= 4
+
+
+def test_missing_vllm_is_a_clear_config_error():
+    try:
+        import vllm  # noqa: F401
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    from tunelab.stages.generate import TeacherConfig
+    from tunelab.teachers import make_teacher
+
+    with pytest.raises(ConfigError, match="vllm serve"):
+        make_teacher(TeacherConfig(teacher="m", teacher_backend="vllm"))

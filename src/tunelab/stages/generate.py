@@ -189,6 +189,8 @@ class SelfInstructBuild:
     def __init__(self, cfg: SelfInstructConfig, params, seed: int):
         from ..generation import self_instruct as si
 
+        if not 0 < cfg.rouge_threshold <= 1:
+            raise ConfigError(f"rouge_threshold must be in (0, 1], got {cfg.rouge_threshold}")
         self.cfg, self.params, self.seed = cfg, params, seed
         self.seeds_path = resolve_input(cfg.seed_tasks)
         self.seeds = si.load_seed_tasks(self.seeds_path)
