@@ -71,6 +71,10 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     rows.append({"stage": "generate", "what": "self-instruct round, tiny teacher",
                  "result": f"{si['kept']} kept, {si['rejected']} rejected, {si['sent']} requests sent",
                  "where": str(d["generate"] / "self_instruct.alpaca.json")})
+    if qa := gen.get("moderation_qa"):
+        rows.append({"stage": "generate", "what": "moderation QA about posts, tiny teacher",
+                     "result": f"{qa['kept_posts']} of {qa['posts']} posts kept, {qa['pairs']} pairs",
+                     "where": str(d["generate"] / "moderation_qa.alpaca.json")})
 
     student = step("finetune: student", finetune, [
         "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_student.yaml"), "--output_dir", str(d["student"]),
