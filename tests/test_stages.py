@@ -197,7 +197,7 @@ def test_demo_runs_every_stage_and_reports_where_outputs_went(in_tmp, tiny_llama
     from tunelab.stages import demo
 
     rows = demo.demo(["--output_dir", "runs/d", "--quick"])
-    assert [r["stage"] for r in rows] == ["generate", "generate", "finetune", "finetune", "inference", "evaluate",
+    assert [r["stage"] for r in rows] == ["generate", "generate", "generate", "finetune", "finetune", "inference", "evaluate",
                                           "evaluate"]
     assert all((in_tmp / r["where"]).exists() for r in rows)
     summary = json.loads((in_tmp / "runs/d/summary.json").read_text())
