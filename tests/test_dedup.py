@@ -11,12 +11,10 @@ from tunelab.generation.dedup import (
     Decontaminator,
     alpaca_full_text,
     alpaca_text,
-    decontaminate,
     drop_exact_duplicates,
     drop_near_duplicates,
     load_eval_texts,
     normalize,
-    report_counts,
 )
 from tunelab.paths import PROJECT_ROOT
 
@@ -107,26 +105,13 @@ def test_decontaminate_catches_spans_and_short_items():
         rec("Summarize this.", output="Making a cup of green tea using loose leaves is easy."),
         rec("Is the sky blue on a clear day?", output="True"),  # shares only a one-word answer
     ]
-    kept, dropped = decontaminate(records, deco)
-    assert kept == [records[2], records[3], records[5]]
-    assert [d["record"] for d in dropped] == [records[0], records[1], records[4]]
-    assert dropped[0]["reason"] == "overlaps evaluation set"
-    assert dropped[0]["eval_set"] == "heldout"
-    assert len(dropped[0]["ngram"].split()) == 8 and dropped[0]["ngram"] in normalize(EVAL["heldout"][0])
-    assert dropped[1]["ngram"] == "name the capital of france"
-    assert dropped[0]["text"] == alpaca_full_text(records[0])
+    hits = [deco.check(alpaca_full_text(r)) for r in records]
+    assert [h is not None for h in hits] == [True, True, False, False, True, False]
+    assert hits[0][0] == "heldout"
+    assert len(hits[0][1].split()) == 8 and hits[0][1] in normalize(EVAL["heldout"][0])
+    assert hits[1][1] == "name the capital of france"
     assert deco.check("An unrelated sentence about trains and timetables in the city.") is None
     assert deco.check("true") == ("heldout", "true")  # a short item still matches a text equal to it
-
-
-def test_report_counts():
-    _, exact = drop_exact_duplicates([rec("a b c"), rec("A b c.")])
-    _, deco = decontaminate([rec("Name the capital of France.")], Decontaminator(EVAL))
-    assert report_counts(exact + deco) == {
-        "dropped": 2,
-        "by_reason": {"exact duplicate": 1, "overlaps evaluation set": 1},
-        "by_eval_set": {"heldout": 1},
-    }
 
 
 def test_load_eval_texts_alpaca_heldout():
@@ -138,8 +123,8 @@ def test_load_eval_texts_alpaca_heldout():
     assert texts[0] == f"{first['instruction']} {first['input']}"
     assert texts[1] == first["output"]
     # every held-out record is caught when it shows up among generated data
-    kept, dropped = decontaminate(records, Decontaminator({"alpaca_heldout": texts}))
-    assert kept == [] and len(dropped) == len(records)
+    deco = Decontaminator({"alpaca_heldout": texts})
+    assert all(deco.check(alpaca_full_text(r)) for r in records)
 
 
 def test_load_eval_texts_jsonl_shapes(tmp_path):

@@ -181,11 +181,13 @@ def test_teacher_answers_that_do_not_parse_are_kept_with_reasons(tmp_path):
 def test_near_duplicate_comments_are_dropped_before_the_split(tmp_path):
     base = "you are a complete idiot and everyone on this talk page knows it already"
     rows = ["id,comment_text,toxic,severe_toxic,obscene,threat,insult,identity_hate",
-            f"a,{base},1,0,0,0,1,0", f"b,{base} !!,1,0,0,0,1,0", "c,thanks for fixing the citation on the article,0,0,0,0,0,0"]
+            f"a,{base},1,0,0,0,1,0", f"b,{base} really,1,0,0,0,1,0", f"e,{base.upper()} !!,1,0,0,0,1,0",
+            "c,thanks for fixing the citation on the article,0,0,0,0,0,0"]
     rows += [f"n{i},clean comment number {i} about sources and edits {i * 7},0,0,0,0,0,0" for i in range(12)]
     (tmp_path / "corpus.csv").write_text("\n".join(rows) + "\n")
     stats = generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "out"), "--tasks", "moderation",
                                "--corpus", str(tmp_path / "corpus.csv"), "--test_per_label", "1", "--test_none", "2"])
-    assert stats["moderation"]["near_duplicates_dropped"] == 1
-    [dropped] = read_jsonl(tmp_path / "out/moderation.dropped.jsonl")
-    assert dropped["id"] == "b" and dropped["duplicate_of"] == "a" and dropped["jaccard"] >= 0.8
+    assert stats["moderation"]["near_duplicates_dropped"] == 1 and stats["moderation"]["duplicates_dropped"] == 1
+    exact, near = read_jsonl(tmp_path / "out/moderation.dropped.jsonl")
+    assert exact["id"] == "e" and exact["duplicate_of"] == "a" and exact["reason"] == "exact duplicate"
+    assert near["id"] == "b" and near["duplicate_of"] == "a" and near["jaccard"] >= 0.8

@@ -6,6 +6,7 @@ import pytest
 from fakes import CannedTeacher, numbered_answer
 from tunelab.errors import RecordError
 from tunelab.generation import moderation as mod
+from tunelab.generation.dedup import drop_exact_duplicates, normalize
 from tunelab.generation import self_instruct as si
 from tunelab.prompts import load_template
 from tunelab.taxonomy import load_taxonomy
@@ -55,6 +56,7 @@ def test_teacher_answers_are_cached_and_never_requested_twice(tmp_path):
     cache = RequestCache(tmp_path / "cache.jsonl")
     first, stats = run_requests(teacher, requests, SamplingParams(), cache, template_version="v1")
     assert stats["sent"] == 5 and teacher.calls == 5
+    cache.close()
     again, stats = run_requests(teacher, requests, SamplingParams(), RequestCache(tmp_path / "cache.jsonl"),
                                 template_version="v1")
     assert stats["cached"] == 5 and stats["sent"] == 0 and teacher.calls == 5
@@ -99,10 +101,10 @@ def test_balanced_split_is_disjoint_and_balanced(project_root):
     tax = load_taxonomy("jigsaw")
     records, _ = mod.load_labeled_corpus(project_root / "data/jigsaw_sample.csv", tax, "comment_text",
                                          {label: label for label in tax.labels})
-    records, _ = mod.drop_duplicate_texts(records)
+    records, _ = drop_exact_duplicates(records, key=lambda r: r["text"])
     train, test = mod.balanced_split(records, tax, test_per_label=10, test_none=10, train_max_per_label=100,
                                      train_none=50, seed=0)
-    assert not {mod.normalize_text(r["text"]) for r in train} & {mod.normalize_text(r["text"]) for r in test}
+    assert not {normalize(r["text"]) for r in train} & {normalize(r["text"]) for r in test}
     test_counts, train_counts = mod.label_counts(test, tax), mod.label_counts(train, tax)
     assert all(test_counts[label] >= min(10, 14 // 2) for label in tax.labels)  # threat: 14 in the sample
     assert test_counts["none"] == 10 and train_counts["none"] == 50

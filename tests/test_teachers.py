@@ -38,7 +38,7 @@ def test_http_teacher_honours_retry_after():
     assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # a date in the past: retry now
     assert retry_after_seconds(None) is None and retry_after_seconds("soon") is None
     teacher = OpenAICompatibleTeacher("m", "http://127.0.0.1:1/v1", backoff_max_s=30)
-    assert teacher._delay(0, 7.0) == 7.0 and teacher._delay(0, 600.0) == 30  # capped by backoff_max_s
+    assert 7.0 <= teacher._delay(0, 7.0) <= 8.0 and 30 <= teacher._delay(0, 600.0) <= 31  # capped, plus jitter
     assert all(0 <= teacher._delay(3, None) <= 8.0 for _ in range(50))  # full jitter under base * 2**attempt
 
 
@@ -51,7 +51,48 @@ def test_dead_endpoint_is_a_clear_error_and_keeps_what_was_answered(tmp_path):
     dead = OpenAICompatibleTeacher("m", server.base_url, max_retries=2, backoff_base_s=0.01)
     with pytest.raises(TeacherError, match=r"(?s)failed 3 times.*connection error.*rerun the same command"):
         run_requests(dead, mixed_requests(4), SamplingParams(), cache, template_version="v")
-    assert len(RequestCache(tmp_path / "c.jsonl")) == 3
+    cache.close()
+    assert len(RequestCache(tmp_path / "c.jsonl", read_only=True)) == 3
+
+
+def test_one_run_at_a_time_writes_a_cache(tmp_path):
+    with RequestCache(tmp_path / "c.jsonl"):
+        with pytest.raises(TeacherError, match="another run is writing"):
+            RequestCache(tmp_path / "c.jsonl")
+        assert len(RequestCache(tmp_path / "c.jsonl", read_only=True)) == 0  # a dry run may still look
+    RequestCache(tmp_path / "c.jsonl").close()
+
+
+def test_a_request_the_server_refuses_becomes_a_reject_not_a_dead_run(tmp_path):
+    from aiohttp import web
+
+    def picky(body):
+        if "prompt 3" in json.dumps(body):
+            raise web.HTTPBadRequest(text='{"error": "maximum context length exceeded"}')
+        return "fine"
+
+    with MockServer(answer=picky) as server:
+        teacher = OpenAICompatibleTeacher("m", server.base_url, **FAST_RETRIES)
+        answers, stats = run_requests(teacher, mixed_requests(6), SamplingParams(), RequestCache(tmp_path / "c.jsonl"),
+                                      template_version="v")
+    assert stats["sent"] == 6 and [a.finish_reason for a in answers].count("error") == 1
+    assert "HTTP 400" in answers[3].error and "maximum context length" in answers[3].error
+
+
+def test_a_null_answer_is_an_empty_answer(tmp_path):
+    with MockServer(answer=lambda body: None) as server:
+        teacher = OpenAICompatibleTeacher("m", server.base_url, **FAST_RETRIES)
+        [answer], _ = run_requests(teacher, [TeacherRequest(messages=[{"role": "user", "content": "hi"}])],
+                                   SamplingParams(), RequestCache(tmp_path / "c.jsonl"), template_version="v")
+    assert answer.text == "" and answer.error is None
+
+
+def test_api_key_settings_never_echo_a_key():
+    with pytest.raises(ConfigError) as info:
+        OpenAICompatibleTeacher("m", "http://127.0.0.1:1/v1", api_key_env="sk-abc123-not-a-name")
+    assert "sk-abc123" not in str(info.value)
+    with pytest.raises(ConfigError, match="must not hold credentials"):
+        OpenAICompatibleTeacher("m", "http://user:pw@127.0.0.1:1/v1")
 
 
 def test_http_client_errors_stop_at_once_with_the_servers_message(tmp_path, monkeypatch):
@@ -149,13 +190,14 @@ def test_a_cache_line_cut_by_a_kill_is_dropped_and_the_next_append_is_clean(tmp_
     path = tmp_path / "c.jsonl"
     with MockServer() as server:
         teacher = OpenAICompatibleTeacher("m", server.base_url)
-        run_requests(teacher, mixed_requests(2), SamplingParams(), RequestCache(path), template_version="v")
+        with RequestCache(path) as cache:
+            run_requests(teacher, mixed_requests(2), SamplingParams(), cache, template_version="v")
         with path.open("a") as f:
             f.write('{"key": "half-writ')
-        cache = RequestCache(path)
-        assert len(cache) == 2
-        run_requests(teacher, mixed_requests(4), SamplingParams(), cache, template_version="v")
-    assert [json.loads(line)["key"] for line in path.read_text().splitlines()] and len(RequestCache(path)) == 4
+        with RequestCache(path) as cache:
+            assert len(cache) == 2
+            run_requests(teacher, mixed_requests(4), SamplingParams(), cache, template_version="v")
+    assert len(path.read_text().splitlines()) == 4 and len(RequestCache(path, read_only=True)) == 4
     assert request_identity({"prompt": "x"}) == request_identity({"prompt": "x", "stream": False})
 
 

@@ -139,12 +139,12 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     if not path.exists():
         raise RecordError(path, None, "file not found")
     suffix = path.suffix.lower()
-    if suffix == ".json":
-        yield from _iter_json_array(path)
-    elif suffix == ".jsonl":
-        yield from _iter_jsonl(path)
-    else:
+    if suffix not in (".json", ".jsonl"):
         raise RecordError(path, None, f"unsupported extension '{suffix}': use .json (array) or .jsonl")
+    try:
+        yield from _iter_json_array(path) if suffix == ".json" else _iter_jsonl(path)
+    except UnicodeDecodeError as e:
+        raise RecordError(path, None, f"not UTF-8 text (byte {e.start}): save the file as UTF-8") from None
 
 
 def read_table_rows(path: str | os.PathLike, required: Iterable[str]) -> list[tuple[int, dict]]:
@@ -165,18 +165,25 @@ def read_table_rows(path: str | os.PathLike, required: Iterable[str]) -> list[tu
         return rows
     if not path.exists():
         raise RecordError(path, None, "file not found")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        absent = [c for c in required if c not in header]
-        if absent:
-            raise RecordError(path, 1, f"missing column(s) {absent}; the header has {header}")
-        line = reader.line_num
-        for row in reader:
-            if None in row or any(v is None for v in row.values()):
-                raise RecordError(path, line + 1, f"row has {len(row) - (None in row)} fields, the header {len(header)}")
-            rows.append((line + 1, row))
+    csv.field_size_limit(1 << 30)  # long posts are data, not an attack on the parser
+    line = 0
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            absent = [c for c in required if c not in header]
+            if absent:
+                raise RecordError(path, 1, f"missing column(s) {absent}; the header has {header}")
             line = reader.line_num
+            for row in reader:
+                if None in row or any(v is None for v in row.values()):
+                    raise RecordError(path, line + 1, f"row has {len(row) - (None in row)} fields, the header {len(header)}")
+                rows.append((line + 1, row))
+                line = reader.line_num
+    except UnicodeDecodeError as e:
+        raise RecordError(path, None, f"not UTF-8 text (byte {e.start}): save the file as UTF-8") from None
+    except csv.Error as e:
+        raise RecordError(path, line + 1, f"unreadable CSV: {e}") from None
     return rows
 
 
@@ -254,8 +261,8 @@ def drop_partial_last_line(path: str | os.PathLike) -> bool:
         f.seek(-1, os.SEEK_END)
         if f.read(1) == b"\n":
             return False
-        data = f.seek(0) or f.read()
-        f.truncate(data.rfind(b"\n") + 1)
+        f.seek(0)
+        f.truncate(f.read().rfind(b"\n") + 1)
         f.flush()
         os.fsync(f.fileno())
     return True

@@ -39,11 +39,17 @@ _SECRET_FIELD = re.compile(r"(^|_)(token|api_key|secret|password)$", re.IGNORECA
 MASK = "***"
 
 
-def ensure_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "output folder") -> Path:
-    """Create `path`, or refuse when it already holds files and `overwrite` is off."""
+def check_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "output folder") -> Path:
+    """Refuse, before any slow work, when `path` already holds files and `overwrite` is off."""
     path = Path(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise OutputExistsError(f"{what} {path} already exists and is not empty; pass --overwrite to replace its outputs")
+    return path
+
+
+def ensure_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "output folder") -> Path:
+    """Create `path`, or refuse when it already holds files and `overwrite` is off."""
+    path = check_output_dir(path, overwrite, what=what)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -167,7 +167,7 @@ class NearDuplicateIndex:
         self._lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
         template = MinHash(num_perm=num_perm, seed=seed)
         self._permutations, self._scheme = template.permutations, template.scheme
-        self._signatures: dict[Any, MinHash] = {}
+        self._signatures: dict[Any, tuple[int, MinHash]] = {}  # id -> (insertion order, signature)
         self._last: tuple[str, MinHash] | None = None  # add() right after query() reuses the signature
 
     def _signature(self, text: str) -> MinHash:
@@ -180,17 +180,18 @@ class NearDuplicateIndex:
 
     def query(self, text: str) -> tuple[Any, float] | None:
         mh = self._signature(text)
-        best: tuple[Any, float] | None = None
-        for ident in self._lsh.query(mh):
-            score = mh.jaccard(self._signatures[ident])
-            if score >= self.threshold and (best is None or score > best[1]):
-                best = (ident, score)
-        return best
+        best: tuple[float, int, Any] | None = None
+        for ident in self._lsh.query(mh):  # a set: ties go to the earliest kept, whatever the hash order
+            order, other = self._signatures[ident]
+            score = mh.jaccard(other)
+            if score >= self.threshold and (best is None or (-score, order) < (-best[0], best[1])):
+                best = (score, order, ident)
+        return None if best is None else (best[2], best[0])
 
     def add(self, ident: Any, text: str) -> None:
         mh = self._signature(text)
         self._lsh.insert(ident, mh, check_duplication=False)
-        self._signatures[ident] = mh
+        self._signatures[ident] = (len(self._signatures), mh)
 
     def __len__(self) -> int:
         return len(self._signatures)
@@ -260,22 +261,6 @@ class Decontaminator:
         return None
 
 
-def decontaminate(
-    records: Sequence[Any], decontaminator: Decontaminator, key: Key = alpaca_full_text
-) -> tuple[list, list[dict]]:
-    """Drop records whose key text shares an n-gram with an evaluation set."""
-    kept, dropped = [], []
-    for record in records:
-        text = key(record)
-        hit = decontaminator.check(text)
-        if hit is None:
-            kept.append(record)
-        else:
-            name, ngram = hit
-            dropped.append({"reason": EVAL_OVERLAP, "eval_set": name, "ngram": ngram, "text": text, "record": record})
-    return kept, dropped
-
-
 def _text_field(path: str | os.PathLike, line: int, obj: Mapping[str, Any], name: str) -> str:
     value = obj.get(name, "")
     if not isinstance(value, str):
@@ -320,18 +305,3 @@ def load_eval_texts(path: str | os.PathLike) -> list[str]:
                 f"a prompt/completion record or a record with a 'text' field; got keys {sorted(obj)}",
             )
     return [t for t in texts if t.strip()]
-
-
-def report_counts(dropped: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """`{"dropped": total, "by_reason": {reason: n}, "by_eval_set": {name: n}}` for a stats JSON."""
-    reasons: Counter[str] = Counter()
-    eval_sets: Counter[str] = Counter()
-    for report in dropped:
-        reasons[report["reason"]] += 1
-        if "eval_set" in report:
-            eval_sets[report["eval_set"]] += 1
-    return {
-        "dropped": sum(reasons.values()),
-        "by_reason": dict(sorted(reasons.items())),
-        "by_eval_set": dict(sorted(eval_sets.items())),
-    }

@@ -8,7 +8,6 @@ chat records {messages}. Train and test never share a text.
 from __future__ import annotations
 
 import random
-import re
 from collections import Counter
 from pathlib import Path
 
@@ -59,21 +58,6 @@ def load_labeled_corpus(path: str | Path, taxonomy: Taxonomy, text_column: str,
     if not records:
         raise RecordError(path, None, "holds no usable rows")
     return records, dict(skipped)
-
-
-def normalize_text(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip().lower()
-
-
-def drop_duplicate_texts(records: list[dict]) -> tuple[list[dict], int]:
-    """Keep the first record of each normalized text, so no text can land in both splits."""
-    seen, kept = set(), []
-    for r in records:
-        key = normalize_text(r["text"])
-        if key not in seen:
-            seen.add(key)
-            kept.append(r)
-    return kept, len(records) - len(kept)
 
 
 def balanced_split(records: list[dict], taxonomy: Taxonomy, *, test_per_label: int, test_none: int,

@@ -19,7 +19,7 @@ from pathlib import Path
 from ..errors import RecordError
 from ..records import read_table_rows
 from ..taxonomy import Taxonomy
-from ..teachers.images import resolve_image, user_message
+from ..teachers.images import is_remote, resolve_image, user_message, verify_image
 
 ANSWER_SCHEMA = {
     "type": "object",
@@ -72,11 +72,14 @@ def load_posts(path: str | Path, text_column: str, image_column: str | None = No
         if isinstance(image_ref, str) and image_ref.strip():
             try:
                 image = resolve_image(image_ref, root, allow_urls=allow_urls)
+                if not is_remote(image):
+                    verify_image(image)  # also keeps non-image files under the root from being sent anywhere
             except ValueError as e:
                 raise RecordError(path, line, str(e)) from None
         if not text and image is None:
             raise RecordError(path, line, f"post has neither text ('{text_column}') nor an image")
-        posts.append(Post(str(row.get("id") or f"{path.stem}:{line}"), text, image, line))
+        row_id = row.get("id")
+        posts.append(Post(str(row_id) if row_id not in (None, "") else f"{path.stem}:{line}", text, image, line))
         if limit is not None and len(posts) >= limit:
             break
     if not posts:

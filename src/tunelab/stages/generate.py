@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
 from ..prompts import load_template
 from ..records import write_json, write_jsonl
-from ..runs import RunRecord, ensure_output_dir
+from ..runs import RunRecord, check_output_dir, ensure_output_dir
 from .common import quiet_libraries, run_main
 
 TASKS = ("moderation", "self_instruct", "moderation_qa")
@@ -147,34 +147,41 @@ class DataGates:
     Applied record by record, in order, so a build can stop at its target with every kept record clean.
     """
 
-    def __init__(self, gen: GenerateConfig, record: RunRecord | None):
+    def __init__(self, gen: GenerateConfig):
         from ..generation import dedup
 
         self._dedup = dedup
         eval_sets = {}
+        self.eval_paths = {}
         for ref in gen.decontaminate_against:
             path = resolve_input(ref)
-            eval_sets[path.name] = dedup.load_eval_texts(path)
-            if record is not None:
-                record.add_input(f"eval_set:{path.name}", path)
+            eval_sets[ref] = dedup.load_eval_texts(path)
+            self.eval_paths[ref] = path
         self.decontaminator = dedup.Decontaminator(eval_sets, n=gen.decontamination_ngram) if eval_sets else None
         self.near = (dedup.NearDuplicateIndex(gen.near_duplicate_threshold, seed=gen.seed)
                      if gen.near_duplicate_threshold > 0 else None)
         self.exact: dict[str, str] = {}  # normalized text -> id of the kept record
 
+    def register(self, record: RunRecord) -> None:
+        for ref, path in self.eval_paths.items():
+            record.add_input(f"eval_set:{ref}", path)
+
     def check(self, record_id: str, text: str, full_text: str) -> dict | None:
-        """None keeps the record (and remembers it); otherwise the reason it is dropped."""
+        """None keeps the record (and remembers it); otherwise the reason it is dropped.
+
+        `text` is what duplicates are judged by, `full_text` what must not overlap an evaluation set.
+        """
         if self.decontaminator is not None and (hit := self.decontaminator.check(full_text)):
             return {"stage": "decontamination", "reason": f"overlaps evaluation set {hit[0]}", "ngram": hit[1]}
         normalized = self._dedup.normalize(text)
         if normalized in self.exact:
             return {"stage": "exact_duplicate", "reason": "exact duplicate of a kept record",
                     "duplicate_of": self.exact[normalized]}
+        if self.near is not None and (dup := self.near.query(text)):
+            return {"stage": "near_duplicate", "reason": "near duplicate of a kept record",
+                    "duplicate_of": dup[0], "jaccard": round(dup[1], 4)}
         self.exact[normalized] = record_id
         if self.near is not None:
-            if dup := self.near.query(text):
-                return {"stage": "near_duplicate", "reason": "near duplicate of a kept record",
-                        "duplicate_of": dup[0], "jaccard": round(dup[1], 4)}
             self.near.add(record_id, text)
         return None
 
@@ -189,8 +196,6 @@ class SelfInstructBuild:
     def __init__(self, cfg: SelfInstructConfig, params, seed: int):
         from ..generation import self_instruct as si
 
-        if not 0 < cfg.rouge_threshold <= 1:
-            raise ConfigError(f"rouge_threshold must be in (0, 1], got {cfg.rouge_threshold}")
         self.cfg, self.params, self.seed = cfg, params, seed
         self.seeds_path = resolve_input(cfg.seed_tasks)
         self.seeds = si.load_seed_tasks(self.seeds_path)
@@ -237,6 +242,10 @@ class SelfInstructBuild:
                 for request, answer in zip(requests, answers, strict=True):
                     provenance = {"teacher": teacher.name, "template": f"{self.template.name}@{self.template.version}",
                                   "sampling": asdict(self.params), "seed_ids": request.meta["seed_ids"]}
+                    if answer.error:
+                        rejects.append({"stage": "teacher", "reason": "teacher refused the request",
+                                        "error": answer.error, "provenance": provenance})
+                        continue
                     tasks, bad = si.parse_tasks(answer.text, cfg.num_prompt_instructions, answer.finish_reason)
                     rejects += [{"stage": "parse", "reason": r.reason, "raw": r.raw, **r.detail,
                                  "provenance": provenance} for r in bad]
@@ -290,6 +299,10 @@ class ModerationQABuild:
         images_root = resolve_input(cfg.images_root) if cfg.images_root else None
         self.posts = mqa.load_posts(posts_path, cfg.posts_text_column, cfg.posts_image_column, images_root,
                                     allow_urls=teacher_cfg.teacher_backend == "openai", limit=cfg.max_posts)
+        with_images = sum(p.image is not None for p in self.posts)
+        if with_images and teacher_cfg.teacher_backend in ("transformers", "vllm"):
+            raise ConfigError(f"{with_images} post(s) in {posts_path} have images, and teacher_backend "
+                              f"{teacher_cfg.teacher_backend} reads text only: use llava_next or openai")
 
     def register(self, record: RunRecord) -> None:
         record.add_input("posts", self.posts_path)
@@ -308,6 +321,7 @@ class ModerationQABuild:
     def run(self, teacher, cache, gates: DataGates, out: Path, record: RunRecord) -> dict:
         from ..generation import moderation_qa as mqa
         from ..teachers import RequestProgress, run_requests
+        from ..teachers.images import image_digest
 
         requests = self.requests()
         progress = RequestProgress(len(requests), "moderation-qa")
@@ -322,6 +336,10 @@ class ModerationQABuild:
             post = request.meta["post"]
             provenance = {"teacher": teacher.name, "template": f"{self.template.name}@{self.template.version}",
                           "sampling": asdict(self.params), "post_id": post.id, "taxonomy": self.taxonomy.name}
+            if answer.error:
+                rejects.append({"stage": "teacher", "reason": "teacher refused the request", "error": answer.error,
+                                "post_id": post.id, "line": post.line, "provenance": provenance})
+                continue
             parsed = mqa.parse_answer(answer.text, self.taxonomy)
             if parsed.reject is None and answer.finish_reason == "length":
                 parsed.reject = "cut off by the length limit"
@@ -329,7 +347,9 @@ class ModerationQABuild:
                 rejects.append({"stage": "parse", "reason": parsed.reject, "post_id": post.id, "raw": answer.text,
                                 "provenance": provenance})
                 continue
-            if drop := gates.check(post.id, post.text, post.text + "\n" + " ".join(q["answer"] for q in parsed.qa)):
+            # Posts are judged as text plus image: two image-only posts are not duplicates of each other.
+            identity = post.text + (f"\n[image {image_digest(post.image)}]" if post.image else "")
+            if drop := gates.check(post.id, identity, post.text + "\n" + " ".join(q["answer"] for q in parsed.qa)):
                 rejects.append(drop | {"post_id": post.id, "provenance": provenance})
                 continue
             labels = [v["category"] for v in parsed.verdicts if v["violates"]]
@@ -367,13 +387,14 @@ def build_moderation(cfg: ModerationConfig, out: Path, seed: int, near_duplicate
     record.add_template(template.name, template.source)
 
     records, skipped = mod.load_labeled_corpus(corpus, taxonomy, cfg.text_column, mapping)
-    records, duplicates = mod.drop_duplicate_texts(records)
+    corpus_rows = len(records)
+    records, exact_dropped = dedup.drop_exact_duplicates(records, key=lambda r: r["text"])
     near_dropped = []
     if near_duplicate_threshold > 0:  # near-copies (spam, quoted replies) would leak between train and test
         records, near_dropped = dedup.drop_near_duplicates(records, key=lambda r: r["text"],
                                                            threshold=near_duplicate_threshold, seed=seed)
     write_jsonl(out / "moderation.dropped.jsonl", [{k: v for k, v in d.items() if k != "record"} | {"id": d["record"]["id"]}
-                                                   for d in near_dropped])
+                                                   for d in exact_dropped + near_dropped])
     record.add_output("moderation_dropped", out / "moderation.dropped.jsonl")
     train, test = mod.balanced_split(records, taxonomy, test_per_label=cfg.test_per_label, test_none=cfg.test_none,
                                      train_max_per_label=cfg.train_max_per_label, train_none=cfg.train_none, seed=seed)
@@ -384,10 +405,28 @@ def build_moderation(cfg: ModerationConfig, out: Path, seed: int, near_duplicate
         record.add_output(f"moderation_{split}.jsonl", out / f"moderation_{split}.jsonl")
         pairs = [mod.to_alpaca(r, taxonomy, instruction) | {"provenance": provenance} for r in rows]
         write_formats(out, f"moderation_{split}", pairs, record, _alpaca_chat)
-    return {"corpus_rows": len(records) + duplicates + len(near_dropped), "duplicates_dropped": duplicates,
+    return {"corpus_rows": corpus_rows, "duplicates_dropped": len(exact_dropped),
             "near_duplicates_dropped": len(near_dropped), "skipped": skipped,
             "train": len(train), "test": len(test),
             "train_labels": mod.label_counts(train, taxonomy), "test_labels": mod.label_counts(test, taxonomy)}
+
+
+def validate(gen: GenerateConfig, tcfg: TeacherConfig, si_cfg: SelfInstructConfig, qa_cfg: ModerationQAConfig) -> None:
+    """Settings that would hang, crash late or mean nothing are refused up front."""
+    at_least_one = {"requests_per_round": si_cfg.requests_per_round, "max_requests": si_cfg.max_requests,
+                    "target_count": si_cfg.target_count, "num_prompt_instructions": si_cfg.num_prompt_instructions,
+                    "max_posts": qa_cfg.max_posts, "qa_questions": qa_cfg.qa_questions,
+                    "teacher_batch_size": tcfg.teacher_batch_size, "teacher_max_in_flight": tcfg.teacher_max_in_flight,
+                    "max_new_tokens": tcfg.max_new_tokens, "decontamination_ngram": gen.decontamination_ngram}
+    for name, value in at_least_one.items():
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if not 0 <= gen.near_duplicate_threshold <= 1:
+        raise ConfigError(f"near_duplicate_threshold must be in [0, 1] (0 turns it off), got {gen.near_duplicate_threshold}")
+    if not 0 < si_cfg.rouge_threshold <= 1:
+        raise ConfigError(f"rouge_threshold must be in (0, 1], got {si_cfg.rouge_threshold}")
+    if tcfg.temperature < 0 or not 0 < tcfg.top_p <= 1 or tcfg.top_k < 0:
+        raise ConfigError("temperature must be >= 0, top_p in (0, 1], top_k >= 0")
 
 
 def sampling_params(tcfg: TeacherConfig, seed: int):
@@ -403,7 +442,8 @@ def dry_run(gen: GenerateConfig, tcfg: TeacherConfig, builds: dict, out_path: Pa
     from ..teachers.dry_run import TokenCounter
 
     counter = TokenCounter(tcfg)
-    cache = RequestCache(out_path / "teacher_cache.jsonl") if (out_path / "teacher_cache.jsonl").exists() else None
+    cache_path = out_path / "teacher_cache.jsonl"
+    cache = RequestCache(cache_path, read_only=True) if cache_path.exists() else None
     params = sampling_params(tcfg, gen.seed)
     report: dict = {"teacher": tcfg.teacher, "backend": tcfg.teacher_backend, "token_count": counter.method, "tasks": {}}
     totals = Counter()
@@ -439,6 +479,7 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     unknown = [t for t in gen.tasks if t not in TASKS]
     if unknown:
         raise ConfigError(f"unknown task(s) {unknown}; choose from {TASKS}")
+    validate(gen, teacher_cfg, si_cfg, qa_cfg)
     quiet_libraries()
     out_path = Path(gen.output_dir)
     params = sampling_params(teacher_cfg, gen.seed)
@@ -458,6 +499,13 @@ def generate(argv: Sequence[str] | None = None) -> dict:
 
     # provenance.json is written last: without it the earlier run never finished, so continue it.
     unfinished = (out_path / "teacher_cache.jsonl").exists() and not (out_path / "provenance.json").exists()
+    check_output_dir(out_path, gen.overwrite or unfinished)
+    teacher = gates = None
+    if teacher_builds:  # everything that can fail on a setting fails here, before the folder is made
+        from ..teachers import make_teacher
+
+        gates = DataGates(gen)
+        teacher = make_teacher(teacher_cfg)
     out = ensure_output_dir(out_path, gen.overwrite or unfinished)
     record = RunRecord(out, "generate", [gen, teacher_cfg, si_cfg, mod_cfg, qa_cfg], config_file)
     stats: dict = {}
@@ -465,18 +513,19 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         stats["moderation"] = build_moderation(mod_cfg, out, gen.seed, gen.near_duplicate_threshold, record)
     if teacher_builds:
         from ..models import is_tiny_random
-        from ..teachers import RequestCache, make_teacher
+        from ..teachers import RequestCache
 
-        gates = DataGates(gen, record)
-        teacher = make_teacher(teacher_cfg)
+        gates.register(record)
         record.models["teacher"] = teacher.name
         if is_tiny_random(getattr(teacher, "path", "")):
             record.notes["teacher"] = "tiny random model: its answers are noise, so most or all are rejected"
-        cache = RequestCache(out / "teacher_cache.jsonl")
-        record.add_output("teacher_cache", cache.path)
-        for name, build in teacher_builds:
-            build.register(record)
-            stats[name] = build.run(teacher, cache, gates, out, record)
+        with RequestCache(out / "teacher_cache.jsonl") as cache:
+            record.add_output("teacher_cache", cache.path)
+            if cache.damaged_lines:
+                stats["teacher_cache_damaged_lines"] = cache.damaged_lines
+            for name, build in teacher_builds:
+                build.register(record)
+                stats[name] = build.run(teacher, cache, gates, out, record)
         if retries := getattr(teacher, "retries", None):
             stats["teacher_retries"] = dict(retries)
     write_json(out / "stats.json", stats)

@@ -64,9 +64,10 @@ class TeacherRequest:
 @dataclass
 class TeacherResponse:
     text: str
-    finish_reason: str  # "stop" (ended by itself) or "length" (cut by max_new_tokens)
+    finish_reason: str  # "stop" (ended by itself), "length" (cut by max_new_tokens) or "error"
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    error: str | None = None  # why the teacher refused this one request (e.g. HTTP 400: prompt too long)
 
 
 AnswerGroups = Iterator[list[tuple[int, TeacherResponse]]]
@@ -105,8 +106,10 @@ class BatchedTeacher:
         for start in range(0, len(order), self.batch_size):
             batch = order[start:start + self.batch_size]
             self.in_flight = len(batch)
-            responses = self.generate_batch([requests[i] for i in batch], params)
-            self.in_flight = 0
+            try:
+                responses = self.generate_batch([requests[i] for i in batch], params)
+            finally:
+                self.in_flight = 0
             yield list(zip(batch, responses, strict=True))
 
 

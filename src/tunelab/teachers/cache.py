@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import closing
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,18 +20,40 @@ from .base import SamplingParams, Teacher, TeacherError, TeacherRequest, Teacher
 
 
 class RequestCache:
-    def __init__(self, path: str | os.PathLike):
+    """Answers by request key. A writing cache holds an exclusive lock on its file, so two runs on
+    one folder cannot both pay for the same requests; `read_only` (dry runs) neither locks nor repairs.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, read_only: bool = False):
         self.path = Path(path)
         self._answers: dict[str, TeacherResponse] = {}
-        drop_partial_last_line(self.path)  # a line cut by a kill mid-write: that request is simply sent again
+        self.damaged_lines = 0
+        self._lock = None
+        if not read_only:
+            self._lock = _lock(self.path)
+            drop_partial_last_line(self.path)  # a line cut by a kill mid-write: that request is simply sent again
         if self.path.exists():
-            with self.path.open(encoding="utf-8") as f:
+            with self.path.open(encoding="utf-8", errors="replace") as f:
                 for line in f:
+                    if not line.endswith("\n"):
+                        break  # being written by a live run (seen only by read-only caches)
                     try:
                         row = json.loads(line)
                         self._answers[row["key"]] = TeacherResponse(**row["response"])
                     except (json.JSONDecodeError, KeyError, TypeError):
-                        continue  # a damaged line costs one request, never the run
+                        self.damaged_lines += 1  # a damaged line costs one request, never the run
+
+    def close(self) -> None:
+        """Release the lock (also released when the process ends, however it ends)."""
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> "RequestCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __contains__(self, key: str) -> bool:
         return key in self._answers
@@ -49,6 +72,22 @@ class RequestCache:
         ])
         for key, _, response in entries:
             self._answers[key] = response
+
+
+def _lock(path: Path):
+    """An exclusive, non-blocking lock on `path` (held while the cache object lives)."""
+    import fcntl
+
+    from .base import TeacherError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise TeacherError(f"another run is writing to {path}; wait for it or use another output_dir") from None
+    return handle
 
 
 class RequestProgress:
@@ -94,18 +133,22 @@ def run_requests(
         if key not in cache:
             first_of.setdefault(key, i)
     todo = list(first_of.values())
-    stats = {"requests": len(requests), "cached": len(requests) - len(todo), "sent": 0, "completion_tokens": 0}
+    cached = sum(k in cache for k in keys)
+    stats = {"requests": len(requests), "cached": cached, "repeated": len(requests) - cached - len(todo), "sent": 0,
+             "completion_tokens": 0}
     if progress is not None:
         progress.update(len(requests) - len(todo), 0, 0)
     try:
-        for group in teacher.answer([requests[i] for i in todo], params):
-            entries = [(keys[todo[j]], requests[todo[j]], response) for j, response in group]
-            cache.put_many(entries, teacher.name)
-            tokens = sum(r.completion_tokens for _, r in group)
-            stats["sent"] += len(group)
-            stats["completion_tokens"] += tokens
-            if progress is not None:
-                progress.update(len(group), tokens, getattr(teacher, "in_flight", 0))
+        # closing(): whatever stops this loop (an error, a full disk) also stops the teacher's workers.
+        with closing(teacher.answer([requests[i] for i in todo], params)) as groups:
+            for group in groups:
+                entries = [(keys[todo[j]], requests[todo[j]], response) for j, response in group]
+                cache.put_many(entries, teacher.name)
+                tokens = sum(r.completion_tokens for _, r in group)
+                stats["sent"] += len(group)
+                stats["completion_tokens"] += tokens
+                if progress is not None:
+                    progress.update(len(group), tokens, getattr(teacher, "in_flight", 0))
     except TeacherError as e:
         raise TeacherError(f"{e}\n{stats['sent']} answers of this run are saved in {cache.path}; "
                            "rerun the same command to continue from there") from e

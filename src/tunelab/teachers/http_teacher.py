@@ -16,6 +16,7 @@ import json
 import os
 import queue
 import random
+import re
 import threading
 from collections import Counter
 from collections.abc import Sequence
@@ -27,6 +28,10 @@ from .base import AnswerGroups, SamplingParams, TeacherError, TeacherRequest, Te
 from .images import is_remote, to_data_url
 
 RETRY_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
+# The server understood and refused this one request (too long, bad image): a reject, not a dead run.
+RECORD_ERROR_STATUSES = {400, 413, 422}
+CONNECT_TIMEOUT_S = 30.0  # an unreachable host is reported in minutes, not after the full request timeout
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class RetryableError(Exception):
@@ -56,6 +61,9 @@ def api_key_from_env(env_var: str | None) -> str | None:
     """The key named by the config; a named variable that is unset is a config error, not a silent 401."""
     if not env_var:
         return None
+    if not _ENV_NAME.match(env_var):  # most likely the key itself: never echo it
+        raise ConfigError("teacher_api_key_env must be the NAME of an environment variable (like OPENAI_API_KEY), "
+                          "not the key")
     key = os.environ.get(env_var)
     if not key:
         raise ConfigError(f"teacher_api_key_env names ${env_var}, which is not set; export it or clear the setting")
@@ -70,6 +78,11 @@ class OpenAICompatibleTeacher:
                  backoff_max_s: float = 60.0):
         if not base_url.startswith(("http://", "https://")):
             raise ConfigError(f"teacher_base_url must be an http(s) URL like http://localhost:8000/v1, got {base_url!r}")
+        from urllib.parse import urlsplit
+
+        if urlsplit(base_url).username or urlsplit(base_url).password:
+            raise ConfigError("teacher_base_url must not hold credentials; put the key in an environment variable "
+                              "and name it in teacher_api_key_env")
         if max_in_flight < 1:
             raise ConfigError("teacher_max_in_flight must be at least 1")
         self.name = model
@@ -121,6 +134,8 @@ class OpenAICompatibleTeacher:
             data = json.loads(raw)
             choice = data["choices"][0]
             text = choice["message"]["content"] if route == "/chat/completions" else choice["text"]
+            # null content is a real answer (e.g. a reasoning model that ran out of tokens): the parser rejects it
+            text = "" if text is None else text
             if not isinstance(text, str):
                 raise TypeError("answer text is not a string")
             usage = data.get("usage") or {}
@@ -132,8 +147,8 @@ class OpenAICompatibleTeacher:
     # -- the async engine -------------------------------------------------------------------
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.backoff_max_s)
+        if retry_after is not None:  # plus a little jitter, so workers told the same time do not all return at once
+            return min(retry_after, self.backoff_max_s) + random.uniform(0, self.backoff_base_s)
         return random.uniform(0, min(self.backoff_max_s, self.backoff_base_s * 2 ** attempt))  # full jitter
 
     async def _one(self, session, request: TeacherRequest, params: SamplingParams) -> TeacherResponse:
@@ -152,6 +167,10 @@ class OpenAICompatibleTeacher:
                             raise RetryableError(f"HTTP {resp.status}", retry_after_seconds(resp.headers.get("Retry-After")))
                         if resp.status >= 400:
                             detail = raw[:300].decode("utf-8", "replace")
+                            if self._api_key:
+                                detail = detail.replace(self._api_key, "***")
+                            if resp.status in RECORD_ERROR_STATUSES:
+                                return TeacherResponse("", "error", error=f"HTTP {resp.status}: {detail}")
                             hint = " (check the API key variable named by teacher_api_key_env)" if resp.status in (401, 403) else ""
                             raise TeacherError(f"{url} refused a request with HTTP {resp.status}{hint}: {detail}")
                         return self._parse(route, raw)
@@ -159,10 +178,10 @@ class OpenAICompatibleTeacher:
                     self.in_flight -= 1
             except RetryableError as e:
                 last, wait = e.reason, self._delay(attempt, e.retry_after)
+            except asyncio.TimeoutError:  # before connection errors: aiohttp's timeouts are both
+                last, wait = f"timed out after {self.timeout_s:g} s", self._delay(attempt, None)
             except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as e:
                 last, wait = f"connection error ({type(e).__name__})", self._delay(attempt, None)
-            except asyncio.TimeoutError:
-                last, wait = f"timed out after {self.timeout_s:g} s", self._delay(attempt, None)
             self.retries[last.split(" (")[0]] += 1
             if attempt < self.max_retries:
                 await asyncio.sleep(wait)
@@ -173,7 +192,7 @@ class OpenAICompatibleTeacher:
         import aiohttp
 
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s, sock_connect=min(CONNECT_TIMEOUT_S, self.timeout_s))
         connector = aiohttp.TCPConnector(limit=self.max_in_flight)
         pending = iter(range(len(requests)))  # shared by the workers: each takes the next index
 

@@ -63,6 +63,17 @@ def to_data_url(path: str) -> str:
     return f"data:{mime};base64," + base64.b64encode(Path(path).read_bytes()).decode("ascii")
 
 
+def verify_image(path: str) -> None:
+    """Raise ValueError unless `path` is an image PIL can read (checked without decoding it all)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{Path(path).name} is not a readable image ({type(e).__name__})") from None
+
+
 def load_image(url: str):
     """A local image as an RGB PIL image (in-process teachers never fetch URLs)."""
     from PIL import Image

@@ -85,7 +85,7 @@ class MockServer:
         text = self.answer(body)
         self.answered[identity] += 1
         usage = {"prompt_tokens": len(json.dumps(body.get("prompt") or body.get("messages"))) // 4,
-                 "completion_tokens": len(text.split())}
+                 "completion_tokens": len((text or "").split())}
         if request.path.endswith("/chat/completions"):
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
         else:

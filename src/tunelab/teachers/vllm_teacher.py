@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from ..errors import ConfigError
 from ..models import resolve_model
 from .base import AnswerGroups, SamplingParams, TeacherRequest, TeacherResponse, request_seed
+from .http_teacher import OpenAICompatibleTeacher
+
+CHUNK = 256  # requests per llm.generate call: a kill loses at most this many answers
 
 
 class VLLMTeacher:
@@ -25,27 +28,33 @@ class VLLMTeacher:
                             trust_remote_code=trust_remote_code)
 
     def answer(self, requests: Sequence[TeacherRequest], params: SamplingParams) -> AnswerGroups:
-        """vLLM schedules the whole list itself (continuous batching); one group at the end."""
-        if not requests:
-            return
-        sampling = [self._vllm.SamplingParams(
+        """vLLM batches each chunk itself (continuous batching); a chunk is stored before the next starts."""
+        for start in range(0, len(requests), CHUNK):
+            chunk = list(range(start, min(start + CHUNK, len(requests))))
+            self.in_flight = len(chunk)
+            try:
+                yield self._answer_chunk(requests, chunk, params)
+            finally:
+                self.in_flight = 0
+
+    def _answer_chunk(self, requests, chunk: list[int], params: SamplingParams) -> list[tuple[int, TeacherResponse]]:
+        sampling = {i: self._vllm.SamplingParams(
             max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
             top_k=params.top_k or -1, repetition_penalty=params.repetition_penalty, stop=list(params.stop) or None,
-            seed=request_seed(r, params)) for r in requests]
-        self.in_flight = len(requests)
-        chats = [i for i, r in enumerate(requests) if r.messages is not None]
-        prompts = [i for i, r in enumerate(requests) if r.prompt is not None]
+            seed=request_seed(requests[i], params)) for i in chunk}
+        chats = [i for i in chunk if requests[i].messages is not None]
+        prompts = [i for i in chunk if requests[i].prompt is not None]
         outputs: dict[int, object] = {}
         if prompts:
             outs = self.llm.generate([requests[i].prompt for i in prompts], [sampling[i] for i in prompts])
             outputs.update(zip(prompts, outs))
-        if chats:
-            outs = self.llm.chat([requests[i].messages for i in chats], [sampling[i] for i in chats])
+        if chats:  # local images travel as data URLs, as over HTTP
+            messages = [[OpenAICompatibleTeacher._inline_images(m) for m in requests[i].messages] for i in chats]
+            outs = self.llm.chat(messages, [sampling[i] for i in chats])
             outputs.update(zip(chats, outs))
-        self.in_flight = 0
         group = []
         for i, out in sorted(outputs.items()):
             completion = out.outputs[0]
             group.append((i, TeacherResponse(completion.text, "length" if completion.finish_reason == "length" else "stop",
                                              len(out.prompt_token_ids), len(completion.token_ids))))
-        yield group
+        return group
