@@ -191,3 +191,40 @@ def test_near_duplicate_comments_are_dropped_before_the_split(tmp_path):
     exact, near = read_jsonl(tmp_path / "out/moderation.dropped.jsonl")
     assert exact["id"] == "e" and exact["duplicate_of"] == "a" and exact["reason"] == "exact duplicate"
     assert near["id"] == "b" and near["duplicate_of"] == "a" and near["jaccard"] >= 0.8
+
+
+@pytest.mark.parametrize("bad", [["--requests_per_round", "0"], ["--teacher_batch_size", "0"],
+                                 ["--near_duplicate_threshold", "1.5"], ["--decontamination_ngram", "0"],
+                                 ["--teacher_backend", "openai", "--teacher_base_url", "http://127.0.0.1:1/v1",
+                                  "--teacher_api_key_env", "UNSET_TUNELAB_TEST_KEY"],
+                                 ["--decontaminate_against", "no/such/eval.json"]])
+def test_bad_settings_stop_before_the_output_folder_exists(tmp_path, capsys, bad):
+    out = tmp_path / "out"
+    assert generate.main(["--config", "demo", "--output_dir", str(out), *bad]) == 2
+    assert capsys.readouterr().err.startswith("error: ") and not out.exists()
+
+
+def test_image_only_posts_are_not_duplicates_of_each_other(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    for i in range(3):
+        Image.new("RGB", (8, 8), (80 * i, 10, 10)).save(tmp_path / "img" / f"{i}.png")
+    (tmp_path / "img" / "notes.txt").write_text("not an image")
+    (tmp_path / "posts.csv").write_text("id,text,image\n0,,0.png\n1,,1.png\n2,,2.png\n")
+    argv = lambda server, posts: http_argv(server, tmp_path / f"out-{posts}", "--tasks", "moderation_qa", "--posts",  # noqa: E731
+                                           str(tmp_path / posts), "--posts_text_column", "text",
+                                           "--posts_image_column", "image", "--images_root", str(tmp_path / "img"))
+    with MockServer(answer=teacher_answer) as server:
+        stats = generate.generate(argv(server, "posts.csv"))["moderation_qa"]
+        assert stats["kept_posts"] == 3 and read_jsonl(tmp_path / "out-posts.csv/moderation_qa.jsonl")[0]["id"] == "0"
+        (tmp_path / "bad.csv").write_text("id,text,image\n0,hi,notes.txt\n")
+        with pytest.raises(RecordError, match=r"bad.csv:2: notes.txt is not a readable image"):
+            generate.generate(argv(server, "bad.csv"))
+
+
+def test_a_file_that_is_not_utf8_names_itself(tmp_path):
+    (tmp_path / "posts.csv").write_bytes("id,comment_text\n1,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(RecordError, match=r"posts.csv: not UTF-8 text"):
+        generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "out"), "--tasks", "moderation_qa",
+                           "--posts", str(tmp_path / "posts.csv")])
