@@ -104,27 +104,12 @@ def build_tokenizer(vocab_size: int = 1024):
 def build_tiny_llama(out_dir: str | os.PathLike, *, seed: int = 0, hidden_size: int = 64, layers: int = 2) -> Path:
     """Save a random 2-layer Llama (real architecture, tiny sizes) and its tokenizer to `out_dir`."""
     import torch
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    out_dir = Path(out_dir)
     tokenizer = build_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
-        num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-    )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
-    (out_dir / "TINY_RANDOM_MODEL.txt").write_text(
-        "A tiny random Llama built by tunelab to exercise the pipeline offline. It knows nothing.\n", encoding="utf-8"
-    )
-    return out_dir
+    model = LlamaForCausalLM(_text_config(tokenizer, hidden_size, layers))
+    return _save_tiny(model, tokenizer, tokenizer, Path(out_dir), "Llama")
 
 
 # The vision tower: 32x32 images in 8x8 patches, so 16 patch features (+ CLS, dropped) per tile.
@@ -170,21 +155,26 @@ def _processor_kwargs(tokenizer) -> dict:
                 num_additional_image_tokens=1, image_token=IMAGE_TOKEN, chat_template=tokenizer.chat_template)
 
 
-def _save_vlm(model_cls, config, processor, tokenizer, out_dir: Path, seed: int, what: str) -> Path:
-    import torch
+def _save_tiny(model, tokenizer, saver, out_dir: Path, what: str) -> Path:
+    """Weights (safetensors), the tokenizer or processor (`saver`), and the marker that says it is random."""
     from transformers import GenerationConfig
 
-    torch.manual_seed(seed)
-    model = model_cls(config)
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     model.save_pretrained(out_dir, safe_serialization=True)
-    processor.save_pretrained(out_dir)
+    saver.save_pretrained(out_dir)
     (out_dir / "TINY_RANDOM_MODEL.txt").write_text(
         f"A tiny random {what} built by tunelab to exercise the pipeline offline. It knows nothing.\n", encoding="utf-8"
     )
     return out_dir
+
+
+def _save_vlm(model_cls, config, processor, tokenizer, out_dir: Path, seed: int, what: str) -> Path:
+    import torch
+
+    torch.manual_seed(seed)
+    return _save_tiny(model_cls(config), tokenizer, processor, out_dir, what)
 
 
 def build_tiny_llava_next(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
