@@ -222,3 +222,11 @@ def test_truncated_training_data_is_named_and_the_existing_model_survives(studen
                           *FAST_TRAIN]) == 2
     assert f"{bad}:3:" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
+
+
+def test_finetune_qlora_4bit_on_cpu(tmp_path, tiny_llama):
+    summary = finetune.finetune(["--config", "demo_student", "--output_dir", str(tmp_path / "q"), "--quantization", "4bit",
+                                 "--data", "data/alpaca_sample.json", "--max_examples", "8", *FAST_TRAIN])
+    assert summary["steps"] == 2 and (tmp_path / "q/adapter_model.safetensors").exists()
+    assert "quantization: 4bit" in (tmp_path / "q/config.yaml").read_text()
+    assert finetune.main(["--config", "demo_classifier", "--output_dir", str(tmp_path / "c"), "--quantization", "4bit"]) == 2

@@ -60,3 +60,35 @@ def test_lora_changes_adapter_and_leaves_base_untouched(tiny_llama, examples, tm
     assert all(torch.equal(base_before[n], after[n]) for n in base_before)
     changed = [n for n in lora_before if not torch.equal(lora_before[n], after[n])]
     assert len(changed) == len(lora_before)
+
+
+def test_qlora_gradients_on_cpu_survive_an_evaluation_forward(tiny_llama):
+    """bitsandbytes' CPU fast path (avx512_bf16) repacks 4-bit weights on a no-grad eval forward;
+    training through the repacked weights gives wrong LoRA gradients unless the fast path is off."""
+    from peft import get_peft_model, prepare_model_for_kbit_training
+
+    from tunelab.models import keep_4bit_trainable_on_cpu, quantization_config
+
+    tokenizer = load_tokenizer(tiny_llama)
+    model = load_causal_lm(tiny_llama, dtype="float32", quantization_config=quantization_config("4bit", "bfloat16"))
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    keep_4bit_trainable_on_cpu(model)
+    torch.manual_seed(0)
+    model = get_peft_model(model, lora_config(4, 8, 0.0, ["all-linear"], "CAUSAL_LM"))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)  # so gradients flow through every layer's adapter
+    batch = tokenizer(["hello world this is a test", "another line of text"], return_tensors="pt", padding=True)
+
+    def lora_a_grads():
+        model.zero_grad()
+        model.train()
+        model(**batch, labels=batch["input_ids"]).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if "lora_A" in n}
+
+    before = lora_a_grads()
+    model.eval()
+    with torch.no_grad():
+        model(**batch)  # what Trainer.evaluate() and generate() do
+    after = lora_a_grads()
+    assert before and all(torch.equal(before[n], after[n]) for n in before)

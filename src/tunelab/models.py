@@ -83,6 +83,45 @@ def torch_dtype(name: str):
         raise ConfigError(f"unknown dtype {name!r}; use float32, bfloat16, float16 or auto") from None
 
 
+QUANTIZATIONS = ("none", "4bit", "8bit")
+
+
+def quantization_config(quantization: str, compute_dtype: str = "bfloat16"):
+    """bitsandbytes settings: 4-bit NF4 with double quantization (QLoRA's recipe) or 8-bit; None for none.
+
+    4-bit fits a 70B model in about 40 GB and a 7B student in about 5 GB.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
+    if quantization == "none":
+        return None
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch_dtype(compute_dtype))
+
+
+def keep_4bit_trainable_on_cpu(model) -> int:
+    """Stop bitsandbytes repacking 4-bit weights for its CPU inference kernel; returns layers changed.
+
+    On CPUs with avx512_bf16 the first forward without gradients (generate, evaluation) repacks
+    the weights, and backward then runs through a kernel without autograd: LoRA gradients become
+    silently zero. Training needs the plain path, so the fast path is turned off.
+    """
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and getattr(module, "support_avx512bf16_for_cpu", False):
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
+
+
 def load_causal_lm(path: str, *, dtype: str = "auto", trust_remote_code: bool = False, device_map: str | None = None,
                    quantization_config=None):
     """A causal LM from a hub id or folder, safetensors only."""

@@ -35,6 +35,8 @@ class ModelConfig:
     lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"], metadata={
         "help": "Module names to adapt; all-linear = every linear layer but the head (QLoRA's choice)."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype to load: auto, float32, bfloat16, float16."})
+    quantization: str = field(default="none", metadata={
+        "help": "none | 4bit (QLoRA: NF4 + double quantization, LoRA on top) | 8bit; bitsandbytes, GPU or CPU."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
 
 
@@ -55,7 +57,8 @@ CONFIG_TYPES = (ModelConfig, DataConfig, TrainConfig)
 
 
 def _finetune_sft(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig, out: Path, record: RunRecord) -> dict:
-    from ..models import is_tiny_random, load_causal_lm, load_tokenizer, resolve_model
+    from ..models import (is_tiny_random, keep_4bit_trainable_on_cpu, load_causal_lm, load_tokenizer,
+                          quantization_config, resolve_model)
     from ..prompts import load_template
     from ..training.data import load_sft_examples
     from ..training.sft import build_sft_trainer, lora_config
@@ -72,9 +75,16 @@ def _finetune_sft(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig, out: P
     eval_paths = [resolve_input(p) for p in dcfg.eval_data]
     evals = load_sft_examples(eval_paths, template, tokenizer, dcfg.data_format) if eval_paths else None
 
-    model = load_causal_lm(base, dtype=mcfg.dtype, trust_remote_code=args.trust_remote_code)
+    quant = quantization_config(mcfg.quantization, mcfg.dtype if mcfg.dtype in ("bfloat16", "float16", "float32")
+                                else ("bfloat16" if args.bf16 else "float32"))
+    model = load_causal_lm(base, dtype=mcfg.dtype, trust_remote_code=args.trust_remote_code, quantization_config=quant)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
         model.resize_token_embeddings(len(tokenizer))
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
+        keep_4bit_trainable_on_cpu(model)
     peft_config = lora_config(mcfg.lora_r, mcfg.lora_alpha, mcfg.lora_dropout, mcfg.lora_target_modules,
                               "CAUSAL_LM") if mcfg.use_lora else None
     trainer = build_sft_trainer(model, tokenizer, train, evals, args, peft_config)
@@ -146,6 +156,9 @@ def finetune(argv: Sequence[str] | None = None) -> dict:
         raise ConfigError(f"task must be sft or classify, got {mcfg.task!r}")
     if not dcfg.data:
         raise ConfigError("no training data: give --data FILE [FILE ...] or 'data:' in the config")
+    if mcfg.quantization != "none" and (mcfg.task != "sft" or not mcfg.use_lora):
+        raise ConfigError("quantization trains a LoRA adapter on a frozen quantized causal LM: "
+                          "it needs task sft and use_lora true")
     quiet_libraries()
     out = ensure_output_dir(args.output_dir, mcfg.overwrite)
     record = RunRecord(out, "finetune", [mcfg, dcfg, args], config_file)

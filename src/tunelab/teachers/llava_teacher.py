@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..models import ensure_pad_token, hub_token, resolve_model, torch_dtype
 from .base import BatchedTeacher, SamplingParams, TeacherRequest, TeacherResponse, request_seed
 from .images import load_image, message_images
-from .transformers_teacher import quantization_config
+from ..models import quantization_config
 
 
 def processor_messages(request: TeacherRequest) -> list[dict[str, Any]]:

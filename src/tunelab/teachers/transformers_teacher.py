@@ -5,27 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import ConfigError
-from ..models import load_causal_lm, load_tokenizer, resolve_model
+from ..models import load_causal_lm, load_tokenizer, quantization_config, resolve_model
 from .base import BatchedTeacher, SamplingParams, TeacherRequest, TeacherResponse, request_seed
-
-QUANTIZATIONS = ("none", "4bit", "8bit")
-
-
-def quantization_config(quantization: str, compute_dtype: str = "bfloat16"):
-    """bitsandbytes settings: 4-bit NF4 fits a 70B teacher in about 40 GB, 8-bit in about 75 GB."""
-    if quantization not in QUANTIZATIONS:
-        raise ConfigError(f"unknown quantization {quantization!r}; choose from {QUANTIZATIONS}")
-    if quantization == "none":
-        return None
-    from transformers import BitsAndBytesConfig
-
-    from ..models import torch_dtype
-
-    if quantization == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch_dtype(compute_dtype))
-
 
 class TransformersTeacher(BatchedTeacher):
     def __init__(self, model: str, *, dtype: str = "auto", device_map: str | None = None, batch_size: int = 8,
