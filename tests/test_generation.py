@@ -7,6 +7,7 @@ from fakes import CannedTeacher, numbered_answer
 from tunelab.errors import RecordError
 from tunelab.generation import moderation as mod
 from tunelab.generation.dedup import drop_exact_duplicates, normalize
+from tunelab.generation.novelty import NoveltyFilter
 from tunelab.generation import self_instruct as si
 from tunelab.prompts import load_template
 from tunelab.taxonomy import load_taxonomy
@@ -35,7 +36,7 @@ def test_parse_never_raises_on_garbage(garbage):
 
 
 def test_novelty_filter_drops_near_duplicates():
-    novelty = si.NoveltyFilter(0.7, ["Explain why the sky looks blue during the day."])
+    novelty = NoveltyFilter(0.7, ["Explain why the sky looks blue during the day."])
     assert novelty.keep("Explain why the sky looks blue during daytime.")[0] is False
     assert novelty.keep("Write a haiku about autumn leaves falling.")[0] is True
     assert novelty.keep("Write a haiku about autumn leaves falling down.")[0] is False

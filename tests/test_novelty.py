@@ -10,7 +10,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tunelab.generation import self_instruct as si
 from tunelab.generation.novelty import NaiveNoveltyFilter, NoveltyFilter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +99,3 @@ def test_threshold_outside_zero_one_is_refused(threshold):
     for cls in (NoveltyFilter, NaiveNoveltyFilter):
         with pytest.raises(ValueError, match="threshold"):
             cls(threshold)
-
-
-def test_self_instruct_reexports_the_fast_filter():
-    assert si.NoveltyFilter is NoveltyFilter

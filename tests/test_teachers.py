@@ -8,7 +8,7 @@ from tunelab.errors import ConfigError
 from tunelab.teachers import RequestCache, SamplingParams, TeacherError, TeacherRequest, request_key, run_requests
 from tunelab.teachers.http_teacher import OpenAICompatibleTeacher, retry_after_seconds
 from tunelab.teachers.images import resolve_image, user_message
-from tunelab.teachers.mock_server import MockServer, request_identity
+from tunelab.teachers.mock_server import MockServer
 
 FAST_RETRIES = dict(max_retries=10, backoff_base_s=0.01, backoff_max_s=0.1)
 
@@ -97,9 +97,6 @@ def test_api_key_settings_never_echo_a_key():
 
 def test_http_client_errors_stop_at_once_with_the_servers_message(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_TEACHER_KEY", "sk-secret-123")
-
-    def unauthorized(body):
-        raise AssertionError("not reached")
 
     with MockServer() as server:
         teacher = OpenAICompatibleTeacher("m", server.base_url.replace("/v1", "/nope"), api_key_env="TEST_TEACHER_KEY",
@@ -198,7 +195,6 @@ def test_a_cache_line_cut_by_a_kill_is_dropped_and_the_next_append_is_clean(tmp_
             assert len(cache) == 2
             run_requests(teacher, mixed_requests(4), SamplingParams(), cache, template_version="v")
     assert len(path.read_text().splitlines()) == 4 and len(RequestCache(path, read_only=True)) == 4
-    assert request_identity({"prompt": "x"}) == request_identity({"prompt": "x", "stream": False})
 
 
 @pytest.mark.parametrize("quantization", ["4bit", "8bit"])
@@ -212,11 +208,10 @@ def test_teacher_loads_quantized_with_bitsandbytes(tiny_llama, quantization):
 
 
 def test_missing_vllm_is_a_clear_config_error():
-    try:
-        import vllm  # noqa: F401
+    import importlib.util
+
+    if importlib.util.find_spec("vllm"):
         pytest.skip("vllm is installed here")
-    except ImportError:
-        pass
     from tunelab.stages.generate import TeacherConfig
     from tunelab.teachers import make_teacher
 

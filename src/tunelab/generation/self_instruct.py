@@ -14,7 +14,6 @@ from pathlib import Path
 
 from ..errors import RecordError
 from ..records import iter_json_objects
-from .novelty import NoveltyFilter  # re-exported: callers use si.NoveltyFilter
 
 # Alpaca's blacklist: tasks a text model cannot do, or that ask for output it cannot give.
 BLACKLIST = (

@@ -25,7 +25,7 @@ from pathlib import Path
 from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
 from ..prompts import load_template
-from ..records import write_json, write_jsonl
+from ..records import alpaca_to_chat, write_json, write_jsonl
 from ..runs import RunRecord, check_output_dir, ensure_output_dir
 from .common import quiet_libraries, run_main
 
@@ -223,10 +223,11 @@ class SelfInstructBuild:
 
     def run(self, teacher, cache, gates: DataGates, out: Path, record: RunRecord) -> dict:
         from ..generation import self_instruct as si
+        from ..generation.novelty import NoveltyFilter
         from ..teachers import RequestProgress, run_requests
 
         cfg = self.cfg
-        novelty = si.NoveltyFilter(cfg.rouge_threshold, [s.instruction for s in self.seeds])
+        novelty = NoveltyFilter(cfg.rouge_threshold, [s.instruction for s in self.seeds])
         kept, rejects = [], []
         totals = Counter()
         progress = RequestProgress(cfg.max_requests, "self-instruct")
@@ -269,18 +270,12 @@ class SelfInstructBuild:
                 round_index += 1
         finally:
             progress.close()
-        write_formats(out, "self_instruct", kept, record, _alpaca_chat)
+        write_formats(out, "self_instruct", kept, record, alpaca_to_chat)
         write_jsonl(out / "self_instruct.rejects.jsonl", rejects)
         record.add_output("self_instruct_rejects", out / "self_instruct.rejects.jsonl")
         return {"kept": len(kept), "rejected": len(rejects), "rounds": round_index, **dict(totals),
                 "seconds": round(time.monotonic() - started, 2),
                 "rejected_by_stage": _counts(rejects, "stage"), "reject_reasons": _counts(rejects, "reason")}
-
-
-def _alpaca_chat(pair: dict) -> dict:
-    from ..records import alpaca_to_chat
-
-    return alpaca_to_chat(pair)
 
 
 class ModerationQABuild:
@@ -404,7 +399,7 @@ def build_moderation(cfg: ModerationConfig, out: Path, seed: int, near_duplicate
         write_jsonl(out / f"moderation_{split}.jsonl", [r | {"provenance": provenance} for r in rows])
         record.add_output(f"moderation_{split}.jsonl", out / f"moderation_{split}.jsonl")
         pairs = [mod.to_alpaca(r, taxonomy, instruction) | {"provenance": provenance} for r in rows]
-        write_formats(out, f"moderation_{split}", pairs, record, _alpaca_chat)
+        write_formats(out, f"moderation_{split}", pairs, record, alpaca_to_chat)
     return {"corpus_rows": corpus_rows, "duplicates_dropped": len(exact_dropped),
             "near_duplicates_dropped": len(near_dropped), "skipped": skipped,
             "train": len(train), "test": len(test),
