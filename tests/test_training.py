@@ -4,14 +4,15 @@ import pytest
 import torch
 
 from tunelab.models import load_causal_lm, load_tokenizer
-from tunelab.prompts import load_template
+from tunelab.prompts import student_prompt
 from tunelab.training.data import load_sft_examples
-from tunelab.training.sft import TrainConfig, build_sft_trainer, lora_config
+from tunelab.training.lora import lora_config
+from tunelab.training.sft import TrainConfig, build_sft_trainer
 
 
 @pytest.fixture
 def examples(project_root):
-    return load_sft_examples([project_root / "data/alpaca_sample.json"], load_template("alpaca_student"))[:12]
+    return load_sft_examples([project_root / "data/alpaca_sample.json"], student_prompt("alpaca_student")).examples[:12]
 
 
 def make_trainer(tiny_llama, examples, tmp_path, **overrides):

@@ -42,6 +42,21 @@ def is_tiny_random(path: str) -> bool:
     return (Path(path) / "TINY_RANDOM_MODEL.txt").exists()
 
 
+VISION_LANGUAGE_TYPES = ("llava", "llava_next")
+
+
+def model_type(path: str, *, trust_remote_code: bool = False) -> str:
+    """The `model_type` of a folder or hub id's config.json (llama, mistral, llava, bert, ...)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token()).model_type
+
+
+def is_vision_language(path: str) -> bool:
+    """True for LLaVA-family models, which train through the vision student path."""
+    return model_type(path) in VISION_LANGUAGE_TYPES
+
+
 def hub_token() -> str | None:
     """The hub token comes from the environment only, never from configs."""
     return os.environ.get("HF_TOKEN") or None

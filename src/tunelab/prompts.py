@@ -47,3 +47,61 @@ def load_template(name_or_path: str | Path) -> Template:
             known = ", ".join(sorted(p.stem for p in PROMPTS_DIR.glob("*.jinja2")))
             raise ConfigError(f"prompt template {name_or_path!r} not found (shipped: {known})")
     return Template(path.stem, path, path.read_text(encoding="utf-8"))
+
+
+CHAT = "chat"
+
+
+@dataclass(frozen=True)
+class StudentPrompt:
+    """How a student sees an instruction: its tokenizer's chat template, or a template file.
+
+    Training and inference share one of these (saved with the model), so the student is asked
+    at inference exactly the way it was taught.
+    """
+
+    kind: str  # "chat" or "template"
+    template: Template | None = None
+
+    @property
+    def is_chat(self) -> bool:
+        return self.kind == CHAT
+
+    @property
+    def name(self) -> str:
+        return CHAT if self.is_chat else self.template.name
+
+    def user_text(self, instruction: str, input_text: str = "") -> str:
+        return instruction if not input_text else f"{instruction}\n\n{input_text}"
+
+    def messages(self, instruction: str, input_text: str = "") -> list[dict]:
+        return [{"role": "user", "content": self.user_text(instruction, input_text)}]
+
+    def render(self, tokenizer, instruction: str, input_text: str = "") -> str:
+        """The prompt text, up to where the answer starts.
+
+        A chat template writes its own special tokens (Llama-2's `<s>`), so tokenize the result
+        with `add_special_tokens=self.tokenize_with_special_tokens`.
+        """
+        if self.is_chat:
+            return tokenizer.apply_chat_template(self.messages(instruction, input_text), tokenize=False,
+                                                 add_generation_prompt=True)
+        return self.template.render(instruction=instruction, input=input_text)
+
+    @property
+    def tokenize_with_special_tokens(self) -> bool:
+        return not self.is_chat
+
+
+def student_prompt(name: str, tokenizer=None) -> StudentPrompt:
+    """`chat` (the tokenizer's chat template), `auto` (chat if the tokenizer has one, else
+    alpaca_student), or a template in prompts/ or a path."""
+    has_chat = tokenizer is not None and getattr(tokenizer, "chat_template", None)
+    if name == "auto":
+        name = CHAT if has_chat else "alpaca_student"
+    if name == CHAT:
+        if not has_chat:
+            raise ConfigError("template chat needs a tokenizer with a chat template; this model's has none "
+                              "(use template alpaca_student)")
+        return StudentPrompt(CHAT)
+    return StudentPrompt("template", load_template(name))

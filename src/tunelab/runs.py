@@ -36,6 +36,7 @@ TRACKED_PACKAGES = (
 )
 _SECRET_NAME = re.compile(r"(TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
 _SECRET_FIELD = re.compile(r"(^|_)(token|api_key|secret|password)$", re.IGNORECASE)
+_TOKENIZER_FIELDS = {"pad_token", "eos_token", "bos_token", "unk_token", "sep_token", "cls_token", "mask_token"}
 MASK = "***"
 
 
@@ -50,6 +51,31 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "o
 def ensure_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "output folder") -> Path:
     """Create `path`, or refuse when it already holds files and `overwrite` is off."""
     path = check_output_dir(path, overwrite, what=what)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def check_resumable_run(path: str | os.PathLike, record: "RunRecord", *, ignore: Iterable[str] = ()) -> Path:
+    """For `--resume`: the folder of an interrupted run whose resolved config matches this one.
+
+    A missing or empty folder is a fresh start. A folder without config.yaml, or one whose
+    settings differ (other than `ignore`), is refused: resuming would mix two different runs.
+    """
+    from .errors import ConfigError
+
+    path = Path(path)
+    saved_path = path / "config.yaml"
+    if path.exists() and any(path.iterdir()):
+        if not saved_path.exists():
+            raise ConfigError(f"{path} holds files but no config.yaml: not a run folder to resume")
+        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
+        current = record.resolved_config()
+        skip = set(ignore)
+        differ = sorted(k for k in set(saved) | set(current) if k not in skip and saved.get(k) != current.get(k))
+        if differ:
+            shown = "; ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in differ[:5])
+            raise ConfigError(f"cannot resume {path}: its settings differ from this run's ({shown}); "
+                              "rerun with the same settings, or start a new output_dir")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -76,6 +102,7 @@ def redact(obj: Any, secrets: list[str] | None = None) -> Any:
     secrets = _secret_values() if secrets is None else secrets
     if isinstance(obj, dict):
         return {k: (MASK if _SECRET_FIELD.search(str(k)) and obj[k] not in (None, "") and not str(k).endswith("_env")
+                    and str(k) not in _TOKENIZER_FIELDS
                     else redact(v, secrets)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v, secrets) for v in obj]
@@ -150,11 +177,16 @@ class RunRecord:
     def add_output(self, name: str, path: str | os.PathLike) -> None:
         self.outputs[name] = str(path)
 
-    def write_config(self) -> Path:
+    def resolved_config(self) -> dict[str, Any]:
+        """The merged, redacted config as plain data (what config.yaml holds)."""
         merged: dict[str, Any] = {}
         for cfg in self.configs:
             merged.update(to_plain(cfg))
-        return atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(redact(merged), sort_keys=False))
+        # YAML round trip, so a comparison with a saved config.yaml sees the same types (tuples, floats)
+        return yaml.safe_load(yaml.safe_dump(redact(merged), sort_keys=False))
+
+    def write_config(self) -> Path:
+        return atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
 
     def write(self) -> Path:
         self.write_config()

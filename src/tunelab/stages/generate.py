@@ -127,11 +127,9 @@ def _counts(rejects: list[dict], key: str) -> dict[str, int]:
 
 def write_formats(out: Path, stem: str, pairs: list[dict], record: RunRecord, to_chat) -> None:
     """One dataset in the three formats: Alpaca JSON, chat JSONL, prompt/completion JSONL."""
-    from ..training.data import render_prompt
-
     student = load_template("alpaca_student")
     record.add_template(student.name, student.source)
-    completions = [{"id": p["id"], "prompt": render_prompt(student, p["instruction"], p["input"]),
+    completions = [{"id": p["id"], "prompt": student.render(instruction=p["instruction"], input=p["input"]),
                     "completion": p["output"], **({"image": p["image"]} if p.get("image") else {}),
                     "provenance": p["provenance"]} for p in pairs]
     write_json(out / f"{stem}.alpaca.json", pairs)

@@ -24,7 +24,9 @@ class InferenceConfig:
     model: str = field(metadata={"help": "A finetune output folder (base + adapter), a merged model, a hub id or tunelab:tiny-llama."})
     data: str = field(default="data/alpaca_heldout.json", metadata={"help": "Alpaca records; 'output' is kept as the reference."})
     output_dir: str = field(default="runs/inference", metadata={"help": f"Gets {PREDICTIONS}, config.yaml, provenance.json."})
-    template: str | None = field(default=None, metadata={"help": "Prompt template; default: the one saved with the model, else alpaca_student."})
+    template: str | None = field(default=None, metadata={
+        "help": "Prompt format: chat, a template in prompts/, or a path; default: the one saved with the model, "
+                "else the model's chat template, else alpaca_student."})
     max_new_tokens: int = field(default=128)
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (or beam search); > 0 samples."})
     top_k: int = field(default=0, metadata={"help": "Sample from the k likeliest tokens; 0 = off."})
@@ -42,7 +44,7 @@ class InferenceConfig:
 def resolve_student(model: str) -> tuple[str, str | None, dict]:
     """(base path, adapter folder or None, the folder's tunelab_model.json) for a model reference."""
     from ..models import resolve_model
-    from .finetune import MODEL_INFO
+    from ..training.sft import MODEL_INFO
 
     folder = Path(model)
     info_path = folder / MODEL_INFO
@@ -57,9 +59,8 @@ def infer(argv: Sequence[str] | None = None) -> dict:
     from ..config import parse_config
     from ..inference import generate_texts
     from ..models import is_tiny_random, load_causal_lm_with_adapter, load_tokenizer
-    from ..prompts import load_template
+    from ..prompts import student_prompt
     from ..teachers.base import SamplingParams
-    from ..training.data import render_prompt
 
     (cfg,), config_file = parse_config(
         (InferenceConfig,), argv, configs_dir=STAGE_CONFIG_DIRS["inference"], prog="inference.py",
@@ -72,19 +73,25 @@ def infer(argv: Sequence[str] | None = None) -> dict:
     record.add_input("data", data_path)
 
     base, adapter, info = resolve_student(cfg.model)
-    template_ref = cfg.template or (str(Path(info["folder"]) / info["template"]) if info.get("template") else "alpaca_student")
-    template = load_template(template_ref)
-    record.add_template(template.name, template.source)
     record.models.update({"base": info.get("base", cfg.model), "adapter": adapter})
-
     tokenizer = load_tokenizer(adapter or base, trust_remote_code=cfg.trust_remote_code)
+    saved = info.get("template")
+    if cfg.template:
+        template_ref = cfg.template
+    elif saved:
+        template_ref = saved if saved == "chat" else str(Path(info["folder"]) / saved)
+    else:
+        template_ref = "auto"
+    prompt = student_prompt(template_ref, tokenizer)
+    record.add_template(prompt.name, tokenizer.chat_template if prompt.is_chat else prompt.template.source)
     model = load_causal_lm_with_adapter(base, adapter, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     model.eval()
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                             top_k=cfg.top_k, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty,
                             seed=cfg.seed)
-    prompts = [render_prompt(template, r["instruction"], r["input"]) for r in records]
-    generations = generate_texts(model, tokenizer, prompts, params, batch_size=cfg.batch_size, desc="inference")
+    prompts = [prompt.render(tokenizer, r["instruction"], r["input"]) for r in records]
+    generations = generate_texts(model, tokenizer, prompts, params, batch_size=cfg.batch_size, desc="inference",
+                                 add_special_tokens=prompt.tokenize_with_special_tokens)
     decoding = asdict(params)
     rows = [{
         "id": r.get("id", str(i)), "instruction": r["instruction"], "input": r["input"], "reference": r["output"],

@@ -6,11 +6,20 @@ Multi-label: one sigmoid per taxonomy label, BCE loss, a record with no label is
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+
 CLASSIFIER_INFO = "tunelab_classifier.json"
+
+
+@dataclass
+class ClassifierConfig:
+    """Settings of the encoder-classifier task (`task: classify`)."""
+
+    taxonomy: str = field(default="jigsaw", metadata={"help": "Label taxonomy for classify (a name in data/taxonomies or a path)."})
 
 
 def encode_labels(records: list[dict], labels: tuple[str, ...]) -> np.ndarray:
@@ -111,3 +120,44 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_siz
                             return_tensors="pt").to(device)
             probs[idx] = torch.sigmoid(model(**enc).logits.float()).cpu().numpy()
     return probs
+
+
+def finetune_classifier(ctx) -> dict:
+    """Tune an encoder classifier on moderation records; full fine-tuning or LoRA."""
+    from ..models import load_tokenizer, model_type, resolve_model
+    from ..paths import resolve_input
+    from ..records import read_records
+    from ..taxonomy import load_taxonomy
+    from .lora import lora_from_settings
+    from .runner import train_and_save
+
+    mcfg, dcfg, args, record = ctx.model, ctx.data, ctx.train, ctx.record
+    base = resolve_model(mcfg.base)
+    taxonomy = load_taxonomy(ctx.classifier.taxonomy)
+    record.models["base"] = mcfg.base
+    record.add_input("taxonomy", taxonomy.path)
+
+    def read(paths):
+        rows = []
+        for p in paths:
+            p = resolve_input(p)
+            record.add_input(f"{p.name}", p)
+            rows += [r.data for r in read_records(p, "moderation", taxonomy.labels)]
+        return rows
+
+    train = read(dcfg.data)[: dcfg.max_examples]
+    evals = read(dcfg.eval_data) if dcfg.eval_data else None
+    tokenizer = load_tokenizer(base, trust_remote_code=args.trust_remote_code)
+    model = load_classifier_base(base, taxonomy.labels, trust_remote_code=args.trust_remote_code)
+    if mcfg.use_lora:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_from_settings(mcfg, model_type(base), "classify", "SEQ_CLS"))
+    trainer = build_classifier_trainer(model, tokenizer, train, evals, taxonomy.labels, args, args.max_length)
+    for callback in ctx.callbacks:
+        trainer.add_callback(callback)
+    summary = {"examples": len(train), **train_and_save(trainer, ctx)}
+    save_classifier_info(ctx.out, mcfg.base, taxonomy.labels, str(taxonomy.path), args.max_length, mcfg.use_lora)
+    if evals:
+        summary["eval"] = {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
+    return summary

@@ -1,16 +1,38 @@
-"""Training examples for the causal student: every format becomes prompt/completion.
+"""Training examples for the causal student: every format becomes a prompt/completion pair.
 
 Prompt/completion is what makes TRL put only the response (and EOS) in the loss: the prompt's
 tokens are masked out by TRL's `completion_mask`, whatever the template.
+- With a template file (alpaca_student), prompt and completion are text; TRL appends EOS.
+- With the model's chat template, they are messages ("conversational" in TRL's terms): TRL
+  applies the template itself, so special tokens (Llama-2's `<s>`, `</s>`) appear once, where
+  the template puts them.
+
+Bad records (a missing field, empty text) are skipped and listed, or stop the run, by setting;
+a file that does not parse always stops it, naming file and line.
 """
 
 from __future__ import annotations
 
+import random
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RecordError
-from ..prompts import Template
-from ..records import iter_json_objects, read_records
+from ..prompts import StudentPrompt
+from ..records import iter_json_objects, validate
+
+FORMATS = ("alpaca", "chat", "completion")
+
+
+@dataclass
+class SFTData:
+    """Examples ready for TRL, and every record left out with where it was and why."""
+
+    examples: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def skip(self, path, line, reason: str, record_id=None) -> None:
+        self.skipped.append({"file": str(path), "line": line, "id": record_id, "reason": reason})
 
 
 def detect_format(path: str | Path) -> str:
@@ -27,34 +49,70 @@ def detect_format(path: str | Path) -> str:
     return "alpaca"  # an empty file contributes nothing in any format
 
 
-def render_prompt(template: Template, instruction: str, input_text: str = "") -> str:
-    return template.render(instruction=instruction, input=input_text)
+def _example(obj: dict, fmt: str, prompt: StudentPrompt, tokenizer) -> dict | str:
+    """One record as {"prompt", "completion"}, or the reason it cannot be one."""
+    if fmt == "completion":
+        return {"prompt": obj["prompt"], "completion": obj["completion"]}
+    if fmt == "alpaca":
+        if prompt.is_chat:
+            return {"prompt": prompt.messages(obj["instruction"], obj.get("input", "")),
+                    "completion": [{"role": "assistant", "content": obj["output"]}]}
+        return {"prompt": prompt.render(tokenizer, obj["instruction"], obj.get("input", "")), "completion": obj["output"]}
+    messages = obj["messages"]
+    if messages[-1]["role"] != "assistant":
+        return "the last message must be the assistant's answer"
+    return {"prompt": messages[:-1], "completion": [messages[-1]]}
 
 
-def load_sft_examples(paths: list[str | Path], template: Template, tokenizer=None, data_format: str = "auto") -> list[dict]:
-    """Read every file into {"prompt", "completion"} rows (ids kept); validation errors name file and line.
+def load_sft_examples(paths: list[str | Path], prompt: StudentPrompt, tokenizer=None, data_format: str = "auto",
+                      *, bad_records: str = "error") -> SFTData:
+    """Read every file into prompt/completion rows (ids kept).
 
-    Alpaca records go through the student template; chat records through the tokenizer's chat
-    template (the last assistant turn is the completion).
+    `bad_records`: "skip" lists a record with a missing field or empty text in `SFTData.skipped`;
+    "error" raises `RecordError` naming file and line.
     """
-    examples: list[dict] = []
+    data = SFTData()
     for path in paths:
         fmt = detect_format(path) if data_format == "auto" else data_format
-        for i, record in enumerate(read_records(path, fmt)):
-            rid = record.get("id", f"{Path(path).stem}:{i}")
-            if fmt == "alpaca":
-                examples.append({"id": rid, "prompt": render_prompt(template, record["instruction"], record["input"]),
-                                 "completion": record["output"]})
-            elif fmt == "completion":
-                examples.append({"id": rid, "prompt": record["prompt"], "completion": record["completion"]})
-            else:
-                messages = record["messages"]
-                if messages[-1]["role"] != "assistant":
-                    raise RecordError(path, None, f"record {i}: the last message must be the assistant's answer")
-                if tokenizer is None or tokenizer.chat_template is None:
-                    raise RecordError(path, None, "chat records need a tokenizer with a chat template")
-                prompt = tokenizer.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
-                examples.append({"id": rid, "prompt": prompt, "completion": messages[-1]["content"]})
+        if fmt not in FORMATS:
+            raise RecordError(path, None, f"unknown data_format {fmt!r}; use one of {FORMATS}")
+        if fmt == "chat" and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
+            raise RecordError(path, None, "chat records need a model whose tokenizer has a chat template")
+        for i, (line, obj) in enumerate(iter_json_objects(path)):
+            rid = obj.get("id", f"{Path(path).stem}:{i}") if isinstance(obj, dict) else f"{Path(path).stem}:{i}"
+            problem = validate(obj, fmt)
+            example = _example(obj, fmt, prompt, tokenizer) if problem is None else problem
+            if isinstance(example, str):
+                if bad_records == "error":
+                    raise RecordError(path, line, f"bad {fmt} record: {example}")
+                data.skip(path, line, example, rid)
+                continue
+            data.examples.append({"id": rid, **example})
+    if not data.examples:
+        raise RecordError(", ".join(map(str, paths)), None,
+                          "no training examples in these files" + (f" ({len(data.skipped)} bad records skipped)"
+                                                                   if data.skipped else ""))
+    return data
+
+
+def example_lengths(examples: list[dict], tokenizer) -> list[int]:
+    """Tokens per example as TRL will tokenize it (template, special tokens and EOS included)."""
     if not examples:
-        raise RecordError(", ".join(map(str, paths)), None, "no training examples in these files")
-    return examples
+        return []
+    if isinstance(examples[0]["prompt"], list):
+        return [len(tokenizer.apply_chat_template(ex["prompt"] + ex["completion"], tokenize=True, return_dict=True)["input_ids"])
+                for ex in examples]
+    eos = tokenizer.eos_token or ""
+    encoded = tokenizer([ex["prompt"] + ex["completion"] + eos for ex in examples])["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+def split_eval(examples: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """A seeded random hold-out of `fraction` of the examples (at least one): (train, eval)."""
+    order = list(range(len(examples)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(examples) * fraction))
+    if n_eval >= len(examples):
+        raise RecordError("training data", None, f"eval_split {fraction} leaves no training examples of {len(examples)}")
+    held = set(order[:n_eval])
+    return [ex for i, ex in enumerate(examples) if i not in held], [ex for i, ex in enumerate(examples) if i in held]

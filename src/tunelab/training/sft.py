@@ -1,42 +1,84 @@
-"""LoRA SFT of a causal LM with TRL's SFTTrainer, on prompt/completion examples."""
+"""LoRA / QLoRA SFT of a causal LM with TRL's SFTTrainer, on prompt/completion examples."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass, field
 
 from trl import SFTConfig
+
+from ..errors import ConfigError
+from ..records import write_jsonl
+
+SKIPPED_RECORDS = "skipped_records.jsonl"
+MODEL_INFO = "tunelab_model.json"  # what a student folder is: base, adapter or not, prompt format
+STUDENT_TEMPLATE = "student_template.jinja2"
 
 
 @dataclass
 class TrainConfig(SFTConfig):
     """`trl.SFTConfig` (every trainer setting) with defaults that suit this workbench.
 
-    bf16 is on only where the hardware has it, so the same config runs on a laptop CPU.
+    bf16, activation checkpointing and the paged 8-bit optimizer are on only where CUDA is, so the
+    same config runs on a laptop CPU and on a GPU.
     """
 
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on where CUDA supports it."})
-    report_to: str | list[str] = field(default="none", metadata={"help": "none, tensorboard, wandb, ..."})
+    report_to: str | list[str] = field(default="tensorboard", metadata={
+        "help": "tensorboard (logs in output_dir/runs), wandb, none, ...; a PNG of the curves is always written."})
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the response and EOS only."})
+    optim: str = field(default="auto", metadata={
+        "help": "auto: paged 8-bit AdamW for QLoRA on CUDA (optimizer state off the GPU's peak), fused AdamW otherwise; "
+                "or any transformers optimizer name."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})
+    activation_checkpointing: bool | None = field(default=None, metadata={
+        "help": "Recompute activations in backward: much less memory, about 20% slower. Default: on with CUDA."})
+    disable_tqdm: bool | None = field(default=False, metadata={"help": "Hide the progress bar."})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir (for --resume)."})
+    early_stopping_patience: int | None = field(default=None, metadata={
+        "help": "Stop after this many evaluations without improvement of metric_for_best_model (default eval_loss); "
+                "keeps the best checkpoint. Needs eval_data or eval_split."})
+    early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest change that counts as improvement."})
 
     def __post_init__(self):
         import torch
 
+        cuda = torch.cuda.is_available()
         if self.bf16 is None:
-            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-        if not torch.cuda.is_available():
+            self.bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+        if not cuda:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
+        if self.activation_checkpointing is None and self.gradient_checkpointing is None:
+            self.activation_checkpointing = cuda
+        self.optim_auto = self.optim == "auto"
+        if self.optim_auto:
+            self.optim = "adamw_torch_fused"
+        if self.early_stopping_patience is not None:
+            # The best checkpoint is what early stopping keeps: evaluate and save on the same schedule.
+            if self.eval_strategy == "no":
+                self.eval_strategy = self.save_strategy if self.save_strategy != "no" else "steps"
+            if self.save_strategy == "no":
+                self.save_strategy = self.eval_strategy
+            if self.eval_strategy == "steps" and self.eval_steps is None:
+                self.eval_steps = self.save_steps
+            self.load_best_model_at_end = True
+            self.metric_for_best_model = self.metric_for_best_model or "eval_loss"
         super().__post_init__()
 
 
-def lora_config(r: int, alpha: int, dropout: float, target_modules: list[str] | str, task_type: str):
-    from peft import LoraConfig
+def resolve_qlora_defaults(args: TrainConfig, quantization: str) -> None:
+    """QLoRA on CUDA: a paged 8-bit optimizer unless one was chosen (bitsandbytes' GPU kernels)."""
+    import torch
 
-    targets = target_modules[0] if isinstance(target_modules, list) and len(target_modules) == 1 else target_modules
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type=task_type)
+    if args.optim_auto and quantization != "none" and torch.cuda.is_available():
+        from transformers.training_args import OptimizerNames
+
+        args.optim = OptimizerNames.PAGED_ADAMW_8BIT
 
 
 def build_sft_trainer(model, tokenizer, train_examples: list[dict], eval_examples: list[dict] | None,
-                      args: TrainConfig, peft_config=None):
+                      args: TrainConfig, peft_config=None, callbacks=None):
     """An SFTTrainer over prompt/completion rows; TRL appends EOS and masks the prompt from the loss."""
     from datasets import Dataset
     from trl import SFTTrainer
@@ -47,5 +89,97 @@ def build_sft_trainer(model, tokenizer, train_examples: list[dict], eval_example
     return SFTTrainer(
         model=model, args=args, train_dataset=to_dataset(train_examples),
         eval_dataset=to_dataset(eval_examples) if eval_examples else None,
-        processing_class=tokenizer, peft_config=peft_config,
+        processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
     )
+
+
+def finetune_sft(ctx) -> dict:
+    """LoRA (or QLoRA, or full) SFT of a causal student; saves adapter, tokenizer and prompt format."""
+    from ..models import (is_tiny_random, keep_4bit_trainable_on_cpu, load_causal_lm, load_tokenizer, model_type,
+                          quantization_config, resolve_model)
+    from ..paths import resolve_input
+    from ..prompts import student_prompt
+    from .data import example_lengths, load_sft_examples, split_eval
+    from .lora import lora_from_settings
+    from .runner import early_stopping_callbacks, train_and_save
+
+    mcfg, dcfg, args, record, out = ctx.model, ctx.data, ctx.train, ctx.record, ctx.out
+    base = resolve_model(mcfg.base)
+    record.models["base"] = mcfg.base
+    tokenizer = load_tokenizer(base, trust_remote_code=args.trust_remote_code)
+    prompt = student_prompt(dcfg.template, tokenizer)
+    if not prompt.is_chat:
+        record.add_template(prompt.template.name, prompt.template.source)
+    else:
+        record.add_template("chat_template", tokenizer.chat_template)
+
+    paths = [resolve_input(p) for p in dcfg.data]
+    for i, p in enumerate(paths):
+        record.add_input(f"data[{i}]", p)
+    loaded = load_sft_examples(paths, prompt, tokenizer, dcfg.data_format, bad_records=dcfg.bad_records)
+    train = loaded.examples[: dcfg.max_examples]
+    skipped = loaded.skipped
+    evals = None
+    if dcfg.eval_data:
+        eval_paths = [resolve_input(p) for p in dcfg.eval_data]
+        for i, p in enumerate(eval_paths):
+            record.add_input(f"eval_data[{i}]", p)
+        eval_loaded = load_sft_examples(eval_paths, prompt, tokenizer, dcfg.data_format, bad_records=dcfg.bad_records)
+        evals, skipped = eval_loaded.examples, skipped + eval_loaded.skipped
+    elif dcfg.eval_split:
+        train, evals = split_eval(train, dcfg.eval_split, args.data_seed if args.data_seed is not None else args.seed)
+
+    # Over-long examples are counted here; TRL truncates them (keep_start) unless they are dropped.
+    lengths = example_lengths(train, tokenizer)
+    over = [i for i, n in enumerate(lengths) if args.max_length is not None and n > args.max_length]
+    if dcfg.overlength == "drop" and over:
+        dropped_ids = set(over)
+        for i in over:
+            skipped.append({"file": None, "line": None, "id": train[i]["id"],
+                            "reason": f"{lengths[i]} tokens, longer than max_length {args.max_length} (overlength: drop)"})
+        train = [ex for i, ex in enumerate(train) if i not in dropped_ids]
+        if not train:
+            raise ConfigError(f"every training example is longer than max_length ({args.max_length}) and "
+                              "overlength is drop; raise --max_length or use --overlength truncate")
+    if skipped:
+        write_jsonl(out / SKIPPED_RECORDS, skipped)
+        record.add_output("skipped_records", out / SKIPPED_RECORDS)
+        print(f"finetune: {len(skipped)} record(s) left out; see {out / SKIPPED_RECORDS}")
+
+    quant = quantization_config(mcfg.quantization, mcfg.dtype if mcfg.dtype in ("bfloat16", "float16", "float32")
+                                else ("bfloat16" if args.bf16 else "float32"))
+    resolve_qlora_defaults(args, mcfg.quantization)
+    model = load_causal_lm(base, dtype=mcfg.dtype, trust_remote_code=args.trust_remote_code, quantization_config=quant)
+    if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
+        model.resize_token_embeddings(len(tokenizer))
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.activation_checkpointing))
+        keep_4bit_trainable_on_cpu(model)
+    peft_config = lora_from_settings(mcfg, model_type(base), "sft", "CAUSAL_LM") if mcfg.use_lora else None
+    trainer = build_sft_trainer(model, tokenizer, train, evals, args, peft_config,
+                                callbacks=early_stopping_callbacks(args) + ctx.callbacks)
+    # TRL drops examples whose response was truncated away entirely (prompt >= max_length).
+    no_response_left = 0 if args.packing else len(train) - len(trainer.train_dataset)
+    if not len(trainer.train_dataset):
+        raise ConfigError(f"all {len(train)} training examples have prompts of max_length ({args.max_length}) "
+                          "tokens or more, so no response token is left to learn; raise --max_length")
+    summary = {"examples": len(train), "eval_examples": len(evals) if evals else 0,
+               "skipped_records": sum(s["file"] is not None for s in skipped),
+               "overlength": len(over), "overlength_action": dcfg.overlength,
+               "dropped_no_response_left": no_response_left}
+    summary.update(train_and_save(trainer, ctx))
+    if prompt.is_chat:
+        template_ref = "chat"
+    else:
+        shutil.copyfile(prompt.template.path, out / STUDENT_TEMPLATE)
+        template_ref = STUDENT_TEMPLATE
+    tokenizer.save_pretrained(str(out))  # the chat template and pad token travel with the adapter
+    (out / MODEL_INFO).write_text(json.dumps({
+        "task": "sft", "base": mcfg.base, "base_path": base, "adapter": mcfg.use_lora,
+        "quantization": mcfg.quantization, "template": template_ref,
+        "template_version": prompt.template.version if prompt.template else None,
+        "tiny_random": is_tiny_random(base),
+    }, indent=2), encoding="utf-8")
+    return summary

@@ -1,0 +1,91 @@
+"""What every finetune task shares: the run context, resuming, training, saving and the curves.
+
+A task (causal SFT, encoder classifier, vision SFT) builds a stock trainer and hands it to
+`train_and_save`, which resumes from the run folder's last checkpoint when asked, trains, saves
+the final model into the run folder and draws the loss / learning-rate / grad-norm curves.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..records import write_json
+
+TRAIN_LOG = "train_log.json"
+CURVES_PNG = "training_curves.png"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+@dataclass
+class FinetuneContext:
+    """One finetune run: its settings (model, data, classifier, train), run folder and record."""
+
+    model: Any
+    data: Any
+    classifier: Any
+    train: Any
+    out: Path
+    record: Any
+    callbacks: list = field(default_factory=list)
+
+
+def last_checkpoint(out: Path) -> Path | None:
+    """The newest complete `checkpoint-N` folder (one with trainer_state.json), or None."""
+    found = []
+    for p in Path(out).glob("checkpoint-*"):
+        m = _CHECKPOINT.match(p.name)
+        if m and p.is_dir() and (p / "trainer_state.json").exists():
+            found.append((int(m.group(1)), p))
+    return max(found)[1] if found else None
+
+
+def early_stopping_callbacks(args) -> list:
+    """EarlyStoppingCallback when `early_stopping_patience` is set (the config checks it has an eval set)."""
+    if not getattr(args, "early_stopping_patience", None):
+        return []
+    from transformers import EarlyStoppingCallback
+
+    return [EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience,
+                                  early_stopping_threshold=args.early_stopping_threshold)]
+
+
+def train_and_save(trainer, ctx: FinetuneContext) -> dict:
+    """Train (resuming when `resume` is set and a checkpoint exists), save the model, log and plot.
+
+    Returns the summary every task reports: steps, losses, where it resumed from.
+    """
+    from .curves import plot_training_curves
+
+    resume_from = None
+    if ctx.train.resume_from_checkpoint:
+        resume_from = Path(ctx.train.resume_from_checkpoint)
+        if not (resume_from / "trainer_state.json").exists():
+            raise ConfigError(f"resume_from_checkpoint {resume_from} is not a checkpoint folder (no trainer_state.json)")
+    elif ctx.model.resume:
+        resume_from = last_checkpoint(ctx.out)
+        if resume_from is None:
+            print(f"finetune: no checkpoint in {ctx.out} yet; starting from the first step")
+        else:
+            print(f"finetune: resuming from {resume_from}")
+    ctx.record.write_config()  # before the first step, so an interrupted run can be resumed with its settings
+    result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    trainer.save_model(str(ctx.out))
+    history = trainer.state.log_history
+    write_json(ctx.out / TRAIN_LOG, {"log_history": history})
+    ctx.record.add_output("train_log", ctx.out / TRAIN_LOG)
+    if plot_training_curves(history, ctx.out / CURVES_PNG):
+        ctx.record.add_output("curves", ctx.out / CURVES_PNG)
+    losses = [e["loss"] for e in history if "loss" in e]
+    summary = {"steps": result.global_step, "train_loss": result.training_loss,
+               "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+               "resumed_from": str(resume_from) if resume_from else None}
+    evals = [e for e in history if "eval_loss" in e]
+    if evals:
+        summary["best_eval_loss"] = min(e["eval_loss"] for e in evals)
+        if trainer.state.best_model_checkpoint:
+            summary["best_checkpoint"] = trainer.state.best_model_checkpoint
+    return summary
