@@ -81,7 +81,7 @@ def test_missing_config_lists_shipped_ones():
 
 def test_trust_remote_code_is_off_by_default():
     (_, teacher, _, _, _), _ = parse_config(generate.CONFIG_TYPES, [])
-    (_, _, _, train), _ = parse_config(finetune.CONFIG_TYPES, ["--base", "x"])
+    (*_, train), _ = parse_config(finetune.CONFIG_TYPES, ["--base", "x"])
     (inference,), _ = parse_config((infer.InferenceConfig,), ["--model", "x"])
     assert not teacher.trust_remote_code and not train.trust_remote_code and not inference.trust_remote_code
 

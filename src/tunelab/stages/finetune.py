@@ -17,6 +17,7 @@ from ..runs import RunRecord, check_resumable_run, ensure_output_dir
 from ..training.classifier import ClassifierConfig
 from ..training.runner import FinetuneContext
 from ..training.sft import TrainConfig
+from ..training.vision import VisionConfig
 from .common import quiet_libraries, run_main
 
 
@@ -59,7 +60,7 @@ class DataConfig:
         "help": "Records with missing fields or empty text: skip (counted, listed in skipped_records.jsonl) or error."})
 
 
-CONFIG_TYPES = (ModelConfig, DataConfig, ClassifierConfig, TrainConfig)
+CONFIG_TYPES = (ModelConfig, DataConfig, ClassifierConfig, VisionConfig, TrainConfig)
 
 
 def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
@@ -98,17 +99,17 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
     """Run the finetune stage; `callbacks` are extra `transformers.TrainerCallback`s (library use)."""
     from ..config import parse_config
 
-    (mcfg, dcfg, ccfg, args), config_file = parse_config(
+    (mcfg, dcfg, ccfg, vcfg, args), config_file = parse_config(
         CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["finetune"], prog="finetune/train.py",
         description="Fine-tune a student: LoRA/QLoRA SFT of a causal or vision-language LM, or an encoder classifier.")
     validate(mcfg, dcfg, args)
     quiet_libraries()
-    record = RunRecord(args.output_dir, "finetune", [mcfg, dcfg, ccfg, args], config_file)
+    record = RunRecord(args.output_dir, "finetune", [mcfg, dcfg, ccfg, vcfg, args], config_file)
     if mcfg.resume:
         out = check_resumable_run(args.output_dir, record, ignore=("resume", "overwrite"))
     else:
         out = ensure_output_dir(args.output_dir, mcfg.overwrite)
-    ctx = FinetuneContext(model=mcfg, data=dcfg, classifier=ccfg, train=args, out=out, record=record,
+    ctx = FinetuneContext(model=mcfg, data=dcfg, classifier=ccfg, vision=vcfg, train=args, out=out, record=record,
                           callbacks=list(callbacks or []))
     if mcfg.task == "classify":
         from ..training.classifier import finetune_classifier as task

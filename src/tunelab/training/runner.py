@@ -22,11 +22,12 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 @dataclass
 class FinetuneContext:
-    """One finetune run: its settings (model, data, classifier, train), run folder and record."""
+    """One finetune run: its settings (model, data, classifier, vision, train), run folder and record."""
 
     model: Any
     data: Any
     classifier: Any
+    vision: Any
     train: Any
     out: Path
     record: Any
