@@ -121,10 +121,13 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
         else:
             from ..training.sft import finetune_sft as task
     summary = task(ctx)
-    record.notes["summary"] = summary
-    record.write()
-    print(json.dumps(summary, indent=2, default=str))
-    print(f"finetune: model in {out}")
+    from ..training.runner import is_main_process
+
+    if is_main_process():  # one writer under accelerate / torchrun
+        record.notes["summary"] = summary
+        record.write()
+        print(json.dumps(summary, indent=2, default=str))
+        print(f"finetune: model in {out}")
     return summary
 
 

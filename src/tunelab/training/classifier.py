@@ -157,6 +157,8 @@ def finetune_classifier(ctx) -> dict:
     for callback in ctx.callbacks:
         trainer.add_callback(callback)
     summary = {"examples": len(train), **train_and_save(trainer, ctx)}
+    if not trainer.is_world_process_zero():
+        return summary
     save_classifier_info(ctx.out, mcfg.base, taxonomy.labels, str(taxonomy.path), args.max_length, mcfg.use_lora)
     if evals:
         summary["eval"] = {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}

@@ -34,6 +34,13 @@ class FinetuneContext:
     callbacks: list = field(default_factory=list)
 
 
+def is_main_process() -> bool:
+    """True on the process that writes run files (rank 0 under accelerate/torchrun; always alone)."""
+    from accelerate import PartialState
+
+    return PartialState().is_main_process
+
+
 def last_checkpoint(out: Path) -> Path | None:
     """The newest complete `checkpoint-N` folder (one with trainer_state.json), or None."""
     found = []
@@ -72,14 +79,17 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
             print(f"finetune: no checkpoint in {ctx.out} yet; starting from the first step")
         else:
             print(f"finetune: resuming from {resume_from}")
-    ctx.record.write_config()  # before the first step, so an interrupted run can be resumed with its settings
+    main = trainer.is_world_process_zero()
+    if main:
+        ctx.record.write_config()  # before the first step, so an interrupted run can be resumed with its settings
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     trainer.save_model(str(ctx.out))
     history = trainer.state.log_history
-    write_json(ctx.out / TRAIN_LOG, {"log_history": history})
-    ctx.record.add_output("train_log", ctx.out / TRAIN_LOG)
-    if plot_training_curves(history, ctx.out / CURVES_PNG):
-        ctx.record.add_output("curves", ctx.out / CURVES_PNG)
+    if main:
+        write_json(ctx.out / TRAIN_LOG, {"log_history": history})
+        ctx.record.add_output("train_log", ctx.out / TRAIN_LOG)
+        if plot_training_curves(history, ctx.out / CURVES_PNG):
+            ctx.record.add_output("curves", ctx.out / CURVES_PNG)
     losses = [e["loss"] for e in history if "loss" in e]
     summary = {"steps": result.global_step, "train_loss": result.training_loss,
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,

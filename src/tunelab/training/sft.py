@@ -101,7 +101,7 @@ def finetune_sft(ctx) -> dict:
     from ..prompts import student_prompt
     from .data import example_lengths, load_sft_examples, split_eval
     from .lora import lora_from_settings
-    from .runner import early_stopping_callbacks, train_and_save
+    from .runner import early_stopping_callbacks, is_main_process, train_and_save
 
     mcfg, dcfg, args, record, out = ctx.model, ctx.data, ctx.train, ctx.record, ctx.out
     base = resolve_model(mcfg.base)
@@ -141,7 +141,7 @@ def finetune_sft(ctx) -> dict:
         if not train:
             raise ConfigError(f"every training example is longer than max_length ({args.max_length}) and "
                               "overlength is drop; raise --max_length or use --overlength truncate")
-    if skipped:
+    if skipped and is_main_process():
         write_jsonl(out / SKIPPED_RECORDS, skipped)
         record.add_output("skipped_records", out / SKIPPED_RECORDS)
         print(f"finetune: {len(skipped)} record(s) left out; see {out / SKIPPED_RECORDS}")
@@ -170,6 +170,8 @@ def finetune_sft(ctx) -> dict:
                "overlength": len(over), "overlength_action": dcfg.overlength,
                "dropped_no_response_left": no_response_left}
     summary.update(train_and_save(trainer, ctx))
+    if not is_main_process():
+        return summary
     if prompt.is_chat:
         template_ref = "chat"
     else:
