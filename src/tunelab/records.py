@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,9 +98,19 @@ def validate(obj: Any, kind: str, taxonomy: Iterable[str] | None = None) -> str 
     raise ValueError(f"unknown record kind {kind!r}; expected one of {RECORD_KINDS}")
 
 
+def _open_text(path: Path, newline: str | None = None):
+    """A text stream of `path` in UTF-8, decompressed on the fly when the name ends in .gz."""
+    if path.suffix.lower() == ".gz":
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8", newline=newline)
+    return path.open(encoding="utf-8", newline=newline)
+
+
 def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (line number, element) of a JSON array file, so errors can name the element's line."""
-    text = path.read_text(encoding="utf-8")
+    with _open_text(path) as f:
+        text = f.read()
     decoder = json.JSONDecoder()
     pos = len(text) - len(text.lstrip())
     if not text[pos:pos + 1] == "[":
@@ -123,7 +133,7 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as f:
+    with _open_text(path) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -147,43 +157,97 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         raise RecordError(path, None, f"not UTF-8 text (byte {e.start}): save the file as UTF-8") from None
 
 
-def read_table_rows(path: str | os.PathLike, required: Iterable[str]) -> list[tuple[int, dict]]:
-    """(line, row) pairs of a CSV (with a header) or JSON/JSONL file of objects holding `required` columns."""
+TABLE_SUFFIXES = (".csv", ".tsv", ".json", ".jsonl")
+
+
+def table_kind(path: str | os.PathLike) -> str:
+    """`csv`, `tsv`, `json` or `jsonl` from a table file's name; a trailing `.gz` is looked through."""
+    path = Path(path)
+    name = path.name.lower()
+    base = name[:-3] if name.endswith(".gz") else name
+    suffix = Path(base).suffix
+    if suffix not in TABLE_SUFFIXES:
+        raise RecordError(path, None, f"unsupported extension '{suffix or name}': use one of "
+                          f"{', '.join(TABLE_SUFFIXES)} (optionally gzipped, e.g. .csv.gz)")
+    return suffix[1:]
+
+
+def read_table_rows(path: str | os.PathLike, required: Iterable[str], *, column_names: Sequence[str] | None = None,
+                    on_bad: Callable[[int, str], None] | None = None) -> list[tuple[int, dict]]:
+    """(line, row) pairs of a table holding the `required` columns.
+
+    Tables: CSV or TSV with a header line (or, for header-less files, `column_names` in order), or
+    JSON arrays / JSONL of objects; any of them gzipped (`.csv.gz`). A required column missing from
+    the header, or from every JSON object, raises `RecordError` naming the file and the column. A bad
+    row (a wrong number of fields, a JSON value that is not an object, an object without a required
+    field) raises `RecordError` naming file:line, or, when `on_bad(line, reason)` is given, goes to it
+    and is left out.
+    """
     import csv
 
     path = Path(path)
     required = list(required)
-    rows: list[tuple[int, dict]] = []
-    if path.suffix.lower() != ".csv":
-        for line, obj in iter_json_objects(path):
-            if not isinstance(obj, dict):
-                raise RecordError(path, line, "expected a JSON object")
-            absent = [c for c in required if c not in obj]
-            if absent:
-                raise RecordError(path, line, f"missing field(s) {absent}")
-            rows.append((line, obj))
-        return rows
     if not path.exists():
         raise RecordError(path, None, "file not found")
-    csv.field_size_limit(1 << 30)  # long posts are data, not an attack on the parser
-    line = 0
+    kind = table_kind(path)
+    rows: list[tuple[int, dict]] = []
+
+    def bad(line: int, reason: str) -> None:
+        if on_bad is None:
+            raise RecordError(path, line, reason)
+        on_bad(line, reason)
+
     try:
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
+        if kind in ("json", "jsonl"):
+            seen = 0
+            absent_in = dict.fromkeys(required, 0)
+            first_keys: list | None = None
+            for line, obj in (_iter_json_array(path) if kind == "json" else _iter_jsonl(path)):
+                if not isinstance(obj, dict):
+                    bad(line, "expected a JSON object")
+                    continue
+                seen += 1
+                first_keys = list(obj) if first_keys is None else first_keys
+                absent = [c for c in required if c not in obj]
+                for c in absent:
+                    absent_in[c] += 1
+                if absent:
+                    bad(line, f"missing field(s) {absent}")
+                    continue
+                rows.append((line, obj))
+            # A column absent from every row is the file's problem (a wrong column name), not its rows'.
+            never = [c for c, n in absent_in.items() if seen and n == seen]
+            if never:
+                raise RecordError(path, None, f"missing column(s) {never}: no row has them; the first row's keys are "
+                                  f"{first_keys}")
+            return rows
+        csv.field_size_limit(1 << 30)  # long posts are data, not an attack on the parser
+        line = 0
+        with _open_text(path, newline="") as f:
+            reader = csv.DictReader(f, fieldnames=list(column_names) if column_names else None,
+                                    delimiter="\t" if kind == "tsv" else ",")
             header = reader.fieldnames or []
             absent = [c for c in required if c not in header]
             if absent:
+                if column_names:
+                    raise RecordError(path, None, f"missing column(s) {absent}; column_names are {header}")
                 raise RecordError(path, 1, f"missing column(s) {absent}; the header has {header}")
             line = reader.line_num
             for row in reader:
                 if None in row or any(v is None for v in row.values()):
-                    raise RecordError(path, line + 1, f"row has {len(row) - (None in row)} fields, the header {len(header)}")
-                rows.append((line + 1, row))
+                    # DictReader puts extra fields under None and fills missing ones with None
+                    fields = len(header) + len(row.get(None) or []) - sum(v is None for k, v in row.items() if k is not None)
+                    bad(line + 1, f"row has {fields} fields, {'column_names' if column_names else 'the header'} "
+                                  f"{len(header)}")
+                else:
+                    rows.append((line + 1, row))
                 line = reader.line_num
     except UnicodeDecodeError as e:
         raise RecordError(path, None, f"not UTF-8 text (byte {e.start}): save the file as UTF-8") from None
     except csv.Error as e:
         raise RecordError(path, line + 1, f"unreadable CSV: {e}") from None
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut-off .gz ends in EOFError
+        raise RecordError(path, None, f"unreadable file: {e}") from None
     return rows
 
 

@@ -76,7 +76,6 @@ def check_resumable_run(path: str | os.PathLike, record: "RunRecord", *, ignore:
             shown = "; ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in differ[:5])
             raise ConfigError(f"cannot resume {path}: its settings differ from this run's ({shown}); "
                               "rerun with the same settings, or start a new output_dir")
-    path.mkdir(parents=True, exist_ok=True)
     return path
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError, RecordError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
-from ..records import iter_json_objects, read_records, write_json, write_jsonl
+from ..records import iter_json_objects, write_json, write_jsonl
 from ..runs import RunRecord, ensure_output_dir
 from .common import quiet_libraries, run_main
 
@@ -28,8 +28,12 @@ class ScoreConfig:
     bertscore_num_layers: int | None = field(default=6, metadata={"help": "Layer whose embeddings are compared (needed for local paths)."})
     bertscore_batch_size: int = field(default=64)
     model: str | None = field(default=None, metadata={"help": "classification: a finetune classifier folder."})
-    data: str | None = field(default=None, metadata={"help": "classification: moderation records (text, labels)."})
-    threshold: float = field(default=0.5, metadata={"help": "classification: probability at or above which a label is predicted."})
+    data: str | None = field(default=None, metadata={
+        "help": "classification: labeled texts in the layout the classifier was trained on (its tunelab_classifier.json): "
+                "moderation records, or a CSV/TSV/JSONL table with the same columns."})
+    threshold: float | None = field(default=None, metadata={
+        "help": "classification, multi-label: probability at or above which a label is predicted, for every label. "
+                "Default: the per-label thresholds tuned at training time, or 0.5 when none were."})
     batch_size: int = field(default=32)
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
 
@@ -78,26 +82,46 @@ def score_text(cfg: ScoreConfig, record: RunRecord, out) -> dict:
 
 
 def score_classification(cfg: ScoreConfig, record: RunRecord, out) -> dict:
-    from ..metrics.classification import multilabel_metrics
-    from ..training.classifier import encode_labels, load_classifier, predict_proba
+    import numpy as np
+
+    from ..metrics.classification import multilabel_metrics, singlelabel_metrics
+    from ..training.classifier import classifier_layout, load_classifier, load_labeled_texts, predict_proba
 
     if not cfg.model or not cfg.data:
-        raise ConfigError("task classification needs --model (a classifier folder) and --data (moderation records)")
+        raise ConfigError("task classification needs --model (a classifier folder) and --data (labeled texts)")
     model, tokenizer, info = load_classifier(resolve_input(cfg.model))
-    labels = tuple(info["labels"])
+    labels, problem_type = tuple(info["labels"]), info["problem_type"]
     data_path = resolve_input(cfg.data)
     record.add_input("data", data_path)
     record.models["classifier"] = str(cfg.model)
-    records = [r.data for r in read_records(data_path, "moderation", labels)]
-    if not records:
-        raise RecordError(data_path, None, "holds no records to score")
-    probs = predict_proba(model, tokenizer, [r["text"] for r in records], info["max_length"], cfg.batch_size)
-    metrics = multilabel_metrics(encode_labels(records, labels).astype(int), probs, labels, cfg.threshold)
-    write_jsonl(out / "predictions.jsonl", [
-        {"id": r.get("id"), "text": r["text"], "labels": r["labels"],
-         "predicted": [label for j, label in enumerate(labels) if probs[i, j] >= cfg.threshold],
-         "probs": {label: round(float(probs[i, j]), 6) for j, label in enumerate(labels)}}
-        for i, r in enumerate(records)])
+    layout = classifier_layout(info)
+    # Every row counts in a score: a bad one stops the run, naming file and line.
+    data = load_labeled_texts([data_path], layout, labels=labels, problem_type=problem_type,
+                              split_value=layout.eval_split_value if layout.split_column else None, bad_records="error")
+    probs = predict_proba(model, tokenizer, data.texts, info["max_length"], cfg.batch_size, problem_type=problem_type)
+    if problem_type == "single_label":
+        metrics = singlelabel_metrics(data.y(), probs, labels)
+        rows = [{"id": rid, "text": text, "label": labels[target[0]], "predicted": labels[int(probs[i].argmax())]}
+                for i, (rid, text, target) in enumerate(zip(data.ids, data.texts, data.targets))]
+    else:
+        saved = info.get("thresholds")
+        if cfg.threshold is not None:
+            threshold, source = cfg.threshold, "given"
+        elif saved:
+            threshold, source = np.array([saved[label] for label in labels]), "tuned at training"
+        else:
+            threshold, source = 0.5, "default"
+        metrics = multilabel_metrics(data.y().astype(int), probs, labels, threshold)
+        metrics["threshold_source"] = source
+        cut = np.broadcast_to(threshold, probs.shape[1:])
+        rows = [{"id": rid, "text": text, "labels": [labels[j] for j in target],
+                 "predicted": [label for j, label in enumerate(labels) if probs[i, j] >= cut[j]]}
+                for i, (rid, text, target) in enumerate(zip(data.ids, data.texts, data.targets))]
+    if data.other_split_rows:
+        metrics["rows_in_other_splits"] = data.other_split_rows
+    for i, row in enumerate(rows):
+        row["probs"] = {label: round(float(probs[i, j]), 6) for j, label in enumerate(labels)}
+    write_jsonl(out / "predictions.jsonl", rows)
     record.add_output("predictions", out / "predictions.jsonl")
     return metrics
 
@@ -125,7 +149,8 @@ def score(argv: Sequence[str] | None = None) -> dict:
 def _headline(task: str, scores: dict) -> dict:
     if task == "text":
         return {k: scores[k] for k in ("examples", "bleu", "rouge_l_f1", "bertscore_f1", "empty_predictions")}
-    return {"examples": scores["examples"], "micro_f1": scores["micro"]["f1"], "macro_f1": scores["macro"]["f1"],
+    return {"examples": scores["examples"], **({"accuracy": scores["accuracy"]} if "accuracy" in scores else {}),
+            "micro_f1": scores["micro"]["f1"], "macro_f1": scores["macro"]["f1"],
             "mean_roc_auc": scores["mean_roc_auc"],
             "per_label_f1": {k: round(v["f1"], 3) for k, v in scores["per_label"].items()}}
 

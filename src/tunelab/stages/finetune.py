@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS
-from ..runs import RunRecord, check_resumable_run, ensure_output_dir
+from ..runs import RunRecord, check_output_dir, check_resumable_run
 from ..training.classifier import ClassifierConfig
 from ..training.runner import FinetuneContext
 from ..training.sft import TrainConfig
@@ -108,7 +108,7 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
     if mcfg.resume:
         out = check_resumable_run(args.output_dir, record, ignore=("resume", "overwrite"))
     else:
-        out = ensure_output_dir(args.output_dir, mcfg.overwrite)
+        out = check_output_dir(args.output_dir, mcfg.overwrite)  # created once the data and model have loaded
     ctx = FinetuneContext(model=mcfg, data=dcfg, classifier=ccfg, vision=vcfg, train=args, out=out, record=record,
                           callbacks=list(callbacks or []))
     if mcfg.task == "classify":

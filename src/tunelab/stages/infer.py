@@ -42,16 +42,23 @@ class InferenceConfig:
 
 
 def resolve_student(model: str) -> tuple[str, str | None, dict]:
-    """(base path, adapter folder or None, the folder's tunelab_model.json) for a model reference."""
+    """(base path, adapter folder or None, the folder's tunelab_model.json) for a model reference.
+
+    A folder without an adapter (a merged model, a full fine-tune) holds the weights itself, so it
+    is the base; its info's `base` then names the folder (the original is kept as `merged_from`).
+    """
     from ..models import resolve_model
     from ..training.sft import MODEL_INFO
 
     folder = Path(model)
     info_path = folder / MODEL_INFO
     if info_path.exists():
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-        base = resolve_model(info["base"])
-        return base, (str(folder) if info.get("adapter") else None), info | {"folder": str(folder)}
+        info = json.loads(info_path.read_text(encoding="utf-8")) | {"folder": str(folder)}
+        if info.get("adapter"):
+            return resolve_model(info["base"]), str(folder), info
+        if (folder / "config.json").exists():
+            return str(folder), None, info | {"base": str(folder)}
+        return resolve_model(info["base"]), None, info
     return resolve_model(model), None, {}
 
 

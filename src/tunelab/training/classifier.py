@@ -1,82 +1,508 @@
-"""Encoder classifiers (BERT, MiniLM, DistilBERT, ...) with the HF Trainer, full or LoRA.
+"""Encoder classifiers (BERT, MiniLM, DistilBERT, any sequence-classification model) with the HF
+Trainer, full fine-tuning or LoRA.
 
-Multi-label: one sigmoid per taxonomy label, BCE loss, a record with no label is all zeros.
+- single_label (one class per text: IMDB sentiment, DBpedia-14): softmax + cross-entropy; accuracy
+  and macro-F1 during training; the prediction is the most probable class.
+- multi_label (any number of labels per text: Jigsaw toxicity, GoEmotions): one sigmoid per label +
+  BCE, a text with no label is all zeros; micro/macro-F1 and mean ROC-AUC during training; per-label
+  decision thresholds tuned on the eval set after training and saved with the model.
+- imbalance: class weights in the loss (CE `weight`, BCE `pos_weight`) and/or a weighted random
+  sampler that draws classes evenly. `ClassifierTrainer` changes only the loss and the sampler.
+
+Data: `load_labeled_texts` is the one loader. It reads moderation records and labeled tables (CSV,
+TSV, JSON, JSONL, each optionally .gz) by settings alone (`ClassifierConfig`): which column holds the
+text, and either one column of label names / indices / separator-joined lists, or one 0/1 column
+per label. Bad rows are skipped and listed, or stop the run naming file:line (`bad_records`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import random
+import re
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError, RecordError
 
 CLASSIFIER_INFO = "tunelab_classifier.json"
+PROBLEM_TYPES = ("auto", "single_label", "multi_label")
+HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification"}
+CLASS_WEIGHTINGS = ("none", "balanced")
+DEFAULT_LABEL_COLUMN = "labels"  # moderation records: {"text", "labels": [names]}
+_INT = re.compile(r"[+-]?\d+")
 
 
 @dataclass
 class ClassifierConfig:
-    """Settings of the encoder-classifier task (`task: classify`)."""
+    """Settings of the encoder-classifier task (`task: classify`): data layout, labels, imbalance, thresholds."""
 
-    taxonomy: str = field(default="jigsaw", metadata={"help": "Label taxonomy for classify (a name in data/taxonomies or a path)."})
+    # Where the labels come from: give at most one of labels, labels_file, taxonomy. With none,
+    # label_columns name the labels, or the label names found in label_column are used, sorted.
+    taxonomy: str | None = field(default=None, metadata={
+        "help": "Labels from a taxonomy YAML (a name in data/taxonomies, e.g. jigsaw, or a path)."})
+    labels: list[str] = field(default_factory=list, metadata={
+        "help": "Label names in index order (integer label values index into this list)."})
+    labels_file: str | None = field(default=None, metadata={
+        "help": "Text file with one label name per line, in index order (GoEmotions labels.txt, DBpedia classes.txt)."})
+    # Data layout.
+    text_column: str = field(default="text", metadata={"help": "Column (or JSON key) holding the text."})
+    label_column: str | None = field(default=None, metadata={
+        "help": "Column holding each row's label(s): a name, an integer index into the labels, a label_separator-"
+                "joined list of them (GoEmotions '4,27') or a JSON list. Default 'labels' (moderation records) "
+                "unless label_columns is given."})
+    label_columns: list[str] = field(default_factory=list, metadata={
+        "help": "One 0/1 column per label, named after it (Jigsaw: toxic ... identity_hate); -1 (unscored) and "
+                "other values are bad rows."})
+    column_names: list[str] = field(default_factory=list, metadata={
+        "help": "Column names, in order, of header-less CSV/TSV files (GoEmotions TSV: text labels id). "
+                "Empty: the first line is the header."})
+    label_separator: str = field(default=",", metadata={
+        "help": "Separator of several labels in one label_column cell; '' never splits."})
+    label_index_start: int = field(default=0, metadata={
+        "help": "Integer label value of the first label: 0 (GoEmotions ids) or 1 (DBpedia's 1-14)."})
+    split_column: str | None = field(default=None, metadata={
+        "help": "Column naming each row's split (IMDB's 'split'): data files give their train_split_value rows, "
+                "eval_data files (and the evaluate stage) their eval_split_value rows."})
+    train_split_value: str = field(default="train")
+    eval_split_value: str = field(default="test")
+    problem_type: str = field(default="auto", metadata={
+        "help": "single_label (softmax + CE, one class per text), multi_label (sigmoids + BCE, any number), or "
+                "auto: multi_label for label_columns or when any training row holds a list of labels."})
+    # Imbalance.
+    class_weighting: str = field(default="none", metadata={
+        "help": "none, or balanced: single_label weights each class n/(k*count) in the CE loss; multi_label "
+                "weights each label's positives by negatives/positives (BCE pos_weight). Rare classes get "
+                "recall at some precision."})
+    max_class_weight: float | None = field(default=None, metadata={
+        "help": "Clip class weights at this value (unclipped, Jigsaw's threat label gets about 200)."})
+    balanced_sampling: bool = field(default=False, metadata={
+        "help": "Draw training rows with replacement so each class (multi_label: each row's rarest label; "
+                "label-less rows form one group) comes up about equally often. An epoch keeps its length."})
+    # Thresholds.
+    tune_thresholds: bool = field(default=True, metadata={
+        "help": "multi_label with an eval set: after training, pick each label's threshold maximising its F1 on "
+                "the eval set and save it (the evaluate stage applies it; 0.5 otherwise)."})
+
+    def __post_init__(self):
+        for name, value, allowed in (("problem_type", self.problem_type, PROBLEM_TYPES),
+                                     ("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.label_column and self.label_columns:
+            raise ValueError("give label_column (one column of label names/indices) or label_columns "
+                             "(one 0/1 column per label), not both")
+        sources = [n for n in ("labels", "labels_file", "taxonomy") if getattr(self, n)]
+        if len(sources) > 1:
+            raise ValueError(f"give one source of label names, not {' and '.join(sources)}")
+        if sources and self.label_columns:
+            raise ValueError(f"label_columns name the labels; drop {sources[0]}")
+        for name in ("labels", "label_columns", "column_names"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name} holds a name twice: {values}")
+        if self.max_class_weight is not None and self.max_class_weight <= 0:
+            raise ValueError(f"max_class_weight must be positive, got {self.max_class_weight}")
+
+    @property
+    def layout(self) -> dict:
+        """The settings that say how to read a data file (saved with the model for the evaluate stage)."""
+        keys = ("text_column", "label_column", "label_columns", "column_names", "label_separator",
+                "label_index_start", "split_column", "train_split_value", "eval_split_value")
+        return {k: v for k, v in asdict(self).items() if k in keys}
 
 
-def encode_labels(records: list[dict], labels: tuple[str, ...]) -> np.ndarray:
-    y = np.zeros((len(records), len(labels)), dtype=np.float32)
-    for i, r in enumerate(records):
-        for label in r["labels"]:
-            y[i, labels.index(label)] = 1.0
+# ---- data --------------------------------------------------------------------------------------
+
+@dataclass
+class LabeledTexts:
+    """Texts with their label indices (exactly one each for single_label), and every row left out."""
+
+    texts: list[str]
+    targets: list[list[int]]
+    ids: list[str]
+    labels: tuple[str, ...]
+    problem_type: str
+    skipped: list[dict] = field(default_factory=list)
+    other_split_rows: int = 0
+    label_source: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices) -> LabeledTexts:
+        indices = list(indices)
+        return LabeledTexts([self.texts[i] for i in indices], [self.targets[i] for i in indices],
+                            [self.ids[i] for i in indices], self.labels, self.problem_type, [], 0, self.label_source)
+
+    def y(self) -> np.ndarray:
+        """Class indices (single_label) or a 0/1 matrix, one column per label (multi_label)."""
+        if self.problem_type == "single_label":
+            return np.array([t[0] for t in self.targets], dtype=np.int64)
+        return multi_hot(self.targets, len(self.labels))
+
+
+def multi_hot(targets: list[list[int]], n_labels: int) -> np.ndarray:
+    y = np.zeros((len(targets), n_labels), dtype=np.float32)
+    for i, t in enumerate(targets):
+        y[i, t] = 1.0
     return y
 
 
-def load_classifier_base(path: str, labels: tuple[str, ...], *, trust_remote_code: bool = False):
+def encode_labels(records: list[dict], labels: tuple[str, ...]) -> np.ndarray:
+    """Moderation records ({"labels": [names]}) as a 0/1 matrix, one column per label."""
+    return multi_hot([[labels.index(x) for x in r["labels"]] for r in records], len(labels))
+
+
+@dataclass
+class _Row:
+    path: Path
+    line: int
+    id: str
+    text: str
+    label: object  # the label cell, or the list of 0/1 cells of label_columns
+
+
+def _label_tokens(value, separator: str) -> tuple[list, bool]:
+    """A label cell as its tokens, and whether it was written as a list (evidence of multi-label)."""
+    if isinstance(value, list):
+        return value, True
+    if isinstance(value, str):
+        if separator and separator in value:
+            return [t.strip() for t in value.split(separator) if t.strip()], True
+        return ([value.strip()] if value.strip() else []), False
+    return ([] if value is None else [value]), False
+
+
+def _token_index(token, name_to_index: dict, start: int, n: int) -> int | str:
+    """A label token (name or integer index) as an index into the labels, or why it is not one."""
+    if isinstance(token, str):
+        if token in name_to_index:
+            return name_to_index[token]
+        if not _INT.fullmatch(token):
+            known = list(name_to_index)
+            return f"unknown label {token!r} (labels: {known if len(known) <= 30 else str(known[:30])[:-1] + ', ...]'})"
+        token = int(token)
+    if isinstance(token, float) and token.is_integer():
+        token = int(token)
+    if isinstance(token, bool) or not isinstance(token, int):
+        return f"label {token!r} is neither a label name nor an integer index"
+    if not start <= token < start + n:
+        return f"label index {token} is outside {start}..{start + n - 1} (label_index_start {start})"
+    return token - start
+
+
+def _flag(value, column: str) -> int | str:
+    """A 0/1 label cell, or why it is not one."""
+    if isinstance(value, bool):
+        return int(value)
+    text = str(value).strip().lower() if value is not None else ""
+    if text in ("1", "1.0", "true"):
+        return 1
+    if text in ("0", "0.0", "false"):
+        return 0
+    if text in ("-1", "-1.0"):
+        return f"label column {column!r} is -1 (unscored, as in Jigsaw's test_labels.csv)"
+    return f"label column {column!r} holds {value!r}, expected 0 or 1"
+
+
+def _read_label_names(path: Path) -> tuple[str, ...]:
+    from ..paths import resolve_input
+
+    path = resolve_input(path)
+    if not path.exists():
+        raise ConfigError(f"labels_file {path} not found")
+    names = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    if not names or len(set(names)) != len(names):
+        raise ConfigError(f"labels_file {path}: expected one distinct label name per line, got {list(names)[:10]}")
+    return names
+
+
+def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ...] | None = None,
+                       problem_type: str | None = None, split_value: str | None = None,
+                       bad_records: str = "skip") -> LabeledTexts:
+    """Read labeled texts from `paths` laid out as `layout` says.
+
+    `labels` / `problem_type`: those of a training set (for eval data and the evaluate stage); when
+    None they come from `layout` (label sources, problem_type) and, where it says auto, from the rows.
+    `split_value`: keep only rows whose `layout.split_column` holds it (the others are counted).
+    `bad_records`: "skip" lists a bad row (empty text, unknown label, wrong field count, ...) in
+    `.skipped` with file, line and reason; "error" raises `RecordError` naming file:line. A missing
+    column or an unreadable file always raises.
+    """
+    from ..records import read_table_rows
+
+    if bad_records not in ("skip", "error"):
+        raise ConfigError(f"bad_records must be skip or error, got {bad_records!r}")
+    skipped: list[dict] = []
+    label_column = None if layout.label_columns else (layout.label_column or DEFAULT_LABEL_COLUMN)
+    required = [layout.text_column, *(layout.label_columns or [label_column])]
+    if split_value is not None and layout.split_column:
+        required.append(layout.split_column)
+
+    def skip(path, line, reason, rid=None):
+        if bad_records == "error":
+            raise RecordError(path, line, reason)
+        skipped.append({"file": str(path), "line": line, "id": rid, "reason": reason})
+
+    rows: list[_Row] = []
+    other_split = 0
+    for path in map(Path, paths):
+        table = read_table_rows(path, required, column_names=layout.column_names or None,
+                                on_bad=None if bad_records == "error" else (lambda line, why, p=path: skip(p, line, why)))
+        for line, row in table:
+            if split_value is not None and layout.split_column and str(row[layout.split_column]).strip() != split_value:
+                other_split += 1
+                continue
+            rid = str(row.get("id") or f"{path.stem}:{line}")
+            text = row[layout.text_column]
+            if not isinstance(text, str):
+                skip(path, line, f"text column {layout.text_column!r} holds {type(text).__name__}, not text", rid)
+            elif not text.strip():
+                skip(path, line, f"empty text in column {layout.text_column!r}", rid)
+            else:
+                label = [row[c] for c in layout.label_columns] if layout.label_columns else row[label_column]
+                rows.append(_Row(path, line, rid, text, label))
+
+    label_source = None
+    if labels is None:
+        labels, label_source = _label_names(layout, rows, label_column)
+    labels = tuple(labels)
+    if problem_type is None or problem_type == "auto":
+        problem_type = layout.problem_type
+    if problem_type == "auto":
+        problem_type = "multi_label" if layout.label_columns or any(
+            _label_tokens(r.label, layout.label_separator)[1] for r in rows) else "single_label"
+
+    name_to_index = {name: i for i, name in enumerate(labels)}
+    texts, targets, ids = [], [], []
+    for r in rows:
+        if layout.label_columns:
+            flags = [_flag(v, c) for v, c in zip(r.label, layout.label_columns)]
+            problem = next((f for f in flags if isinstance(f, str)), None)
+            indices = [j for j, f in enumerate(flags) if f == 1]
+        else:
+            tokens, _ = _label_tokens(r.label, layout.label_separator if problem_type == "multi_label" else "")
+            found = [_token_index(t, name_to_index, layout.label_index_start, len(labels)) for t in tokens]
+            problem = next((f for f in found if isinstance(f, str)), None)
+            indices = list(dict.fromkeys(f for f in found if not isinstance(f, str)))
+        if problem is None and problem_type == "single_label" and len(indices) != 1:
+            problem = ("no label" if not indices else
+                       f"{len(indices)} labels {[labels[j] for j in indices]} in a single_label problem")
+        if problem is not None:
+            skip(r.path, r.line, problem, r.id)
+            continue
+        texts.append(r.text)
+        targets.append(indices)
+        ids.append(r.id)
+    if not texts:
+        raise RecordError(", ".join(map(str, paths)), None, "no usable rows"
+                          + (f" ({len(skipped)} bad rows skipped; see the reasons with --bad_records error)"
+                             if skipped else "")
+                          + (f" ({other_split} rows of other splits than {split_value!r})" if other_split else ""))
+    return LabeledTexts(texts, targets, ids, labels, problem_type, skipped, other_split, label_source)
+
+
+def _label_names(layout: ClassifierConfig, rows: list[_Row], label_column: str | None):
+    """The label names in index order, and the file they came from (None when from settings or data)."""
+    if layout.label_columns:
+        return tuple(layout.label_columns), None
+    if layout.labels:
+        return tuple(layout.labels), None
+    if layout.labels_file:
+        from ..paths import resolve_input
+
+        return _read_label_names(Path(layout.labels_file)), resolve_input(layout.labels_file)
+    if layout.taxonomy:
+        from ..taxonomy import load_taxonomy
+
+        taxonomy = load_taxonomy(layout.taxonomy)
+        return taxonomy.labels, taxonomy.path
+    names = set()
+    for r in rows:
+        for token in _label_tokens(r.label, layout.label_separator)[0]:
+            if not isinstance(token, str) or _INT.fullmatch(token):
+                raise ConfigError(f"{r.path}:{r.line}: column {label_column!r} holds label indices ({token!r}); "
+                                  "give the label names with labels, labels_file or taxonomy")
+            names.add(token)
+    if not names:
+        raise ConfigError(f"no label names found in column {label_column!r}; give labels, labels_file or taxonomy")
+    return tuple(sorted(names)), None
+
+
+# ---- imbalance -----------------------------------------------------------------------------------
+
+def class_weights(data: LabeledTexts, cap: float | None = None) -> np.ndarray:
+    """Balanced loss weights from the training targets.
+
+    single_label: n / (k * count_c) per class (sklearn's "balanced"), the `weight` of cross-entropy.
+    multi_label: negatives / positives per label, the `pos_weight` of BCE. A class with no training
+    example gets 1. `cap` clips the largest weights.
+    """
+    k = len(data.labels)
+    if data.problem_type == "single_label":
+        counts = np.bincount(data.y(), minlength=k).astype(np.float64)
+        w = np.where(counts > 0, len(data) / (k * np.maximum(counts, 1)), 1.0)
+    else:
+        pos = data.y().sum(axis=0).astype(np.float64)
+        w = np.where(pos > 0, (len(data) - pos) / np.maximum(pos, 1), 1.0)
+    return np.minimum(w, cap) if cap is not None else w
+
+
+def sample_weights(data: LabeledTexts) -> np.ndarray:
+    """Per-row draw weights under which every class comes up about equally often.
+
+    single_label: 1 / count of the row's class. multi_label: 1 / count of the row's rarest label;
+    rows without a label form one more group. (Rows with several labels make it approximate.)
+    """
+    k = len(data.labels)
+    if data.problem_type == "single_label":
+        y = data.y()
+        return 1.0 / np.bincount(y, minlength=k)[y]
+    counts = data.y().sum(axis=0)
+    none = sum(1 for t in data.targets if not t)
+    return np.array([1.0 / min(counts[j] for j in t) if t else 1.0 / none for t in data.targets])
+
+
+def classification_loss(logits, labels, problem_type: str, weights=None, label_smoothing: float = 0.0):
+    """Cross-entropy over classes (single_label, `weights` per class) or BCE per label (multi_label,
+    `weights` = pos_weight per label). Means over the batch (weighted CE: over the targets' weights)."""
+    import torch.nn.functional as F
+
+    if problem_type == "single_label":
+        return F.cross_entropy(logits.float(), labels.long(), weight=weights, label_smoothing=label_smoothing)
+    return F.binary_cross_entropy_with_logits(logits.float(), labels.float(), pos_weight=weights)
+
+
+def _trainer_class():
+    from transformers import Trainer
+
+    class ClassifierTrainer(Trainer):
+        """The stock Trainer with its loss replaced by `classification_loss` (class weights) and, when
+        `sample_weights` is given, its train sampler by a seeded `WeightedRandomSampler`."""
+
+        loss_is_scaled_for_ga = False  # the loss is a per-batch mean: let the Trainer divide for accumulation
+
+        def __init__(self, *args, problem_type: str, loss_weights=None, sample_weights=None, sampler_seed: int = 0,
+                     **kwargs):
+            super().__init__(*args, **kwargs)
+            import torch
+
+            self.problem_type = problem_type
+            self.loss_weights = None if loss_weights is None else torch.tensor(loss_weights, dtype=torch.float32)
+            self.sample_weights = sample_weights
+            self.sampler_seed = sampler_seed
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            outputs = model(**inputs)
+            logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+            weights = None if self.loss_weights is None else self.loss_weights.to(logits.device)
+            loss = classification_loss(logits, labels, self.problem_type, weights, self.args.label_smoothing_factor)
+            return (loss, outputs) if return_outputs else loss
+
+        def _get_train_sampler(self, train_dataset=None):
+            if self.sample_weights is None:
+                return super()._get_train_sampler(train_dataset)
+            import torch
+            from torch.utils.data import WeightedRandomSampler
+
+            generator = torch.Generator().manual_seed(self.sampler_seed)
+            return WeightedRandomSampler(torch.as_tensor(self.sample_weights, dtype=torch.double),
+                                         num_samples=len(self.sample_weights), replacement=True, generator=generator)
+
+    return ClassifierTrainer
+
+
+# ---- model, training, metrics --------------------------------------------------------------------
+
+def load_classifier_base(path: str, labels: tuple[str, ...], *, problem_type: str = "multi_label",
+                         trust_remote_code: bool = False):
+    """A sequence-classification model with a fresh head of len(labels) outputs."""
     from transformers import AutoModelForSequenceClassification
 
     return AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), problem_type="multi_label_classification",
+        path, num_labels=len(labels), problem_type=HF_PROBLEM_TYPES[problem_type],
         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
         use_safetensors=True, trust_remote_code=trust_remote_code,
     )
 
 
-def _dataset(records, labels, tokenizer, max_length):
+def _dataset(data: LabeledTexts, tokenizer, max_length: int):
     from datasets import Dataset
 
-    y = encode_labels(records, labels)
-    ds = Dataset.from_dict({"text": [r["text"] for r in records], "labels": [row.tolist() for row in y]})
+    y = data.y()
+    ds = Dataset.from_dict({"text": data.texts, "labels": y.tolist()})
     return ds.map(lambda batch: tokenizer(batch["text"], truncation=True, max_length=max_length),
                   batched=True, remove_columns=["text"])
 
 
-def compute_metrics_fn(labels: tuple[str, ...]):
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _softmax(x):
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def compute_metrics_fn(labels: tuple[str, ...], problem_type: str = "multi_label"):
+    """`compute_metrics` for the Trainer: accuracy and macro-F1 (single_label); micro/macro-F1 at 0.5
+    and mean ROC-AUC (multi_label; NaN when no label has both classes in the eval set)."""
+
     def compute(eval_pred):
-        from ..metrics.classification import multilabel_metrics
+        from ..metrics.classification import multilabel_metrics, singlelabel_metrics
 
         logits, y_true = eval_pred
-        probs = 1 / (1 + np.exp(-logits))
-        m = multilabel_metrics(y_true.astype(int), probs, labels)
+        if problem_type == "single_label":
+            m = singlelabel_metrics(y_true, _softmax(logits), labels)
+            return {"accuracy": m["accuracy"], "macro_f1": m["macro"]["f1"]}
+        m = multilabel_metrics(y_true.astype(int), _sigmoid(logits), labels)
         return {"micro_f1": m["micro"]["f1"], "macro_f1": m["macro"]["f1"],
                 "mean_roc_auc": m["mean_roc_auc"] if m["mean_roc_auc"] is not None else float("nan")}
 
     return compute
 
 
-def build_classifier_trainer(model, tokenizer, train_records, eval_records, labels, args, max_length: int):
-    from transformers import DataCollatorWithPadding, Trainer
+def build_classifier_trainer(model, tokenizer, train: LabeledTexts, evals: LabeledTexts | None, args, max_length: int,
+                             *, loss_weights=None, balanced_sampling: bool = False, callbacks=None):
+    from transformers import DataCollatorWithPadding
 
-    return Trainer(
+    seed = args.data_seed if args.data_seed is not None else args.seed
+    return _trainer_class()(
         model=model, args=args, processing_class=tokenizer,
-        train_dataset=_dataset(train_records, labels, tokenizer, max_length),
-        eval_dataset=_dataset(eval_records, labels, tokenizer, max_length) if eval_records else None,
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics_fn(labels),
+        train_dataset=_dataset(train, tokenizer, max_length),
+        eval_dataset=_dataset(evals, tokenizer, max_length) if evals else None,
+        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics_fn(train.labels, train.problem_type),
+        callbacks=callbacks, problem_type=train.problem_type, loss_weights=loss_weights,
+        sample_weights=sample_weights(train) if balanced_sampling else None, sampler_seed=seed,
     )
 
 
-def save_classifier_info(out_dir: Path, base: str, labels: tuple[str, ...], taxonomy: str, max_length: int, lora: bool):
+def overlength_rows(texts: list[str], tokenizer, max_length: int) -> list[int]:
+    """Indices of texts longer than `max_length` tokens (special tokens included)."""
+    over = []
+    for start in range(0, len(texts), 1024):
+        ids = tokenizer(texts[start:start + 1024], truncation=True, max_length=max_length + 1)["input_ids"]
+        over += [start + i for i, x in enumerate(ids) if len(x) > max_length]
+    return over
+
+
+def save_classifier_info(out_dir: Path, *, base: str, labels: tuple[str, ...], problem_type: str, max_length: int,
+                         lora: bool, layout: dict, thresholds: dict | None = None, label_source: str | None = None):
+    """What a classifier folder is: base, labels and problem type, thresholds, and the data layout it read."""
     (Path(out_dir) / CLASSIFIER_INFO).write_text(json.dumps(
-        {"base": base, "labels": list(labels), "taxonomy": taxonomy, "max_length": max_length, "lora": lora}, indent=2),
+        {"base": base, "labels": list(labels), "problem_type": problem_type, "thresholds": thresholds,
+         "max_length": max_length, "lora": lora, "label_source": label_source, "layout": layout}, indent=2),
         encoding="utf-8")
+
+
+def classifier_layout(info: dict) -> ClassifierConfig:
+    """The data layout a classifier was trained on, from its info file (moderation records for old folders)."""
+    return ClassifierConfig(**info.get("layout", {}))
 
 
 def load_classifier(model_dir: str | Path):
@@ -86,16 +512,16 @@ def load_classifier(model_dir: str | Path):
     model_dir = Path(model_dir)
     info_path = model_dir / CLASSIFIER_INFO
     if not info_path.exists():
-        from ..errors import ConfigError
-
         raise ConfigError(f"{model_dir} is not a tunelab classifier folder (no {CLASSIFIER_INFO})")
     info = json.loads(info_path.read_text(encoding="utf-8"))
+    info.setdefault("problem_type", "multi_label")  # folders from before single_label existed
     labels = tuple(info["labels"])
     if info["lora"]:
         from peft import PeftModel
 
         from ..models import resolve_model
-        model = PeftModel.from_pretrained(load_classifier_base(resolve_model(info["base"]), labels), model_dir)
+        model = PeftModel.from_pretrained(
+            load_classifier_base(resolve_model(info["base"]), labels, problem_type=info["problem_type"]), model_dir)
     else:
         from transformers import AutoModelForSequenceClassification
 
@@ -105,11 +531,16 @@ def load_classifier(model_dir: str | Path):
     return model, tokenizer, info
 
 
-def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32) -> np.ndarray:
-    """Sigmoid probabilities, one row per text, in input order (batches sorted by length)."""
+def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_size: int = 32,
+                  problem_type: str | None = None) -> np.ndarray:
+    """Class probabilities, one row per text, in input order (batches sorted by length): softmax for a
+    single_label model, one sigmoid per label for multi_label. `problem_type` defaults to the model's."""
     import torch
     from tqdm.auto import tqdm
 
+    if problem_type is None:
+        problem_type = ("single_label" if getattr(model.config, "problem_type", None) == "single_label_classification"
+                        else "multi_label")
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     probs = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
     device = next(model.parameters()).device
@@ -118,48 +549,123 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_siz
             idx = order[start:start + batch_size]
             enc = tokenizer([texts[i] for i in idx], truncation=True, max_length=max_length, padding=True,
                             return_tensors="pt").to(device)
-            probs[idx] = torch.sigmoid(model(**enc).logits.float()).cpu().numpy()
+            logits = model(**enc).logits.float()
+            p = torch.softmax(logits, dim=-1) if problem_type == "single_label" else torch.sigmoid(logits)
+            probs[idx] = p.cpu().numpy()
     return probs
 
 
+def _effective_max_length(args, tokenizer) -> int:
+    """max_length, clipped to what the model's position embeddings allow (MiniLM, BERT: 512)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    wanted = args.max_length or limit
+    if limit and limit < 100_000 and wanted > limit:  # huge values are the tokenizer's "unknown"
+        print(f"finetune: max_length {wanted} exceeds the model's {limit} positions; using {limit}")
+        return limit
+    return wanted
+
+
 def finetune_classifier(ctx) -> dict:
-    """Tune an encoder classifier on moderation records; full fine-tuning or LoRA."""
+    """Tune an encoder classifier; full fine-tuning or LoRA. Returns the run summary."""
+    from ..metrics.classification import multilabel_metrics, tune_thresholds
     from ..models import load_tokenizer, model_type, resolve_model
     from ..paths import resolve_input
-    from ..records import read_records
-    from ..taxonomy import load_taxonomy
+    from ..records import write_jsonl
     from .lora import lora_from_settings
-    from .runner import train_and_save
+    from .runner import early_stopping_callbacks, is_main_process, train_and_save
+    from .sft import SKIPPED_RECORDS
 
-    mcfg, dcfg, args, record = ctx.model, ctx.data, ctx.train, ctx.record
+    mcfg, dcfg, ccfg, args, record, out = ctx.model, ctx.data, ctx.classifier, ctx.train, ctx.record, ctx.out
     base = resolve_model(mcfg.base)
-    taxonomy = load_taxonomy(ctx.classifier.taxonomy)
     record.models["base"] = mcfg.base
-    record.add_input("taxonomy", taxonomy.path)
+    split = ccfg.split_column is not None
 
-    def read(paths):
-        rows = []
-        for p in paths:
-            p = resolve_input(p)
-            record.add_input(f"{p.name}", p)
-            rows += [r.data for r in read_records(p, "moderation", taxonomy.labels)]
-        return rows
+    train_paths = [resolve_input(p) for p in dcfg.data]
+    for i, p in enumerate(train_paths):
+        record.add_input(f"data[{i}]", p)
+    train = load_labeled_texts(train_paths, ccfg, split_value=ccfg.train_split_value if split else None,
+                               bad_records=dcfg.bad_records)
+    if train.label_source is not None:
+        record.add_input("labels", train.label_source)
+    skipped, other_split_rows = list(train.skipped), train.other_split_rows
+    if dcfg.max_examples is not None:
+        train = train.subset(range(min(dcfg.max_examples, len(train))))
+    evals = None
+    if dcfg.eval_data:
+        eval_paths = [resolve_input(p) for p in dcfg.eval_data]
+        for i, p in enumerate(eval_paths):
+            record.add_input(f"eval_data[{i}]", p)
+        evals = load_labeled_texts(eval_paths, ccfg, labels=train.labels, problem_type=train.problem_type,
+                                   split_value=ccfg.eval_split_value if split else None, bad_records=dcfg.bad_records)
+        skipped += evals.skipped
+        other_split_rows += evals.other_split_rows
+    elif dcfg.eval_split:
+        order = list(range(len(train)))
+        random.Random(args.data_seed if args.data_seed is not None else args.seed).shuffle(order)
+        n_eval = max(1, round(len(train) * dcfg.eval_split))
+        if n_eval >= len(train):
+            raise ConfigError(f"eval_split {dcfg.eval_split} leaves no training rows of {len(train)}")
+        train, evals = train.subset(sorted(order[n_eval:])), train.subset(sorted(order[:n_eval]))
 
-    train = read(dcfg.data)[: dcfg.max_examples]
-    evals = read(dcfg.eval_data) if dcfg.eval_data else None
     tokenizer = load_tokenizer(base, trust_remote_code=args.trust_remote_code)
-    model = load_classifier_base(base, taxonomy.labels, trust_remote_code=args.trust_remote_code)
+    max_length = _effective_max_length(args, tokenizer)
+    over = overlength_rows(train.texts, tokenizer, max_length)
+    if dcfg.overlength == "drop" and over:
+        for i in over:
+            skipped.append({"file": None, "line": None, "id": train.ids[i],
+                            "reason": f"longer than max_length {max_length} tokens (overlength: drop)"})
+        dropped = set(over)
+        train = train.subset(i for i in range(len(train)) if i not in dropped)
+        if not len(train):
+            raise ConfigError(f"every training row is longer than max_length ({max_length}) and overlength is drop")
+    counts = train.y().sum(axis=0) if train.problem_type == "multi_label" else np.bincount(train.y(), minlength=len(train.labels))
+    absent = [label for label, n in zip(train.labels, counts) if n == 0]
+    if absent:
+        print(f"finetune: no training row has {absent[:10]}{' ...' if len(absent) > 10 else ''} "
+              "(a sorted file cut by max_examples?); the model cannot learn them")
+    if evals is not None and args.eval_strategy == "no":
+        print("finetune: the eval set is scored once after training; set eval_strategy (steps or epoch) "
+              "for metrics during training")
+
+    model = load_classifier_base(base, train.labels, problem_type=train.problem_type,
+                                 trust_remote_code=args.trust_remote_code)
     if mcfg.use_lora:
         from peft import get_peft_model
 
         model = get_peft_model(model, lora_from_settings(mcfg, model_type(base), "classify", "SEQ_CLS"))
-    trainer = build_classifier_trainer(model, tokenizer, train, evals, taxonomy.labels, args, args.max_length)
-    for callback in ctx.callbacks:
-        trainer.add_callback(callback)
-    summary = {"examples": len(train), **train_and_save(trainer, ctx)}
-    if not trainer.is_world_process_zero():
-        return summary
-    save_classifier_info(ctx.out, mcfg.base, taxonomy.labels, str(taxonomy.path), args.max_length, mcfg.use_lora)
+    if skipped and is_main_process():  # written once data and model have loaded (the folder appears here)
+        write_jsonl(out / SKIPPED_RECORDS, skipped)
+        record.add_output("skipped_records", out / SKIPPED_RECORDS)
+        print(f"finetune: {len(skipped)} row(s) left out; see {out / SKIPPED_RECORDS}")
+    weights = class_weights(train, ccfg.max_class_weight) if ccfg.class_weighting == "balanced" else None
+    trainer = build_classifier_trainer(model, tokenizer, train, evals, args, max_length, loss_weights=weights,
+                                       balanced_sampling=ccfg.balanced_sampling,
+                                       callbacks=early_stopping_callbacks(args) + ctx.callbacks)
+    summary = {"examples": len(train), "eval_examples": len(evals) if evals else 0,
+               "labels": len(train.labels), "problem_type": train.problem_type,
+               "skipped_records": sum(s["file"] is not None for s in skipped),
+               "rows_in_other_splits": other_split_rows,
+               "overlength": len(over), "overlength_action": dcfg.overlength, "max_length": max_length,
+               "class_weights": dict(zip(train.labels, map(float, weights))) if weights is not None else None,
+               "balanced_sampling": ccfg.balanced_sampling}
+    summary.update(train_and_save(trainer, ctx))
+
+    thresholds = None
     if evals:
-        summary["eval"] = {k: v for k, v in trainer.evaluate().items() if k.startswith("eval_")}
+        # every process predicts (the Trainer gathers); only the main one writes
+        pred = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+        summary["eval"] = {k: v for k, v in pred.metrics.items() if k.startswith("eval_")}
+        if train.problem_type == "multi_label" and ccfg.tune_thresholds:
+            y, probs = evals.y(), _sigmoid(pred.predictions)
+            tuned = tune_thresholds(y, probs)
+            thresholds = dict(zip(train.labels, map(float, tuned)))
+            m = multilabel_metrics(y, probs, train.labels, tuned)
+            summary["eval_tuned_thresholds"] = {"micro_f1": m["micro"]["f1"], "macro_f1": m["macro"]["f1"],
+                                                "note": "thresholds tuned on this same eval set: optimistic"}
+    if not is_main_process():
+        return summary
+    save_classifier_info(out, base=mcfg.base, labels=train.labels, problem_type=train.problem_type,
+                         max_length=max_length, lora=mcfg.use_lora, layout=ccfg.layout, thresholds=thresholds,
+                         label_source=str(train.label_source) if train.label_source else None)
+    record.add_output("classifier_info", out / CLASSIFIER_INFO)
     return summary

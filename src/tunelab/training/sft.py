@@ -28,6 +28,10 @@ class TrainConfig(SFTConfig):
     report_to: str | list[str] = field(default="tensorboard", metadata={
         "help": "tensorboard (logs in output_dir/runs), wandb, none, ...; a PNG of the curves is always written."})
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the response and EOS only."})
+    packing: bool = field(default=False, metadata={
+        "help": "Pack examples into rows of max_length (packing_strategy bfd: best-fit decreasing, no example split). "
+                "Each example keeps its own positions and attention (padding-free) and its loss mask; far less "
+                "padding, so fewer steps per epoch. Needs sdpa, eager, flex or flash attention."})
     optim: str = field(default="auto", metadata={
         "help": "auto: paged 8-bit AdamW for QLoRA on CUDA (optimizer state off the GPU's peak), fused AdamW otherwise; "
                 "or any transformers optimizer name."})
@@ -54,6 +58,11 @@ class TrainConfig(SFTConfig):
         self.optim_auto = self.optim == "auto"
         if self.optim_auto:
             self.optim = "adamw_torch_fused"
+        if (self.packing or self.eval_packing) and self.packing_strategy == "wrapped":
+            # Wrapped packing cuts examples at row ends and keeps no boundaries: a response would lose its
+            # prompt, and examples sharing a row would attend to each other.
+            raise ConfigError("packing_strategy wrapped splits examples and lets them attend to each other; "
+                              "use bfd (the default) or bfd_split")
         if self.early_stopping_patience is not None:
             # The best checkpoint is what early stopping keeps: evaluate and save on the same schedule.
             if self.eval_strategy == "no":
@@ -82,6 +91,23 @@ def build_sft_trainer(model, tokenizer, train_examples: list[dict], eval_example
     """An SFTTrainer over prompt/completion rows; TRL appends EOS and masks the prompt from the loss."""
     from datasets import Dataset
     from trl import SFTTrainer
+
+    if args.packing or args.padding_free or args.eval_packing:
+        # A packed row holds several examples. TRL's padding-free collator marks where each starts only by
+        # position_ids restarting at 0 (and cu_seq_lens) with no attention mask; transformers turns that into a
+        # block-diagonal causal mask for sdpa, eager and flex attention, and flash attention reads cu_seq_lens.
+        # Any other attention function (a custom registered kernel) or remote modelling code may not, and then
+        # the examples in one row attend to each other with nothing to show for it but a worse model.
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        impl = base.config.get_text_config()._attn_implementation
+        if impl not in ALL_MASK_ATTENTION_FUNCTIONS or not type(base).__module__.startswith("transformers."):
+            raise ConfigError(
+                f"packing / padding_free needs transformers' own modelling with an attention implementation that "
+                f"keeps packed examples apart ({', '.join(ALL_MASK_ATTENTION_FUNCTIONS)}); this model is "
+                f"{type(base).__module__}.{type(base).__name__} with {impl!r} attention. Load it with "
+                f"attn_implementation='sdpa', or turn packing off")
 
     def to_dataset(rows):
         return Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])

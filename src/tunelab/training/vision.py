@@ -1,10 +1,37 @@
-"""QLoRA / LoRA SFT of a LLaVA student on image QA pairs (vision tower frozen)."""
+"""LoRA / QLoRA SFT of a LLaVA student on image QA pairs, with TRL's SFTTrainer and the model's processor.
+
+Input: chat records (`{"messages": [...]}`), such as the generate stage's `moderation_qa.chat.jsonl`,
+whose user turns carry images as OpenAI `image_url` parts (or HF `image` parts) holding paths
+under the images root; text-only records train too. Each record becomes text plus image paths:
+- prompt: the processor's chat template up to the assistant's turn, one `<image>` per image
+  (the processor expands each into as many tokens as the vision tower yields features);
+- completion: the answer as the template writes it, always ending in EOS;
+- images: paths, decoded per batch (as RGB) by TRL's vision collator.
+With `completion_only_loss` the collator puts only the completion in the loss: prompt, image
+tokens and padding are -100.
+
+The vision tower and the multi-modal projector stay frozen (LoRA adapts the language model's
+projections only); under 4-bit they are not even quantized, so the image features are the ones
+the language model was trained on.
+"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RecordError
+from ..records import iter_json_objects, validate, write_jsonl
+from .data import SFTData, detect_format, split_eval
+
+TASK = "vision_sft"
+MODEL_CLASSES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
+FROZEN_MODULES = ("vision_tower", "multi_modal_projector")
+# bitsandbytes skip patterns (regex from the start of a module name, or a suffix). Giving any
+# replaces transformers' default list, so the head is named again.
+NOT_QUANTIZED = [r".*vision_tower", r".*multi_modal_projector", "lm_head"]
+EXCLUDED_FROM_LORA = r".*\.(vision_tower|multi_modal_projector)(\..*)?"  # PEFT full-matches module names
 
 
 @dataclass
@@ -12,8 +39,382 @@ class VisionConfig:
     """Settings of the vision-language student (a LLaVA base)."""
 
     images_root: str | None = field(default=None, metadata={
-        "help": "Folder that image paths in the training records are relative to (default: each file's folder)."})
+        "help": "Folder that image paths in the training records are relative to (default: each file's folder). "
+                "A path resolving outside it is a bad record. The generate stage writes absolute paths under its "
+                "own images_root: give that folder here."})
+
+
+def in_frozen_part(name: str) -> bool:
+    """True for a parameter or module of the vision tower or the multi-modal projector."""
+    return any(part in FROZEN_MODULES for part in name.split("."))
+
+
+class ChatFormat:
+    """The processor's chat template, split into the prompt and the completion that TRL tokenizes.
+
+    TRL tokenizes both without special tokens (the template places them), so BOS is added here
+    when the template leaves it to the tokenizer (llava-hf's LLaVA 1.5 template does), and EOS
+    when the template ends an answer without one (same template): a student that never sees
+    EOS in its loss never learns to stop.
+    """
+
+    def __init__(self, processor):
+        tokenizer = processor.tokenizer
+        if not processor.chat_template:
+            raise ConfigError("the base's processor has no chat template: a LLaVA student needs one "
+                              "(llava-hf checkpoints ship chat_template.json)")
+        self.processor = processor
+        self.image_token = processor.image_token
+        adds_bos = tokenizer.bos_token_id is not None and tokenizer("a")["input_ids"][:1] == [tokenizer.bos_token_id]
+        self.bos = tokenizer.bos_token if adds_bos else ""
+        self.eos = tokenizer.eos_token
+
+    def render(self, messages: list[dict]) -> tuple[str, str]:
+        """(prompt, completion) text of HF-format messages whose last one is the assistant's answer."""
+        apply = self.processor.apply_chat_template
+        prompt = apply(messages[:-1], add_generation_prompt=True, tokenize=False)
+        full = apply(messages, tokenize=False)
+        if not full.startswith(prompt):
+            raise ConfigError("the chat template renders a conversation differently from its prompt with "
+                              "add_generation_prompt, so the answer cannot be split off; fix chat_template.json")
+        completion = full[len(prompt):].rstrip()
+        if not completion.endswith(self.eos):
+            completion += self.eos
+        if self.bos and not prompt.startswith(self.bos):
+            prompt = self.bos + prompt
+        return prompt, completion
+
+
+def _image_ref(part: dict) -> str:
+    value = part.get("image_url") if part["type"] == "image_url" else (
+        part.get("path") or part.get("url") or part.get("image"))
+    if isinstance(value, dict):
+        value = value.get("url")
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{part['type']} part without a path")
+    return value
+
+
+def to_hf_message(message: dict) -> tuple[dict, list[str]]:
+    """A chat message with HF content parts (`{"type": "image"}` placeholders) and its image references."""
+    content = message["content"]
+    if isinstance(content, str):  # llava-hf templates iterate over parts: a plain string would be read letter by letter
+        return {"role": message["role"], "content": [{"type": "text", "text": content}]}, []
+    parts, refs = [], []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            parts.append({"type": "text", "text": part["text"]})
+        elif kind in ("image_url", "image"):
+            refs.append(_image_ref(part))
+            parts.append({"type": "image"})
+        else:
+            raise ValueError(f"unsupported content part {json.dumps(part)[:60]} (expected text, image_url or image)")
+    return {"role": message["role"], "content": parts}, refs
+
+
+class ImageChecker:
+    """Resolves image references under a root and opens each file once (size kept, errors remembered)."""
+
+    def __init__(self, root: Path, root_given: bool):
+        self.root, self.root_given = root, root_given
+        self.seen: dict[str, tuple[str, tuple[int, int]] | str] = {}
+        self.failures = 0
+
+    def check(self, ref: str) -> tuple[str, tuple[int, int]]:
+        """(absolute path, (height, width)); ValueError says why the image cannot be used."""
+        if ref not in self.seen:
+            try:
+                self.seen[ref] = self._open(ref)
+            except ValueError as e:
+                self.seen[ref] = str(e)
+        result = self.seen[ref]
+        if isinstance(result, str):
+            self.failures += 1
+            raise ValueError(result)
+        return result
+
+    def _open(self, ref: str) -> tuple[str, tuple[int, int]]:
+        from PIL import Image
+
+        from ..teachers.images import resolve_image, verify_image
+
+        try:
+            path = resolve_image(ref, self.root)  # no URLs, nothing outside the root
+        except ValueError as e:
+            hint = "" if self.root_given else " (set images_root to the folder the images are in)"
+            raise ValueError(f"{e}{hint}") from None
+        verify_image(path)
+        try:
+            with Image.open(path) as image:
+                image.load()  # a truncated file fails here, not in the middle of training
+                return path, (image.height, image.width)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise ValueError(f"{Path(path).name} cannot be decoded ({type(e).__name__})") from None
+
+
+def _example(obj: dict, fmt: ChatFormat, images: ImageChecker) -> dict | str:
+    """One chat record as {prompt, completion, images, image_sizes}, or the reason it cannot be one."""
+    if (problem := validate(obj, "chat")) is not None:
+        return problem
+    messages = obj["messages"]
+    if messages[-1]["role"] != "assistant":
+        return "the last message must be the assistant's answer"
+    try:
+        converted = [to_hf_message(m) for m in messages]
+    except ValueError as e:
+        return str(e)
+    if converted[-1][1]:
+        return "the answer (last message) carries an image; images belong in the prompt's turns"
+    if not any(p["type"] == "text" and p["text"].strip() for p in converted[-1][0]["content"]):
+        return "the answer (last message) has no text"
+    paths, sizes = [], []
+    for ref in (ref for _, refs in converted for ref in refs):
+        try:
+            path, size = images.check(ref)
+        except ValueError as e:
+            return str(e)
+        paths.append(path)
+        sizes.append(size)
+    prompt, completion = fmt.render([m for m, _ in converted])
+    if prompt.count(fmt.image_token) != len(paths):
+        return (f"the prompt holds {prompt.count(fmt.image_token)} {fmt.image_token} token(s) for {len(paths)} "
+                f"image(s): text containing {fmt.image_token}, or images in a turn the chat template drops")
+    return {"prompt": prompt, "completion": completion, "images": paths, "image_sizes": sizes}
+
+
+def load_vision_examples(paths: list[Path], fmt: ChatFormat, images_root: Path | None = None,
+                         *, bad_records: str = "error") -> SFTData:
+    """Read chat files into prompt/completion/images rows (ids, file and line kept).
+
+    Images resolve under `images_root`, default each file's folder. A record with a missing,
+    unreadable or out-of-root image (or a malformed message) is listed in `SFTData.skipped`
+    ("skip") or raises `RecordError` naming file and line ("error").
+    """
+    data = SFTData()
+    image_skips: list[dict] = []
+    for path in paths:
+        if (found := detect_format(path)) != "chat":
+            raise RecordError(path, None, f"{found} records: the LLaVA student trains on chat records "
+                                          "({messages}), e.g. the generate stage's moderation_qa.chat.jsonl")
+        images = ImageChecker(Path(images_root) if images_root else path.parent, images_root is not None)
+        for i, (line, obj) in enumerate(iter_json_objects(path)):
+            rid = obj.get("id", f"{path.stem}:{i}") if isinstance(obj, dict) else f"{path.stem}:{i}"
+            failures = images.failures
+            try:
+                example = _example(obj, fmt, images)
+            except ConfigError as e:
+                raise ConfigError(f"{path}:{line}: {e}") from None
+            if isinstance(example, str):
+                if bad_records == "error":
+                    raise RecordError(path, line, f"bad record: {example}")
+                data.skip(path, line, example, rid)
+                if images.failures > failures:
+                    image_skips.append(data.skipped[-1])
+                continue
+            data.examples.append({"id": rid, "file": str(path), "line": line, **example})
+    where = ", ".join(map(str, paths))
+    if image_skips and not any(ex["images"] for ex in data.examples):
+        # Every image failed: most likely the images root, not the records; training text-only would hide it.
+        first = image_skips[0]
+        raise ConfigError(f"none of the images in {where} could be used ({len(image_skips)} records); the first, "
+                          f"{first['file']}:{first['line']}: {first['reason']}")
+    if not data.examples:
+        raise RecordError(where, None, "no training examples in these files"
+                          + (f" ({len(data.skipped)} bad records skipped)" if data.skipped else ""))
+    return data
+
+
+def example_lengths(examples: list[dict], processor) -> list[tuple[int, int]]:
+    """(prompt tokens, total tokens) per example, image tokens included, as the collator will make them."""
+    if not examples:
+        return []
+    tokenizer = processor.tokenizer
+    prompts = tokenizer([ex["prompt"] for ex in examples], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([ex["completion"] for ex in examples], add_special_tokens=False)["input_ids"]
+    sizes = [size for ex in examples for size in ex["image_sizes"]]
+    # Tokens per image from its size, without processing the pixels (LLaVA-NeXT's count depends on the size).
+    per_image = iter(processor._get_num_multimodal_tokens(image_sizes=sizes).num_image_tokens if sizes else [])
+    lengths = []
+    for ex, p, c in zip(examples, prompts, completions, strict=True):
+        n_prompt = len(p) + sum(next(per_image) - 1 for _ in ex["image_sizes"])  # each <image> is one token of p
+        lengths.append((n_prompt, n_prompt + len(c)))
+    return lengths
+
+
+def fit_to_max_length(examples: list[dict], processor, max_length: int | None, overlength: str,
+                      skipped: list[dict]) -> tuple[list[dict], int, int]:
+    """Drop what cannot train within max_length; returns (kept, over-long count, dropped for no answer left).
+
+    An example whose prompt alone fills max_length has no answer token left to learn, and its
+    truncation could cut the image's tokens (the model then refuses the batch): always dropped.
+    Longer ones lose the end of their answer (truncate, TRL keeps the start) or are dropped.
+    """
+    if max_length is None:
+        return examples, 0, 0
+    kept, over, no_answer = [], 0, 0
+    for ex, (n_prompt, n_total) in zip(examples, example_lengths(examples, processor), strict=True):
+        if n_prompt >= max_length:
+            no_answer += 1
+            reason = f"prompt of {n_prompt} tokens (images included) leaves no answer token within max_length {max_length}"
+        elif n_total > max_length:
+            over += 1
+            if overlength != "drop":
+                kept.append(ex)
+                continue
+            reason = f"{n_total} tokens, longer than max_length {max_length} (overlength: drop)"
+        else:
+            kept.append(ex)
+            continue
+        skipped.append({"file": ex["file"], "line": ex["line"], "id": ex["id"], "reason": reason})
+    return kept, over, no_answer
+
+
+def build_vision_trainer(model, processor, train_examples: list[dict], eval_examples: list[dict] | None, args,
+                         peft_config=None, callbacks=None):
+    """An SFTTrainer over prompt/completion text with an `images` column.
+
+    The processor as `processing_class` makes TRL use its vision collator: images are loaded and
+    processed per batch, and `completion_only_loss` masks the prompt (image tokens included).
+    """
+    from datasets import Dataset, Image, List
+    from trl import SFTTrainer
+
+    def to_dataset(rows):
+        dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], "images": r["images"]}
+                                     for r in rows])
+        return dataset.cast_column("images", List(Image(mode="RGB")))  # paths until a batch decodes them
+
+    return SFTTrainer(
+        model=model, args=args, train_dataset=to_dataset(train_examples),
+        eval_dataset=to_dataset(eval_examples) if eval_examples else None,
+        processing_class=processor, peft_config=peft_config, callbacks=callbacks,
+    )
+
+
+def load_processor(path: str, *, trust_remote_code: bool = False):
+    """The base's processor (tokenizer, image processor, chat template), with a pad token that is not EOS."""
+    from transformers import AutoProcessor
+
+    from ..models import ensure_pad_token, hub_token
+
+    processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, token=hub_token())
+    if not hasattr(processor, "image_processor"):
+        raise ConfigError(f"{path} has no image processor: a LLaVA student needs the base's processor files")
+    ensure_pad_token(processor.tokenizer)
+    return processor
+
+
+def load_vision_model(path: str, model_type: str, *, dtype: str = "auto", quantization_config=None,
+                      trust_remote_code: bool = False):
+    """A LLaVA 1.5 / 1.6 model; with `quantization_config`, the language model only is quantized."""
+    import transformers
+
+    from ..models import hub_token, torch_dtype
+
+    if model_type not in MODEL_CLASSES:
+        raise ConfigError(f"{path} is a {model_type!r} model; the vision student takes {sorted(MODEL_CLASSES)}")
+    kwargs = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True,
+                  token=hub_token())
+    if quantization_config is not None:
+        # The frozen tower and projector are a small share of a 7B model in 16 bits; kept out of
+        # 4-bit, the image features stay exactly those the language model learned from.
+        quantization_config.llm_int8_skip_modules = NOT_QUANTIZED
+        kwargs["quantization_config"] = quantization_config
+    model = getattr(transformers, MODEL_CLASSES[model_type]).from_pretrained(path, **kwargs)
+    for name, param in model.named_parameters():
+        if in_frozen_part(name):
+            param.requires_grad_(False)  # also with full fine-tuning (use_lora false)
+    return model
+
+
+def check_settings(dcfg, args) -> None:
+    if dcfg.template not in ("auto", "chat"):
+        raise ConfigError(f"template {dcfg.template!r}: a LLaVA student uses its processor's chat template "
+                          "(template auto or chat)")
+    if dcfg.data_format not in ("auto", "chat"):
+        raise ConfigError(f"data_format {dcfg.data_format!r}: a LLaVA student trains on chat records")
+    if args.completion_only_loss is False or args.assistant_only_loss:
+        raise ConfigError("a LLaVA student learns the answer only: completion_only_loss must stay on and "
+                          "assistant_only_loss off (image tokens cannot be predicted)")
 
 
 def finetune_vision(ctx) -> dict:
-    raise ConfigError("vision-language students are not supported yet")
+    """LoRA (or QLoRA, or full) SFT of a LLaVA student; saves adapter, processor and tunelab_model.json."""
+    from ..models import (is_tiny_random, keep_4bit_trainable_on_cpu, model_type, quantization_config,
+                          resolve_model)
+    from ..paths import resolve_input
+    from .lora import lora_from_settings
+    from .runner import early_stopping_callbacks, is_main_process, train_and_save
+    from .sft import MODEL_INFO, SKIPPED_RECORDS, resolve_qlora_defaults
+
+    mcfg, dcfg, vcfg, args, record, out = ctx.model, ctx.data, ctx.vision, ctx.train, ctx.record, ctx.out
+    check_settings(dcfg, args)
+    base = resolve_model(mcfg.base)
+    mtype = model_type(base, trust_remote_code=args.trust_remote_code)
+    record.models["base"] = mcfg.base
+    processor = load_processor(base, trust_remote_code=args.trust_remote_code)
+    record.add_template("chat_template", processor.chat_template)
+    fmt = ChatFormat(processor)
+
+    images_root = resolve_input(vcfg.images_root) if vcfg.images_root else None
+    if images_root is not None and not images_root.is_dir():
+        raise ConfigError(f"images_root {vcfg.images_root}: no such folder")
+    paths = [resolve_input(p) for p in dcfg.data]
+    for i, p in enumerate(paths):
+        record.add_input(f"data[{i}]", p)
+    loaded = load_vision_examples(paths, fmt, images_root, bad_records=dcfg.bad_records)
+    train, skipped = loaded.examples[: dcfg.max_examples], loaded.skipped
+    evals = None
+    if dcfg.eval_data:
+        eval_paths = [resolve_input(p) for p in dcfg.eval_data]
+        for i, p in enumerate(eval_paths):
+            record.add_input(f"eval_data[{i}]", p)
+        eval_loaded = load_vision_examples(eval_paths, fmt, images_root, bad_records=dcfg.bad_records)
+        evals, skipped = eval_loaded.examples, skipped + eval_loaded.skipped
+    elif dcfg.eval_split:
+        train, evals = split_eval(train, dcfg.eval_split, args.data_seed if args.data_seed is not None else args.seed)
+    bad = len(skipped)
+    train, over, no_answer = fit_to_max_length(train, processor, args.max_length, dcfg.overlength, skipped)
+    if not train:
+        raise ConfigError(f"no training example fits max_length ({args.max_length}) with an answer token left "
+                          f"(overlength: {dcfg.overlength}); raise --max_length")
+    if evals:
+        evals, _, _ = fit_to_max_length(evals, processor, args.max_length, dcfg.overlength, skipped)
+
+    quant = quantization_config(mcfg.quantization, mcfg.dtype if mcfg.dtype in ("bfloat16", "float16", "float32")
+                                else ("bfloat16" if args.bf16 else "float32"))
+    resolve_qlora_defaults(args, mcfg.quantization)
+    model = load_vision_model(base, mtype, dtype=mcfg.dtype, quantization_config=quant,
+                              trust_remote_code=args.trust_remote_code)
+    if len(processor.tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
+        model.resize_token_embeddings(len(processor.tokenizer))
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.activation_checkpointing))
+        keep_4bit_trainable_on_cpu(model)
+    peft_config = None
+    if mcfg.use_lora:
+        peft_config = lora_from_settings(mcfg, mtype, "sft", "CAUSAL_LM")
+        # Names like q_proj (or all-linear) also match the CLIP tower's layers: only the language model is adapted.
+        peft_config.exclude_modules = EXCLUDED_FROM_LORA
+    trainer = build_vision_trainer(model, processor, train, evals, args, peft_config,
+                                   callbacks=early_stopping_callbacks(args) + ctx.callbacks)
+    if skipped and is_main_process():
+        write_jsonl(out / SKIPPED_RECORDS, skipped)
+        record.add_output("skipped_records", out / SKIPPED_RECORDS)
+        print(f"finetune: {len(skipped)} record(s) left out; see {out / SKIPPED_RECORDS}")
+
+    summary = {"examples": len(train), "eval_examples": len(evals) if evals else 0,
+               "image_examples": sum(bool(ex["images"]) for ex in train), "skipped_records": bad,
+               "overlength": over, "overlength_action": dcfg.overlength, "dropped_no_response_left": no_answer}
+    summary.update(train_and_save(trainer, ctx))  # saves the adapter and the processor
+    if not is_main_process():
+        return summary
+    (out / MODEL_INFO).write_text(json.dumps({
+        "task": TASK, "base": mcfg.base, "base_path": base, "model_type": mtype, "adapter": mcfg.use_lora,
+        "quantization": mcfg.quantization, "template": "chat", "template_version": None,
+        "tiny_random": is_tiny_random(base),
+    }, indent=2), encoding="utf-8")
+    return summary

@@ -1,0 +1,347 @@
+"""Encoder classifiers: the labeled-table loader, losses and sampler against hand computations, and
+short real MiniLM runs (single-label IMDB, multi-label GoEmotions) through finetune and evaluate."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tunelab.errors import ConfigError, RecordError
+from tunelab.metrics.classification import tune_thresholds
+from tunelab.records import read_table_rows
+from tunelab.stages import evaluate, finetune
+from tunelab.training.classifier import (ClassifierConfig, LabeledTexts, class_weights, classification_loss,
+                                         load_classifier, load_labeled_texts, predict_proba, sample_weights)
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+JIGSAW_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+RUN = ["--task", "classify", "--base", "tunelab:minilm", "--max_length", "64", "--per_device_train_batch_size", "8",
+       "--per_device_eval_batch_size", "16", "--learning_rate", "0.001", "--logging_steps", "1", "--save_strategy", "no",
+       "--report_to", "none", "--activation_checkpointing", "false", "--disable_tqdm", "true"]
+
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data (the real datasets) is not here")
+
+
+def write_csv(path: Path, header: list[str] | None, rows: list[list], delimiter: str = ",") -> Path:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wt", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, delimiter=delimiter)
+        if header:
+            w.writerow(header)
+        w.writerows(rows)
+    return path
+
+
+def log_keys(out: Path) -> set[str]:
+    return {k for e in json.loads((out / "train_log.json").read_text())["log_history"] for k in e}
+
+
+# ---- loader ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def imdb_slice(tmp_path_factory) -> Path:
+    """24 training reviews (18 positive, 6 negative) and 16 test reviews, gzipped, IMDB's columns."""
+    picked = {("train", "positive"): 18, ("train", "negative"): 6, ("test", "positive"): 8, ("test", "negative"): 8}
+    rows = []
+    with gzip.open(SHARED / "imdb/imdb_50k_aclImdb.csv.gz", "rt", newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        for row in reader:
+            key = (row[2], row[1])
+            if picked.get(key, 0) > 0:
+                picked[key] -= 1
+                rows.append(row)
+            if not any(picked.values()):
+                break
+    return write_csv(tmp_path_factory.mktemp("imdb") / "imdb_slice.csv.gz", header, rows)
+
+
+@pytest.fixture(scope="module")
+def goemotions_slices(tmp_path_factory) -> tuple[Path, Path]:
+    """The first 48 training and 24 dev rows of GoEmotions' header-less TSVs, byte for byte."""
+    folder = tmp_path_factory.mktemp("goemotions")
+    for name, n in (("train", 48), ("dev", 24)):
+        lines = (SHARED / f"go_emotions/original/{name}.tsv").read_text(encoding="utf-8").splitlines(keepends=True)[:n]
+        (folder / f"{name}.tsv").write_text("".join(lines), encoding="utf-8")
+    return folder / "train.tsv", folder / "dev.tsv"
+
+
+GOEMOTIONS = ["--column_names", "text", "labels", "id", "--labels_file", str(SHARED / "go_emotions/original/labels.txt")]
+
+
+@needs_shared
+def test_imdb_single_label_by_split_column(imdb_slice):
+    layout = ClassifierConfig(text_column="review", label_column="sentiment", split_column="split")
+    train = load_labeled_texts([imdb_slice], layout, split_value="train")
+    assert train.labels == ("negative", "positive") and train.problem_type == "single_label"
+    assert len(train) == 24 and train.other_split_rows == 16
+    assert sorted(np.bincount(train.y())) == [6, 18]
+    test = load_labeled_texts([imdb_slice], layout, labels=train.labels, problem_type="single_label", split_value="test")
+    assert len(test) == 16 and list(np.bincount(test.y())) == [8, 8]
+
+
+@needs_shared
+def test_dbpedia_indices_are_one_based_into_classes_txt():
+    path = SHARED / "dbpedia_14/train_14k.csv"
+    data = load_labeled_texts([path], ClassifierConfig(text_column="content", label_column="label", label_index_start=1,
+                                                       labels_file=str(SHARED / "dbpedia_14/classes.txt")))
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert data.problem_type == "single_label" and len(data.labels) == 14 and len(data) == len(rows)
+    # every row's class name, looked up through the index, is the file's own label_name column
+    assert all(data.labels[t[0]] == row["label_name"] for t, row in zip(data.targets, rows))
+
+
+@needs_shared
+def test_goemotions_tsv_id_lists_are_multi_label(goemotions_slices):
+    train_path, _ = goemotions_slices
+    data = load_labeled_texts([train_path], ClassifierConfig(column_names=["text", "labels", "id"],
+                                                             labels_file=str(SHARED / "go_emotions/original/labels.txt")))
+    names = (SHARED / "go_emotions/original/labels.txt").read_text().split()
+    assert data.problem_type == "multi_label" and data.labels == tuple(names) and len(data) == 48
+    with train_path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f, delimiter="\t"))
+    assert [sorted(t) for t in data.targets] == [sorted(int(x) for x in r[1].split(",")) for r in rows]
+    assert any(len(t) > 1 for t in data.targets) and data.ids[0] == rows[0][2]
+    assert data.texts == [r[0] for r in rows]  # quoted fields with doubled quotes come back as written
+
+
+@needs_shared
+def test_jigsaw_one_hot_columns_and_their_weights():
+    path = SHARED / "jigsaw/train_rows0001-0300_with_id.csv"
+    data = load_labeled_texts([path], ClassifierConfig(text_column="comment_text", label_columns=JIGSAW_LABELS))
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    y = np.array([[int(r[c]) for c in JIGSAW_LABELS] for r in rows])
+    assert data.labels == tuple(JIGSAW_LABELS) and data.problem_type == "multi_label"
+    assert (data.y() == y).all() and data.ids[:2] == [rows[0]["id"], rows[1]["id"]]
+    pos = y.sum(axis=0)
+    expected = np.where(pos > 0, (len(y) - pos) / np.maximum(pos, 1), 1.0)
+    assert np.allclose(class_weights(data), expected)
+    assert np.allclose(class_weights(data, cap=10.0), np.minimum(expected, 10.0)) and expected.max() > 10
+
+
+def test_bad_rows_are_listed_with_file_line_and_reason(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["text", "label"], [
+        ["good one", "a"], ["", "a"], ["fine", "c"], ["x", "b", "extra"], ["another", "b"], ["by index", "1"],
+        ["two", "a,b"], ["far", "7"]])
+    layout = ClassifierConfig(label_column="label", labels=["a", "b"], problem_type="single_label")
+    data = load_labeled_texts([path], layout)
+    assert data.texts == ["good one", "another", "by index"] and data.targets == [[0], [1], [1]]
+    reasons = {s["line"]: s["reason"] for s in data.skipped}
+    assert set(reasons) == {3, 4, 5, 8, 9} and all(s["file"] == str(path) for s in data.skipped)
+    assert "empty text" in reasons[3] and "unknown label 'c'" in reasons[4] and "3 fields" in reasons[5]
+    assert "unknown label 'a,b'" in reasons[8] and "outside 0..1" in reasons[9]
+    with pytest.raises(RecordError, match=f"{path}:3: empty text"):
+        load_labeled_texts([path], layout, bad_records="error")
+    # auto reads 'a,b' as a list, so the problem is multi-label and row 8 is two labels
+    auto = load_labeled_texts([path], ClassifierConfig(label_column="label", labels=["a", "b"]))
+    assert auto.problem_type == "multi_label" and [0, 1] in auto.targets
+
+
+def test_missing_columns_name_the_file_and_the_column(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["text", "sentiment"], [["hi", "pos"]])
+    with pytest.raises(RecordError, match=rf"{path}:1: missing column\(s\) \['label'\]"):
+        load_labeled_texts([path], ClassifierConfig(label_column="label"))
+    jsonl = tmp_path / "t.jsonl.gz"
+    with gzip.open(jsonl, "wt", encoding="utf-8") as f:
+        f.write('{"review": "hi", "labels": ["x"]}\n{"review": "yo", "labels": []}\n')
+    with pytest.raises(RecordError, match=rf"{jsonl}: missing column\(s\) \['text'\]"):
+        load_labeled_texts([jsonl], ClassifierConfig())
+    assert len(load_labeled_texts([jsonl], ClassifierConfig(text_column="review", labels=["x"]))) == 2
+    tsv = write_csv(tmp_path / "t.tsv", None, [["hi", "0"]], delimiter="\t")
+    with pytest.raises(RecordError, match=rf"{tsv}: missing column\(s\) \['labels'\]"):
+        load_labeled_texts([tsv], ClassifierConfig(column_names=["text", "label"]))
+    with pytest.raises(ConfigError, match="holds label indices"):
+        load_labeled_texts([tsv], ClassifierConfig(column_names=["text", "labels"]))
+
+
+def test_read_table_rows_keeps_raising_without_on_bad(tmp_path):
+    path = write_csv(tmp_path / "t.csv", ["text", "label"], [["a", "b"], ["c"]])
+    with pytest.raises(RecordError, match=f"{path}:3: row has 1 fields, the header 2"):
+        read_table_rows(path, ["text"])
+    seen = []
+    assert [line for line, _ in read_table_rows(path, ["text"], on_bad=lambda *a: seen.append(a))] == [2]
+    assert seen == [(3, "row has 1 fields, the header 2")]
+
+
+def test_conflicting_label_settings_are_config_errors(capsys):
+    assert finetune.main([*RUN, "--data", "x.csv", "--output_dir", "unused", "--label_column", "a",
+                          "--label_columns", "b", "c"]) == 2
+    assert "label_column" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="one source of label names"):
+        ClassifierConfig(taxonomy="jigsaw", labels=["a"])
+
+
+# ---- losses, weights, sampler, thresholds --------------------------------------------------------
+
+def test_weighted_losses_match_a_hand_computation():
+    logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.5]])
+    y = torch.tensor([0, 1, 1])
+    w = torch.tensor([2.0, 0.5])
+    nll = [-math.log(math.exp(logits[i, y[i]]) / math.exp(logits[i]).sum()) for i in range(3)]
+    by_hand = sum(w[y[i]].item() * nll[i] for i in range(3)) / sum(w[y[i]].item() for i in range(3))
+    assert classification_loss(logits, y, "single_label", w).item() == pytest.approx(by_hand, rel=1e-6)
+    assert classification_loss(logits, y, "single_label").item() == pytest.approx(sum(nll) / 3, rel=1e-6)
+    assert by_hand != pytest.approx(sum(nll) / 3, rel=1e-3)
+
+    x = torch.tensor([[1.0, -2.0, 0.5], [-0.5, 0.2, 3.0]])
+    t = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    pw = torch.tensor([3.0, 1.0, 0.25])
+    sig = torch.sigmoid(x)
+    by_hand = -(pw * t * sig.log() + (1 - t) * (1 - sig).log()).mean().item()
+    assert classification_loss(x, t, "multi_label", pw).item() == pytest.approx(by_hand, rel=1e-6)
+    assert classification_loss(x, t, "multi_label").item() != pytest.approx(by_hand, rel=1e-3)
+
+
+def _texts(targets, problem_type, labels=("a", "b")) -> LabeledTexts:
+    return LabeledTexts([f"text {i}" for i in range(len(targets))], targets, [str(i) for i in range(len(targets))],
+                        labels, problem_type)
+
+
+def test_balanced_weights_and_draw_weights_by_hand():
+    single = _texts([[0], [0], [0], [1]], "single_label")
+    assert np.allclose(class_weights(single), [4 / (2 * 3), 4 / (2 * 1)])
+    assert np.allclose(sample_weights(single), [1 / 3, 1 / 3, 1 / 3, 1])
+    multi = _texts([[0], [0], [0, 1], [1], []], "multi_label")
+    assert np.allclose(class_weights(multi), [(5 - 3) / 3, (5 - 2) / 2])
+    # each row: 1 / count of its rarest label (label 0: 3 rows, label 1: 2); the label-less row is a group of one
+    assert np.allclose(sample_weights(multi), [1 / 3, 1 / 3, 1 / 2, 1 / 2, 1])
+
+
+def test_thresholds_maximise_each_labels_f1():
+    y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 0]])
+    p = np.array([[0.9, 0.2, 0.1], [0.4, 0.7, 0.2], [0.35, 0.6, 0.3], [0.1, 0.65, 0.9]])
+    # label 0: >= 0.4 catches both positives and no negative; label 1: >= 0.65 likewise; label 2 has no positive
+    assert np.allclose(tune_thresholds(y, p), [0.4, 0.65, 0.5])
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(minilm):
+    """A 1-layer random BERT head on MiniLM's tokenizer: trainer mechanics without the real weights' cost."""
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=37, num_labels=2))
+    return model, tokenizer
+
+
+def _trainer(tiny_bert, tmp_path, data, **kwargs):
+    from tunelab.training.classifier import build_classifier_trainer
+    from tunelab.training.sft import TrainConfig
+
+    args = TrainConfig(output_dir=str(tmp_path), report_to="none", per_device_train_batch_size=10, seed=3,
+                       max_length=16)
+    return build_classifier_trainer(tiny_bert[0], tiny_bert[1], data, None, args, 16, **kwargs)
+
+
+def test_balanced_sampler_draws_classes_evenly(tiny_bert, tmp_path):
+    data = _texts([[0]] * 90 + [[1]] * 10, "single_label")
+    plain = _trainer(tiny_bert, tmp_path, data)
+    balanced = _trainer(tiny_bert, tmp_path, data, balanced_sampling=True)
+    draws = [i for _ in range(20) for i in balanced._get_train_sampler()]
+    assert len(draws) == 2000 and 0.45 < np.mean([data.targets[i][0] for i in draws]) < 0.55
+    minority = sum(int(b["labels"].sum()) for b in balanced.get_train_dataloader())
+    assert minority > 30  # the training loader itself uses the sampler (about 10 of 100 without it)
+    assert sum(int(b["labels"].sum()) for b in plain.get_train_dataloader()) == 10
+
+
+def test_class_weights_change_the_trainers_loss(tiny_bert, tmp_path):
+    data = _texts([[0]] * 6 + [[1]] * 2, "single_label")
+    weights = class_weights(data)
+    plain, weighted = _trainer(tiny_bert, tmp_path, data), _trainer(tiny_bert, tmp_path, data, loss_weights=weights)
+    batch = next(iter(weighted.get_eval_dataloader(weighted.train_dataset)))
+    with torch.no_grad():
+        logits = tiny_bert[0](**{k: v for k, v in batch.items() if k != "labels"}).logits
+        got = weighted.compute_loss(tiny_bert[0], batch).item()
+        assert got == pytest.approx(classification_loss(logits, batch["labels"], "single_label",
+                                                        torch.tensor(weights, dtype=torch.float32)).item(), rel=1e-5)
+        assert got != pytest.approx(plain.compute_loss(tiny_bert[0], batch).item(), rel=1e-3)
+
+
+# ---- real MiniLM runs ----------------------------------------------------------------------------
+
+@needs_shared
+def test_single_label_imdb_trains_with_metrics_and_scores(imdb_slice, tmp_path):
+    out = tmp_path / "imdb"
+    summary = finetune.finetune([*RUN, "--data", str(imdb_slice), "--eval_data", str(imdb_slice), "--text_column", "review",
+                                 "--label_column", "sentiment", "--split_column", "split", "--class_weighting", "balanced",
+                                 "--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2",
+                                 "--output_dir", str(out)])
+    assert summary["problem_type"] == "single_label" and summary["examples"] == 24 and summary["eval_examples"] == 16
+    assert summary["class_weights"] == pytest.approx({"negative": 2.0, "positive": 24 / 36})
+    assert {"eval_accuracy", "eval_macro_f1", "eval_loss"} <= log_keys(out)
+    info = json.loads((out / "tunelab_classifier.json").read_text())
+    assert info["labels"] == ["negative", "positive"] and info["problem_type"] == "single_label"
+    assert info["thresholds"] is None and info["layout"]["split_column"] == "split"
+
+    model, tokenizer, info = load_classifier(out)
+    probs = predict_proba(model, tokenizer, ["Great film.", "Dreadful.", "Fine"], 64)
+    assert np.allclose(probs.sum(axis=1), 1, atol=1e-5)  # softmax over the two classes
+
+    scores = evaluate.score(["--task", "classification", "--model", str(out), "--data", str(imdb_slice),
+                             "--output_dir", str(tmp_path / "scores")])
+    assert scores["examples"] == 16 and scores["rows_in_other_splits"] == 24  # the test split, as trained
+    assert 0 <= scores["accuracy"] <= 1 and set(scores["per_label"]) == {"negative", "positive"}
+    rows = [json.loads(x) for x in (tmp_path / "scores/predictions.jsonl").read_text().splitlines()]
+    assert all(r["predicted"] == max(r["probs"], key=r["probs"].get) for r in rows)
+
+
+@needs_shared
+def test_multi_label_goemotions_tunes_saves_and_applies_thresholds(goemotions_slices, tmp_path):
+    train_path, dev_path = goemotions_slices
+    out = tmp_path / "goemo"
+    summary = finetune.finetune([*RUN, *GOEMOTIONS, "--data", str(train_path), "--eval_data", str(dev_path),
+                                 "--balanced_sampling", "true", "--max_steps", "4", "--eval_strategy", "steps",
+                                 "--eval_steps", "2", "--output_dir", str(out)])
+    assert summary["problem_type"] == "multi_label" and summary["labels"] == 28 and summary["balanced_sampling"]
+    assert {"eval_micro_f1", "eval_macro_f1", "eval_mean_roc_auc"} <= log_keys(out)
+    info = json.loads((out / "tunelab_classifier.json").read_text())
+    thresholds = info["thresholds"]
+    assert info["problem_type"] == "multi_label" and list(thresholds) == info["labels"]
+    dev = load_labeled_texts([dev_path], ClassifierConfig(**info["layout"]), labels=tuple(info["labels"]),
+                             problem_type="multi_label")
+    present = dev.y().sum(axis=0) > 0
+    assert all(thresholds[label] == 0.5 for label, p in zip(info["labels"], present) if not p)
+    assert any(thresholds[label] != 0.5 for label, p in zip(info["labels"], present) if p)
+
+    model, tokenizer, _ = load_classifier(out)
+    assert model.config.problem_type == "multi_label_classification"
+    assert predict_proba(model, tokenizer, ["thanks so much!"], 64).sum() > 1.5  # 28 sigmoids, not a softmax
+
+    tuned = evaluate.score(["--task", "classification", "--model", str(out), "--data", str(dev_path),
+                            "--output_dir", str(tmp_path / "tuned")])
+    fixed = evaluate.score(["--task", "classification", "--model", str(out), "--data", str(dev_path),
+                            "--threshold", "0.5", "--output_dir", str(tmp_path / "fixed")])
+    assert tuned["threshold_source"] == "tuned at training" and fixed["threshold_source"] == "given"
+    assert tuned["threshold"] == pytest.approx([thresholds[label] for label in info["labels"]])
+    assert tuned["examples"] == 24 and fixed["threshold"] == 0.5
+    # each label's threshold maximises its F1 on this set, so the mean of those F1s can only go up
+    assert tuned["macro"]["f1"] >= fixed["macro"]["f1"] - 1e-9
+    assert tuned["macro"]["f1"] > fixed["macro"]["f1"] or tuned["micro"]["f1"] != fixed["micro"]["f1"]
+    rows = [json.loads(x) for x in (tmp_path / "tuned/predictions.jsonl").read_text().splitlines()]
+    assert all(set(r["predicted"]) == {k for k, p in r["probs"].items() if p >= thresholds[k] - 5e-7} for r in rows)
+
+
+def test_bad_rows_are_skipped_into_the_run_folder_or_stop_the_run(tmp_path, capsys):
+    path = write_csv(tmp_path / "rows.csv", ["text", "label"], [
+        ["a fine day", "pos"], ["", "pos"], ["awful", "neg"], ["meh", "maybe"], ["lovely", "pos", "x"], ["bad", "neg"]])
+    out = tmp_path / "run"
+    summary = finetune.finetune([*RUN, "--data", str(path), "--label_column", "label", "--labels", "neg", "pos",
+                                 "--max_steps", "1", "--output_dir", str(out)])
+    assert summary["examples"] == 3 and summary["skipped_records"] == 3
+    listed = [json.loads(x) for x in (out / "skipped_records.jsonl").read_text().splitlines()]
+    assert [(s["file"], s["line"]) for s in listed] == [(str(path), 3), (str(path), 5), (str(path), 6)]
+    assert "empty text" in listed[0]["reason"] and "unknown label 'maybe'" in listed[1]["reason"]
+    assert finetune.main([*RUN, "--data", str(path), "--label_column", "label", "--labels", "neg", "pos",
+                          "--bad_records", "error", "--max_steps", "1", "--output_dir", str(tmp_path / "strict")]) == 2
+    assert f"{path}:3: empty text in column 'text'" in capsys.readouterr().err
