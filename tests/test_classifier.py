@@ -186,7 +186,7 @@ def test_weighted_losses_match_a_hand_computation():
     logits = torch.tensor([[2.0, -1.0], [0.5, 0.3], [-1.0, 1.5]])
     y = torch.tensor([0, 1, 1])
     w = torch.tensor([2.0, 0.5])
-    nll = [-math.log(math.exp(logits[i, y[i]]) / math.exp(logits[i]).sum()) for i in range(3)]
+    nll = [-math.log(math.exp(logits[i, y[i]]) / sum(math.exp(v) for v in logits[i].tolist())) for i in range(3)]
     by_hand = sum(w[y[i]].item() * nll[i] for i in range(3)) / sum(w[y[i]].item() for i in range(3))
     assert classification_loss(logits, y, "single_label", w).item() == pytest.approx(by_hand, rel=1e-6)
     assert classification_loss(logits, y, "single_label").item() == pytest.approx(sum(nll) / 3, rel=1e-6)
@@ -248,7 +248,8 @@ def test_balanced_sampler_draws_classes_evenly(tiny_bert, tmp_path):
     data = _texts([[0]] * 90 + [[1]] * 10, "single_label")
     plain = _trainer(tiny_bert, tmp_path, data)
     balanced = _trainer(tiny_bert, tmp_path, data, balanced_sampling=True)
-    draws = [i for _ in range(20) for i in balanced._get_train_sampler()]
+    sampler = balanced._get_train_sampler()
+    draws = [i for _ in range(20) for i in sampler]  # 20 epochs of one sampler
     assert len(draws) == 2000 and 0.45 < np.mean([data.targets[i][0] for i in draws]) < 0.55
     minority = sum(int(b["labels"].sum()) for b in balanced.get_train_dataloader())
     assert minority > 30  # the training loader itself uses the sampler (about 10 of 100 without it)
@@ -260,6 +261,7 @@ def test_class_weights_change_the_trainers_loss(tiny_bert, tmp_path):
     weights = class_weights(data)
     plain, weighted = _trainer(tiny_bert, tmp_path, data), _trainer(tiny_bert, tmp_path, data, loss_weights=weights)
     batch = next(iter(weighted.get_eval_dataloader(weighted.train_dataset)))
+    tiny_bert[0].eval()  # no dropout: the same logits for every call
     with torch.no_grad():
         logits = tiny_bert[0](**{k: v for k, v in batch.items() if k != "labels"}).logits
         got = weighted.compute_loss(tiny_bert[0], batch).item()

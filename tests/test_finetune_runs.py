@@ -141,3 +141,22 @@ def test_resume_refuses_different_settings(tmp_path, tiny_llama, capsys):
     code = finetune.main([*QUICK, "--output_dir", str(out), "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1",
                           "--learning_rate", "0.5", "--resume"])
     assert code == 2 and "learning_rate" in capsys.readouterr().err
+
+
+def test_llm_moderation_recipe_trains_on_the_moderation_instruction_set(tmp_path, tiny_llama):
+    from tunelab.stages import generate
+
+    data = tmp_path / "data"
+    generate.generate(["--config", "demo", "--tasks", "moderation", "--output_dir", str(data)])
+    train = json.loads((data / "moderation_train.alpaca.json").read_text())
+    labels = {"toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"}
+    assert all(set(r["output"].split(", ")) <= labels or r["output"] == "none" for r in train)
+    # The shipped recipe, on the tiny model in 4-bit on CPU instead of Llama-2-7B on a GPU.
+    summary = finetune.finetune(["--config", "llm_moderation", "--base", "tunelab:tiny-llama",
+                                 "--data", str(data / "moderation_train.alpaca.json"), "--output_dir", str(tmp_path / "m"),
+                                 "--max_examples", "24", "--max_steps", "2", "--eval_steps", "1", "--save_steps", "1",
+                                 "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "1",
+                                 "--max_length", "256", "--report_to", "none"])
+    assert summary["steps"] == 2 and summary["eval_examples"] >= 1
+    info = json.loads((tmp_path / "m/tunelab_model.json").read_text())
+    assert info["quantization"] == "4bit" and info["template"] == "chat"

@@ -229,11 +229,12 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
     None they come from `layout` (label sources, problem_type) and, where it says auto, from the rows.
     `split_value`: keep only rows whose `layout.split_column` holds it (the others are counted).
     `bad_records`: "skip" lists a bad row (empty text, unknown label, wrong field count, ...) in
-    `.skipped` with file, line and reason; "error" raises `RecordError` naming file:line. A missing
-    column or an unreadable file always raises.
+    `.skipped` with file, line and reason; "error" raises `RecordError` naming the first one's file:line.
+    A missing column or an unreadable file always raises.
     """
     from ..records import read_table_rows
 
+    paths = [Path(p) for p in paths]
     if bad_records not in ("skip", "error"):
         raise ConfigError(f"bad_records must be skip or error, got {bad_records!r}")
     skipped: list[dict] = []
@@ -243,15 +244,13 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
         required.append(layout.split_column)
 
     def skip(path, line, reason, rid=None):
-        if bad_records == "error":
-            raise RecordError(path, line, reason)
         skipped.append({"file": str(path), "line": line, "id": rid, "reason": reason})
 
     rows: list[_Row] = []
     other_split = 0
-    for path in map(Path, paths):
+    for path in paths:
         table = read_table_rows(path, required, column_names=layout.column_names or None,
-                                on_bad=None if bad_records == "error" else (lambda line, why, p=path: skip(p, line, why)))
+                                on_bad=lambda line, why, p=path: skip(p, line, why))
         for line, row in table:
             if split_value is not None and layout.split_column and str(row[layout.split_column]).strip() != split_value:
                 other_split += 1
@@ -297,6 +296,13 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
         texts.append(r.text)
         targets.append(indices)
         ids.append(r.id)
+    # Rows are judged in two passes (fields, then labels once the label set is known): list them in file order.
+    order = {str(p): i for i, p in enumerate(paths)}
+    skipped.sort(key=lambda s: (order.get(s["file"], 0), s["line"]))
+    if skipped and bad_records == "error":
+        first = skipped[0]
+        more = f" (and {len(skipped) - 1} more bad rows)" if len(skipped) > 1 else ""
+        raise RecordError(first["file"], first["line"], first["reason"] + more)
     if not texts:
         raise RecordError(", ".join(map(str, paths)), None, "no usable rows"
                           + (f" ({len(skipped)} bad rows skipped; see the reasons with --bad_records error)"
