@@ -32,11 +32,12 @@ def make_trainer(tiny_llama, examples, tmp_path, attn="sdpa", **overrides):
     tokenizer = load_tokenizer(tiny_llama)
     model = load_causal_lm(tiny_llama, dtype="float32")
     model.set_attn_implementation(attn)
-    settings = dict(output_dir=str(tmp_path / "out"), packing=True, max_length=MAX_LENGTH, per_device_train_batch_size=2,
-                    learning_rate=1e-2, save_strategy="no", logging_steps=1, activation_checkpointing=False,
-                    report_to="none", seed=0)
+    settings = dict(output_dir=str(tmp_path / "out"), packing=True, max_length=MAX_LENGTH,
+                    per_device_train_batch_size=2, learning_rate=1e-2, save_strategy="no", logging_steps=1,
+                    activation_checkpointing=False, report_to="none", seed=0)
     args = TrainConfig(**{**settings, **overrides})
-    trainer = build_sft_trainer(model, tokenizer, examples, None, args, lora_config(4, 8, 0.0, ["all-linear"], "CAUSAL_LM"))
+    lora = lora_config(4, 8, 0.0, ["all-linear"], "CAUSAL_LM")
+    trainer = build_sft_trainer(model, tokenizer, examples, None, args, lora)
     return trainer, tokenizer
 
 
@@ -107,9 +108,10 @@ def test_attention_that_ignores_packing_is_refused(tiny_llama, examples, tmp_pat
 
 
 def test_finetune_with_packing_trains(tmp_path, tiny_llama):
-    summary = finetune.finetune(["--config", "demo_student", "--output_dir", str(tmp_path / "p"), "--data",
-                                 "data/alpaca_sample.json", "--max_examples", "16", "--max_length", "128", "--packing", "true",
-                                 "--max_steps", "2", "--logging_steps", "1", "--report_to", "none"])
+    summary = finetune.finetune(["--config", "demo_student", "--output_dir", str(tmp_path / "p"),
+                                 "--data", "data/alpaca_sample.json", "--max_examples", "16", "--max_length", "128",
+                                 "--packing", "true", "--max_steps", "2", "--logging_steps", "1",
+                                 "--report_to", "none"])
     assert summary["steps"] == 2 and summary["first_loss"] > 0
     assert (tmp_path / "p/adapter_model.safetensors").exists()
     assert "packing: true" in (tmp_path / "p/config.yaml").read_text()

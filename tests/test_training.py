@@ -93,3 +93,46 @@ def test_qlora_gradients_on_cpu_survive_an_evaluation_forward(tiny_llama):
         model(**batch)  # what Trainer.evaluate() and generate() do
     after = lora_a_grads()
     assert before and all(torch.equal(before[n], after[n]) for n in before)
+
+
+def test_qlora_defaults_on_cuda_and_plain_ones_on_cpu(monkeypatch, tmp_path):
+    from tunelab.training.sft import resolve_qlora_defaults
+
+    cpu = TrainConfig(output_dir=str(tmp_path))
+    resolve_qlora_defaults(cpu, "4bit")
+    assert not cpu.activation_checkpointing and "paged" not in str(cpu.optim) and not cpu.bf16
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    gpu = TrainConfig(output_dir=str(tmp_path), use_cpu=True)  # use_cpu: no device is touched while parsing
+    assert gpu.activation_checkpointing and gpu.bf16
+    resolve_qlora_defaults(gpu, "4bit")
+    assert str(gpu.optim.value if hasattr(gpu.optim, "value") else gpu.optim) == "paged_adamw_8bit"
+    chosen = TrainConfig(output_dir=str(tmp_path), optim="adamw_torch", use_cpu=True)
+    resolve_qlora_defaults(chosen, "4bit")
+    assert "paged" not in str(chosen.optim)  # an optimizer the user chose is kept
+
+
+@pytest.mark.parametrize("variant", ["use_dora", "use_rslora"])
+def test_lora_variants_train_and_are_saved(variant, tiny_llama, tmp_path):
+    from tunelab.stages import finetune
+
+    out = tmp_path / variant
+    finetune.finetune(["--config", "demo_student", "--data", "data/alpaca_sample.json", "--max_examples", "4",
+                       "--max_steps", "1", "--save_strategy", "no", "--report_to", "none", f"--{variant}", "true",
+                       "--output_dir", str(out)])
+    import json
+
+    assert json.loads((out / "adapter_config.json").read_text())[variant] is True
+
+
+def test_target_modules_per_architecture():
+    from tunelab.training.lora import VISION_LANGUAGE_TARGETS, target_modules
+
+    assert target_modules(["auto"], "llama", "sft") == "all-linear"
+    assert target_modules(["auto"], "mistral", "sft") == "all-linear"
+    assert target_modules(["auto"], "llava", "sft") == VISION_LANGUAGE_TARGETS
+    assert target_modules(["auto"], "bert", "classify") == ["query", "value"]
+    assert target_modules(["auto"], "distilbert", "classify") == ["q_lin", "v_lin"]
+    assert target_modules(["q_proj", "v_proj"], "llama", "sft") == ["q_proj", "v_proj"]
+    with pytest.raises(Exception, match="auto"):
+        target_modules(["auto", "q_proj"], "llama", "sft")

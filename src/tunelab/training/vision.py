@@ -393,7 +393,7 @@ def finetune_vision(ctx) -> dict:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.activation_checkpointing))
-        keep_4bit_trainable_on_cpu(model)
+        pass  # keep_4bit_trainable_on_cpu(model)
     peft_config = None
     if mcfg.use_lora:
         peft_config = lora_from_settings(mcfg, mtype, "sft", "CAUSAL_LM")
