@@ -136,3 +136,16 @@ def test_target_modules_per_architecture():
     assert target_modules(["q_proj", "v_proj"], "llama", "sft") == ["q_proj", "v_proj"]
     with pytest.raises(Exception, match="auto"):
         target_modules(["auto", "q_proj"], "llama", "sft")
+
+
+def test_lora_in_bf16_on_cpu(tiny_llama, tmp_path):
+    from safetensors.torch import load_file
+
+    from tunelab.stages import finetune
+
+    out = tmp_path / "bf16"
+    summary = finetune.finetune(["--config", "demo_student", "--data", "data/alpaca_sample.json", "--max_examples", "4",
+                                 "--max_steps", "2", "--save_strategy", "no", "--report_to", "none", "--dtype", "bfloat16",
+                                 "--bf16", "true", "--output_dir", str(out)])
+    assert summary["steps"] == 2 and torch.isfinite(torch.tensor(summary["train_loss"]))
+    assert all(torch.isfinite(t.float()).all() for t in load_file(out / "adapter_model.safetensors").values())

@@ -199,8 +199,8 @@ def test_chat_format_adds_bos_and_eos_the_llava_hf_template_leaves_out(tiny_llav
 
 
 def test_qlora_on_cpu_trains_the_adapter_through_evaluations(tiny_llava, qa_file, tmp_path):
-    """4-bit language model (bitsandbytes on CPU), full-precision tower and projector; LoRA gradients
-    stay non-zero after the no-grad evaluation forwards that trigger bitsandbytes' CPU repack."""
+    """4-bit language model (bitsandbytes on CPU), full-precision tower and projector; evaluations (no-grad
+    forwards) between steps neither repack the 4-bit weights nor stop the LoRA gradients."""
     import bitsandbytes as bnb
 
     capture = Capture()
@@ -212,6 +212,9 @@ def test_qlora_on_cpu_trains_the_adapter_through_evaluations(tiny_llava, qa_file
     quantized = [n for n, m in modules.items() if isinstance(m, bnb.nn.Linear4bit)]
     assert quantized and all(".language_model." in n for n in quantized)
     assert any(".vision_tower." in n and isinstance(m, torch.nn.Linear) for n, m in modules.items())
+    # No evaluation repacked the weights for the CPU inference kernel, whose backward is not autograd's.
+    assert not any(modules[n].support_avx512bf16_for_cpu for n in quantized)
+    assert not any(getattr(modules[n].weight.quant_state, "packing_format_for_cpu", False) for n in quantized)
     last = capture.grads[-1]  # step 3, after two evaluations
     assert len(capture.grads) == 3 and last and all(g > 0 for g in last.values())
     assert all(not torch.equal(capture.lora_before[n], p.detach())

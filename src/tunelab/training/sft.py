@@ -53,6 +53,8 @@ class TrainConfig(SFTConfig):
             self.bf16 = bool(cuda and torch.cuda.is_bf16_supported())
         if not cuda:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
+            if not torch.backends.mps.is_available():
+                self.use_cpu = True  # lets --bf16 train on a CPU (autocast) instead of refusing
         if self.activation_checkpointing is None and self.gradient_checkpointing is None:
             self.activation_checkpointing = cuda
         self.optim_auto = self.optim == "auto"

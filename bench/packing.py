@@ -1,0 +1,156 @@
+"""Packing efficiency on Stanford Alpaca: real tokens / all tokens, TRL's bfd packing vs padded batches.
+
+    .venv/bin/python bench/packing.py [--limit 5000] [--tokenizer minilm|tiny-llama] [--lengths 512 1024]
+
+The 52,002 records are rendered with the student template (prompts/alpaca_student.jinja2) into the
+prompt/completion examples finetune trains on, and tokenized as TRL tokenizes them (prompt +
+response + EOS). Then, at each max_length, in one process:
+  * baseline, no packing: examples truncated to max_length, batches of --batch-size in a seeded
+    random order (the trainer's sampler), each padded to its longest example (TRL's collator);
+    efficiency = real tokens / (batch size x longest) summed over the batches;
+  * packing (`--packing true`): TRL's own `pack_dataset(..., "bfd")`, exactly as SFTTrainer calls it
+    (best-fit decreasing within map batches of 1,000 examples; an example longer than max_length is
+    truncated); efficiency = real tokens / (packed rows x max_length), the share of each packed row
+    that holds real tokens. TRL then feeds the rows padding-free (a batch's rows end to end, no pad
+    token at all), so this is also the share of a full batch_size x max_length step that is real.
+Target: packing efficiency >= 0.95 at every length. Exits 1 if missed.
+
+Tokenizer: `minilm` (default) is a real one available offline, all-MiniLM-L6-v2's BERT WordPiece
+(uncased, 30,522 tokens; [CLS] ... [SEP] stand where Llama's <s> ... </s> go). It tends to give
+somewhat fewer tokens than Llama-2's SentencePiece (which also spends tokens on newlines), so rows
+hold a few more examples. `tiny-llama` is the tiny model's 1,024-token BPE (many more tokens per
+word; exactly the tokenization `--config demo_student` trains with).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MIN_PACKED_EFFICIENCY = 0.95
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    from tunelab.models import resolve_model
+
+    if name == "minilm":
+        return AutoTokenizer.from_pretrained(resolve_model("tunelab:minilm")), "all-MiniLM-L6-v2 WordPiece (BERT, uncased)"
+    if name == "tiny-llama":
+        return AutoTokenizer.from_pretrained(resolve_model("tunelab:tiny-llama")), "tunelab:tiny-llama byte-level BPE"
+    raise SystemExit(f"unknown tokenizer {name!r}")
+
+
+def padded_efficiency(lengths: list[int], max_length: int, batch_size: int, seed: int) -> tuple[float, int]:
+    """Real / all tokens in batches of `batch_size` (seeded random order), each padded to its longest."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    real = total = 0
+    for i in range(0, len(order), batch_size):
+        batch = [min(lengths[j], max_length) for j in order[i: i + batch_size]]
+        real += sum(batch)
+        total += len(batch) * max(batch)
+    return real / total, -(-len(order) // batch_size)
+
+
+def packed_rows(lengths: list[int], max_length: int, map_batch_size: int | None = 1000) -> list[list[int]]:
+    """Example lengths in each row of TRL's bfd packing (the same function SFTTrainer calls)."""
+    from datasets import Dataset
+    from trl.data_utils import pack_dataset
+
+    ds = Dataset.from_dict({"input_ids": [[0] * n for n in lengths]})
+    packed = pack_dataset(ds, max_length, "bfd", {"batch_size": map_batch_size})
+    return packed["seq_lengths"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--alpaca", type=Path, default=ROOT.parent / "shared/data/alpaca/alpaca_data.json")
+    parser.add_argument("--tokenizer", default="minilm", choices=["minilm", "tiny-llama"])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[512, 1024], help="max_length values")
+    parser.add_argument("--batch-size", type=int, default=8, help="per_device_train_batch_size of the padded baseline")
+    parser.add_argument("--limit", type=int, help="use only the first N records (quick runs)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+    from datasets.utils.logging import disable_progress_bar
+    from transformers.utils import logging as hf_logging
+
+    from tunelab.prompts import student_prompt
+    from tunelab.training.data import example_lengths, load_sft_examples
+
+    disable_progress_bar()
+    hf_logging.set_verbosity_error()  # the WordPiece tokenizer's "longer than 512" notice
+    start = time.perf_counter()
+    tokenizer, tokenizer_name = load_tokenizer(args.tokenizer)
+    data = load_sft_examples([args.alpaca], student_prompt("alpaca_student"), tokenizer, "alpaca", bad_records="skip")
+    examples = data.examples[: args.limit]
+    lengths = example_lengths(examples, tokenizer)  # prompt + response + EOS, as TRL tokenizes them
+    prep_s = time.perf_counter() - start
+    n_tokens = sum(lengths)
+    print(f"{len(examples):,} Alpaca examples ({len(data.skipped)} records without a response skipped), "
+          f"{n_tokens:,} tokens, mean {n_tokens / len(examples):.1f}, max {max(lengths)}; tokenizer: {tokenizer_name}; "
+          f"rendered and tokenized in {prep_s:.1f} s; python {platform.python_version()}, {os.cpu_count()} CPUs",
+          flush=True)
+
+    results = {"examples": len(examples), "skipped_records": len(data.skipped), "tokenizer": tokenizer_name,
+               "tokens": n_tokens, "batch_size": args.batch_size, "lengths": {}}
+    rows, missed = [], []
+    for max_length in args.lengths:
+        kept = sum(min(n, max_length) for n in lengths)
+        over = sum(n > max_length for n in lengths)
+        padded, padded_steps = padded_efficiency(lengths, max_length, args.batch_size, args.seed)
+        t0 = time.perf_counter()
+        packed = packed_rows(lengths, max_length)
+        pack_s = time.perf_counter() - t0
+        packed_real = sum(map(sum, packed))
+        assert packed_real == kept, (packed_real, kept)  # bfd keeps every token but the truncated overflow
+        efficiency = packed_real / (len(packed) * max_length)
+        per_row = len(examples) / len(packed)
+        whole = packed_rows(lengths, max_length, None)  # one bfd over the whole set, for comparison
+        whole_eff = packed_real / (len(whole) * max_length)
+        packed_steps = -(-len(packed) // args.batch_size)
+        results["lengths"][str(max_length)] = {
+            "truncated_examples": over, "truncated_tokens": n_tokens - kept,
+            "padded_efficiency": padded, "padded_steps_per_epoch": padded_steps,
+            "packed_efficiency": efficiency, "packed_rows": len(packed), "examples_per_row": per_row,
+            "packed_steps_per_epoch": packed_steps, "packing_seconds": pack_s,
+            "packed_efficiency_one_batch": whole_eff, "ratio_packed_to_padded": efficiency / padded,
+        }
+        rows += [
+            (f"max_length {max_length}", "padded batches (no packing)", f"{padded:.1%}",
+             f"{padded_steps:,} steps of {args.batch_size} examples; {over} examples truncated"),
+            ("", "bfd packing (TRL, as SFTTrainer)", f"{efficiency:.1%}",
+             f"{len(packed):,} rows, {per_row:.1f} examples/row, {packed_steps:,} steps of {args.batch_size} rows; "
+             f"packed in {pack_s:.1f} s"),
+            ("", "bfd, whole set in one batch", f"{whole_eff:.1%}", f"{len(whole):,} rows (for comparison)"),
+            ("", "packed / padded", f"{efficiency / padded:.2f}x", "real-token share per step"),
+        ]
+        if efficiency < MIN_PACKED_EFFICIENCY:
+            missed.append(f"packing efficiency {efficiency:.1%} at max_length {max_length} < "
+                          f"{MIN_PACKED_EFFICIENCY:.0%}")
+
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    print()
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), row[3], sep="  ")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    for line in missed:
+        print(f"MISSED: {line}", file=sys.stderr)
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
