@@ -219,8 +219,11 @@ def test_balanced_weights_and_draw_weights_by_hand():
 def test_thresholds_maximise_each_labels_f1():
     y = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 0], [0, 1, 0]])
     p = np.array([[0.9, 0.2, 0.1], [0.4, 0.7, 0.2], [0.35, 0.6, 0.3], [0.1, 0.65, 0.9]])
-    # label 0: >= 0.4 catches both positives and no negative; label 1: >= 0.65 likewise; label 2 has no positive
-    assert np.allclose(tune_thresholds(y, p), [0.4, 0.65, 0.5])
+    # label 0: cutting between 0.4 and 0.35 catches both positives and no negative; label 1: between 0.65
+    # and 0.6 likewise; label 2 has no positive and keeps the default
+    assert np.allclose(tune_thresholds(y, p), [0.375, 0.625, 0.5])
+    # label 0 when one positive scores below a negative: F1 is best (0.8) cutting below both
+    assert tune_thresholds(np.array([[1], [0], [1], [0]]), np.array([[0.9], [0.5], [0.3], [0.1]]))[0] == pytest.approx(0.2)
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +280,7 @@ def test_single_label_imdb_trains_with_metrics_and_scores(imdb_slice, tmp_path):
     out = tmp_path / "imdb"
     summary = finetune.finetune([*RUN, "--data", str(imdb_slice), "--eval_data", str(imdb_slice), "--text_column", "review",
                                  "--label_column", "sentiment", "--split_column", "split", "--class_weighting", "balanced",
-                                 "--max_steps", "4", "--eval_strategy", "steps", "--eval_steps", "2",
+                                 "--max_steps", "2", "--eval_strategy", "steps", "--eval_steps", "2",
                                  "--output_dir", str(out)])
     assert summary["problem_type"] == "single_label" and summary["examples"] == 24 and summary["eval_examples"] == 16
     assert summary["class_weights"] == pytest.approx({"negative": 2.0, "positive": 24 / 36})
@@ -303,7 +306,7 @@ def test_multi_label_goemotions_tunes_saves_and_applies_thresholds(goemotions_sl
     train_path, dev_path = goemotions_slices
     out = tmp_path / "goemo"
     summary = finetune.finetune([*RUN, *GOEMOTIONS, "--data", str(train_path), "--eval_data", str(dev_path),
-                                 "--balanced_sampling", "true", "--max_steps", "4", "--eval_strategy", "steps",
+                                 "--balanced_sampling", "true", "--max_steps", "2", "--eval_strategy", "steps",
                                  "--eval_steps", "2", "--output_dir", str(out)])
     assert summary["problem_type"] == "multi_label" and summary["labels"] == 28 and summary["balanced_sampling"]
     assert {"eval_micro_f1", "eval_macro_f1", "eval_mean_roc_auc"} <= log_keys(out)
@@ -331,7 +334,7 @@ def test_multi_label_goemotions_tunes_saves_and_applies_thresholds(goemotions_sl
     assert tuned["macro"]["f1"] >= fixed["macro"]["f1"] - 1e-9
     assert tuned["macro"]["f1"] > fixed["macro"]["f1"] or tuned["micro"]["f1"] != fixed["micro"]["f1"]
     rows = [json.loads(x) for x in (tmp_path / "tuned/predictions.jsonl").read_text().splitlines()]
-    assert all(set(r["predicted"]) == {k for k, p in r["probs"].items() if p >= thresholds[k] - 5e-7} for r in rows)
+    assert all((k in r["predicted"]) == (p >= thresholds[k]) for r in rows for k, p in r["probs"].items())
 
 
 def test_bad_rows_are_skipped_into_the_run_folder_or_stop_the_run(tmp_path, capsys):

@@ -160,3 +160,15 @@ def test_llm_moderation_recipe_trains_on_the_moderation_instruction_set(tmp_path
     assert summary["steps"] == 2 and summary["eval_examples"] >= 1
     info = json.loads((tmp_path / "m/tunelab_model.json").read_text())
     assert info["quantization"] == "4bit" and info["template"] == "chat"
+
+
+def test_a_dataset_folder_or_hub_id_is_training_data(tmp_path, tiny_llama, project_root):
+    # A folder of data files loads through datasets.load_dataset, as a hub id would.
+    folder = tmp_path / "my_dataset"
+    folder.mkdir()
+    records = json.loads((project_root / "data/alpaca_sample.json").read_text())[:6]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = run(tmp_path, "ds", "--data", str(folder), "--max_steps", "1", "--save_strategy", "no")
+    assert summary["examples"] == 6
+    code = finetune.main([*QUICK, "--output_dir", str(tmp_path / "hub"), "--data", "no-such-org/no-such-dataset"])
+    assert code == 2

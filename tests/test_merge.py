@@ -124,8 +124,9 @@ def test_a_failed_logits_check_saves_nothing(adapter, tmp_path, capsys):
 
 
 def test_vision_student_merges_as_llava(tmp_path):
+    """A LLaVA student folder as finetune writes one: adapter on the language model, the processor, chat format."""
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoTokenizer, LlavaForConditionalGeneration
+    from transformers import AutoProcessor, LlavaForConditionalGeneration
 
     from tunelab.models import resolve_model
     from tunelab.training.lora import VISION_LANGUAGE_TARGETS
@@ -136,14 +137,17 @@ def test_vision_student_merges_as_llava(tmp_path):
         r=4, lora_alpha=8, target_modules=VISION_LANGUAGE_TARGETS, task_type="CAUSAL_LM", init_lora_weights=False))
     student = tmp_path / "vision"
     peft_model.save_pretrained(student)
-    AutoTokenizer.from_pretrained(base).save_pretrained(student)
-    (student / "tunelab_model.json").write_text(json.dumps(
-        {"task": "vision_sft", "base": "tunelab:tiny-llava", "adapter": True, "quantization": "none", "template": "chat"}))
+    AutoProcessor.from_pretrained(base).save_pretrained(student)
+    (student / "tunelab_model.json").write_text(json.dumps({"task": "vision_sft", "base": "tunelab:tiny-llava",
+                                                            "model_type": "llava", "adapter": True, "quantization": "none",
+                                                            "template": "chat"}))
     summary = merge.merge(["--model", str(student), "--output_dir", str(tmp_path / "m"), "--dtype", "float32"])
     assert summary["logits_check"]["max_abs_diff"] <= 1e-4 and summary["logits_check"]["adapter_effect_max_abs"] > 1e-2
     config = json.loads((tmp_path / "m/config.json").read_text())
     assert config["architectures"] == ["LlavaForConditionalGeneration"] and "vision_config" in config
-    assert (tmp_path / "m/processor_config.json").exists() or (tmp_path / "m/preprocessor_config.json").exists()
+    assert (tmp_path / "m/processor_config.json").exists() and not (tmp_path / "m/student_template.jinja2").exists()
+    processor = AutoProcessor.from_pretrained(tmp_path / "m")
+    assert processor.chat_template and hasattr(processor, "image_processor")
 
 
 def test_refuses_folders_with_nothing_to_merge(tmp_path, adapter, capsys):
@@ -221,3 +225,10 @@ def test_push_to_hub_uploads_the_folder_and_never_records_the_token(adapter, tmp
     assert provenance["notes"]["hub"] == {"repo_id": "me/student", "private": True}
     for text in [captured.out, captured.err, *upload["files"].values()]:
         assert token not in text
+
+
+def test_help_lists_the_settings(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        merge.main(["--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "--atol" in out and "HF_TOKEN" in out and "float32" in out

@@ -169,6 +169,8 @@ class RunRecord:
             self.inputs[name] = f"{path} sha256:{sha256_file(path)}"
         elif path.exists():
             self.inputs[name] = str(path)
+        else:  # a hub id (dataset or model), loaded by reference
+            self.inputs[name] = f"{path} (hub reference)"
 
     def add_template(self, name: str, text: str) -> None:
         self.templates[name] = f"sha256:{sha256_text(text)}"

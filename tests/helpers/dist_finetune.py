@@ -1,7 +1,7 @@
 """Test-only entry for `accelerate launch`: finetune runs plus a probe that writes what each rank saw.
 
     ACCELERATE_USE_CPU=1 accelerate launch --config_file finetune/configs/accelerate/ddp.yaml \
-        tests/helpers/dist_finetune.py PROBE_DIR -- <finetune/train.py arguments> [-- <arguments of a 2nd run> ...]
+        tests/helpers/dist_finetune.py [--fsdp-on-cpu] PROBE_DIR -- <finetune/train.py arguments> [-- <2nd run> ...]
 
 Each `--` group is one call of `tunelab.stages.finetune.finetune` (the function behind
 finetune/train.py), run one after the other in the same launched processes, so the slow imports
@@ -10,8 +10,14 @@ the world size, rank and backend as torch.distributed, the trainer and accelerat
 loss of each of its own forward passes (before any averaging across ranks); the losses the
 trainer logged; a fingerprint of its first batch (the ranks must get different examples);
 checksums of the trainable weights before and after training (they must change, and end equal
-on every rank: the gradients were averaged); how many 4-bit layers it trained on; and how often
+on every rank: the gradients were averaged); how many 4-bit layers it trained on and how many
+parameters FSDP sharded (DTensors); and how often
 it wrote the run record (config.yaml / provenance.json), which only rank 0 may do.
+
+--fsdp-on-cpu: accelerate 1.15 never enables FSDP on CPU (with ACCELERATE_USE_CPU the state is
+MULTI_CPU and the FSDP plugin of an FSDP config is silently dropped: the run is plain DDP). This
+flag adds the one missing branch (MULTI_CPU + ACCELERATE_USE_FSDP -> FSDP with the config's plugin)
+so the real FSDP path (fully_shard, sharded saving) runs on gloo. Test-only; GPUs need no patch.
 """
 
 from __future__ import annotations
@@ -71,6 +77,8 @@ class RankProbe(TrainerCallback):
         except ImportError:
             linear4bit = 0
         acc = AcceleratorState()
+        params = list(model.parameters())
+        sharded = [p for p in params if hasattr(p, "full_tensor")]  # DTensor: sharded by FSDP2
         self.info.update(
             dist_initialized=dist.is_initialized(),
             world_size=dist.get_world_size() if dist.is_initialized() else 1,
@@ -81,7 +89,8 @@ class RankProbe(TrainerCallback):
             distributed_type=str(acc.distributed_type).split(".")[-1],
             fsdp=getattr(acc, "fsdp_plugin", None) is not None,
             env_rank=os.environ.get("RANK"), env_world_size=os.environ.get("WORLD_SIZE"),
-            linear4bit_layers=linear4bit, pid=os.getpid(),
+            linear4bit_layers=linear4bit, params=len(params), sharded_params=len(sharded),
+            pid=os.getpid(),
         )
         self.info["trainable_checksum_start"], _ = _checksum(model)
 
@@ -114,6 +123,26 @@ class RankProbe(TrainerCallback):
         (self.out_dir / f"rank{rank}.json").write_text(json.dumps(self.info, indent=2), encoding="utf-8")
 
 
+def enable_fsdp_on_cpu() -> None:
+    """Let an FSDP accelerate config really shard on CPU/gloo (see the module docstring)."""
+    import accelerate.state as state
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+    original = state.AcceleratorState.__init__
+
+    def init(self, *args, fsdp_plugin=None, **kwargs):
+        original(self, *args, fsdp_plugin=fsdp_plugin, **kwargs)
+        if (os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+                and self.distributed_type == DistributedType.MULTI_CPU):
+            self.distributed_type = DistributedType.FSDP
+            plugin = fsdp_plugin if fsdp_plugin is not None else FullyShardedDataParallelPlugin()
+            if self._mixed_precision != "no":
+                plugin.set_mixed_precision(self._mixed_precision)
+            self.fsdp_plugin = plugin
+
+    state.AcceleratorState.__init__ = init
+
+
 def split_runs(argv: list[str]) -> list[list[str]]:
     runs, current = [], None
     for a in argv:
@@ -128,6 +157,9 @@ def split_runs(argv: list[str]) -> list[list[str]]:
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] == "--fsdp-on-cpu":
+        enable_fsdp_on_cpu()
+        argv = argv[1:]
     probe_dir = Path(argv[0])
     _count_record_writes()
     from tunelab.stages.finetune import finetune

@@ -45,7 +45,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     data: list[str] = field(default_factory=list, metadata={
-        "help": "Training files (.json/.jsonl/.csv): Alpaca, chat, prompt/completion (sft), or labeled text (classify)."})
+        "help": "Training data: .json/.jsonl files, a dataset folder or a hub dataset id (org/name[:split]) with "
+                "Alpaca, chat or prompt/completion records (sft); labeled text tables (classify)."})
     data_format: str = field(default="auto", metadata={"help": "auto, alpaca, chat or completion (sft)."})
     eval_data: list[str] = field(default_factory=list, metadata={"help": "Evaluation files, same formats."})
     eval_split: float = field(default=0.0, metadata={

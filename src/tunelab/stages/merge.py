@@ -163,8 +163,26 @@ def check_inputs(prompt, tokenizer, records, max_tokens: int) -> list[list[int]]
             text = prompt.render(tokenizer, instruction, input_text)
             if answer is not None:
                 text += answer + (tokenizer.eos_token or "")
-        ids = tokenizer(text, add_special_tokens=prompt.tokenize_with_special_tokens)["input_ids"][:max_tokens]
-        sequences.append(ids)
+        sequences.append(tokenizer(text, add_special_tokens=prompt.tokenize_with_special_tokens)["input_ids"][:max_tokens])
+    return sequences
+
+
+def vision_check_inputs(processor, records, max_tokens: int) -> list[list[int]]:
+    """Text-only turns in the processor's chat template (content parts, as the LLaVA student is trained).
+
+    Text is enough: LoRA adapts only the language model, so that is all a merge can get wrong.
+    """
+    tokenizer = processor.tokenizer
+    sequences = []
+    for instruction, input_text, answer in records:
+        user = instruction if not input_text else f"{instruction}\n\n{input_text}"
+        messages = [{"role": "user", "content": [{"type": "text", "text": user}]}]
+        if answer is not None:
+            messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
+        text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=answer is None)
+        # Some templates (llava-hf's LLaVA 1.5) leave BOS to the tokenizer; never add it twice.
+        has_bos = bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
+        sequences.append(tokenizer(text, add_special_tokens=not has_bos)["input_ids"][:max_tokens])
     return sequences
 
 
@@ -221,18 +239,21 @@ def load_base(path: str, model_type: str, dtype: str, *, trust_remote_code: bool
     return model
 
 
-def save_processor(student: Path, base: str, out: Path, trust_remote_code: bool) -> None:
-    """A vision student's image processor travels with the merged model (the student's own, else the base's)."""
+def load_vision_processor(student: Path, base: str, trust_remote_code: bool):
+    """A vision student's processor: its own (finetune saves it), else the base's."""
     from transformers import AutoProcessor
+
+    from ..models import ensure_pad_token
 
     for source in (student, base):
         try:
             processor = AutoProcessor.from_pretrained(str(source), trust_remote_code=trust_remote_code)
         except (OSError, ValueError, TypeError):
             continue
-        if hasattr(processor, "image_processor"):
-            processor.save_pretrained(str(out))
-            return
+        if hasattr(processor, "image_processor") and processor.chat_template:
+            ensure_pad_token(processor.tokenizer)
+            return processor
+    raise ConfigError(f"{student}: no image processor with a chat template in the student folder or its base {base}")
 
 
 def upload_to_hub(folder: Path, repo_id: str, *, private: bool, token: str) -> str:
@@ -269,10 +290,19 @@ def merge(argv: Sequence[str] | None = None) -> dict:
 
     base = resolve_model(info["base"])
     mtype = model_type(base, trust_remote_code=cfg.trust_remote_code)
-    # The student's own tokenizer: its pad token and chat template are the ones it was trained with.
-    tokenizer = load_tokenizer(str(student), trust_remote_code=cfg.trust_remote_code)
+    vision = mtype in VISION_CLASSES
+    # The student's own tokenizer (or processor): its pad token and chat template are the ones it was trained with.
     template = info.get("template") or "auto"
-    prompt = student_prompt(template if template in ("chat", "auto") else str(student / template), tokenizer)
+    if vision:
+        processor = load_vision_processor(student, base, cfg.trust_remote_code)
+        tokenizer, prompt = processor.tokenizer, None
+        sequences = vision_check_inputs(processor, records, cfg.check_max_tokens)
+        record.add_template("chat_template", processor.chat_template)
+    else:
+        tokenizer = load_tokenizer(str(student), trust_remote_code=cfg.trust_remote_code)
+        prompt = student_prompt(template if template in ("chat", "auto") else str(student / template), tokenizer)
+        sequences = check_inputs(prompt, tokenizer, records, cfg.check_max_tokens)
+        record.add_template(prompt.name, tokenizer.chat_template if prompt.is_chat else prompt.template.source)
 
     model = load_base(base, mtype, cfg.dtype, trust_remote_code=cfg.trust_remote_code, device_map=cfg.device_map)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # training added a pad token
@@ -280,7 +310,6 @@ def merge(argv: Sequence[str] | None = None) -> dict:
     model = PeftModel.from_pretrained(model, str(student))
     model.eval()
 
-    sequences = check_inputs(prompt, tokenizer, records, cfg.check_max_tokens)
     adapter_logits = sequence_logits(model, sequences)
     with model.disable_adapter():
         # How far the adapter moves the base: agreement with an adapter that changes nothing proves little.
@@ -312,20 +341,17 @@ def merge(argv: Sequence[str] | None = None) -> dict:
     record.add_input("adapter_config", student / "adapter_config.json")
     if check_path:
         record.add_input("check_data", check_path)
-    record.add_template(prompt.name, tokenizer.chat_template if prompt.is_chat else prompt.template.source)
 
     merged.save_pretrained(str(out))  # safetensors; transformers 5 writes nothing else
     if list(out.glob("*.bin")) or not list(out.glob("*.safetensors")):
         raise TunelabError(f"{out}: the merged weights were not written as safetensors")
-    tokenizer.save_pretrained(str(out))
-    if mtype in VISION_CLASSES:
-        save_processor(student, base, out, cfg.trust_remote_code)
-    if not prompt.is_chat:
+    (processor if vision else tokenizer).save_pretrained(str(out))
+    if prompt is not None and not prompt.is_chat:
         shutil.copyfile(student / template, out / template)
     if is_tiny_random(base):  # the merged model still knows nothing; inference says so
         shutil.copyfile(Path(base) / TINY_MARKER, out / TINY_MARKER)
     (out / MODEL_INFO).write_text(json.dumps({
-        "task": info["task"], "base": info["base"], "adapter": False, "merged_from": info["base"],
+        "task": info["task"], "base": info["base"], "model_type": mtype, "adapter": False, "merged_from": info["base"],
         "adapter_source": str(student), "trained_quantization": info.get("quantization", "none"),
         "quantization": "none", "dtype": cfg.dtype, "template": info.get("template"),
         "template_version": info.get("template_version"), "tiny_random": is_tiny_random(base),

@@ -14,8 +14,11 @@ a file that does not parse always stops it, naming file and line.
 from __future__ import annotations
 
 import random
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import RecordError
 from ..prompts import StudentPrompt
@@ -35,9 +38,38 @@ class SFTData:
         self.skipped.append({"file": str(path), "line": line, "id": record_id, "reason": reason})
 
 
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
+
+
+def is_dataset_ref(ref: str | Path) -> bool:
+    """A hub dataset id (`tatsu-lab/alpaca`, optionally `:split`) or a local dataset folder."""
+    path = Path(ref)
+    return path.is_dir() or (not path.exists() and bool(_HUB_ID.match(str(ref))))
+
+
+def iter_data_objects(ref: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line or row number, record) from a .json/.jsonl file, a dataset folder, or a hub dataset.
+
+    Hub datasets load through `datasets.load_dataset` (split after a colon, default train), so
+    any id that works for `load_dataset` works here, with the user's cache and `HF_TOKEN`.
+    """
+    if not is_dataset_ref(ref):
+        yield from iter_json_objects(ref)
+        return
+    from datasets import load_dataset
+
+    name, _, split = str(ref).partition(":") if not Path(ref).is_dir() else (str(ref), "", "")
+    try:
+        dataset = load_dataset(name, split=split or "train")
+    except Exception as e:  # offline, gated, missing split: all a user error about this reference
+        raise RecordError(ref, None, f"cannot load the dataset: {type(e).__name__}: {e}") from None
+    for row, obj in enumerate(dataset, start=1):
+        yield row, dict(obj)
+
+
 def detect_format(path: str | Path) -> str:
     """`alpaca`, `chat` or `completion`, from the keys of the file's first record."""
-    for line, obj in iter_json_objects(path):
+    for line, obj in iter_data_objects(path):
         if isinstance(obj, dict):
             if "messages" in obj:
                 return "chat"
@@ -78,7 +110,7 @@ def load_sft_examples(paths: list[str | Path], prompt: StudentPrompt, tokenizer=
             raise RecordError(path, None, f"unknown data_format {fmt!r}; use one of {FORMATS}")
         if fmt == "chat" and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
             raise RecordError(path, None, "chat records need a model whose tokenizer has a chat template")
-        for i, (line, obj) in enumerate(iter_json_objects(path)):
+        for i, (line, obj) in enumerate(iter_data_objects(path)):
             rid = obj.get("id", f"{Path(path).stem}:{i}") if isinstance(obj, dict) else f"{Path(path).stem}:{i}"
             problem = validate(obj, fmt)
             example = _example(obj, fmt, prompt, tokenizer) if problem is None else problem

@@ -127,7 +127,7 @@ def finetune_sft(ctx) -> dict:
                           quantization_config, resolve_model)
     from ..paths import resolve_input
     from ..prompts import student_prompt
-    from .data import example_lengths, load_sft_examples, split_eval
+    from .data import example_lengths, is_dataset_ref, load_sft_examples, split_eval
     from .lora import lora_from_settings
     from .runner import early_stopping_callbacks, is_main_process, train_and_save
 
@@ -141,7 +141,7 @@ def finetune_sft(ctx) -> dict:
     else:
         record.add_template("chat_template", tokenizer.chat_template)
 
-    paths = [resolve_input(p) for p in dcfg.data]
+    paths = [p if is_dataset_ref(p) else resolve_input(p) for p in dcfg.data]
     for i, p in enumerate(paths):
         record.add_input(f"data[{i}]", p)
     loaded = load_sft_examples(paths, prompt, tokenizer, dcfg.data_format, bad_records=dcfg.bad_records)
@@ -149,7 +149,7 @@ def finetune_sft(ctx) -> dict:
     skipped = loaded.skipped
     evals = None
     if dcfg.eval_data:
-        eval_paths = [resolve_input(p) for p in dcfg.eval_data]
+        eval_paths = [p if is_dataset_ref(p) else resolve_input(p) for p in dcfg.eval_data]
         for i, p in enumerate(eval_paths):
             record.add_input(f"eval_data[{i}]", p)
         eval_loaded = load_sft_examples(eval_paths, prompt, tokenizer, dcfg.data_format, bad_records=dcfg.bad_records)

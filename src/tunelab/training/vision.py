@@ -183,7 +183,7 @@ def _example(obj: dict, fmt: ChatFormat, images: ImageChecker) -> dict | str:
     return {"prompt": prompt, "completion": completion, "images": paths, "image_sizes": sizes}
 
 
-def load_vision_examples(paths: list[Path], fmt: ChatFormat, images_root: Path | None = None,
+def load_vision_examples(paths: list[str | Path], fmt: ChatFormat, images_root: Path | None = None,
                          *, bad_records: str = "error") -> SFTData:
     """Read chat files into prompt/completion/images rows (ids, file and line kept).
 
@@ -193,7 +193,7 @@ def load_vision_examples(paths: list[Path], fmt: ChatFormat, images_root: Path |
     """
     data = SFTData()
     image_skips: list[dict] = []
-    for path in paths:
+    for path in map(Path, paths):
         if (found := detect_format(path)) != "chat":
             raise RecordError(path, None, f"{found} records: the LLaVA student trains on chat records "
                                           "({messages}), e.g. the generate stage's moderation_qa.chat.jsonl")
@@ -393,7 +393,7 @@ def finetune_vision(ctx) -> dict:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.activation_checkpointing))
-        pass  # keep_4bit_trainable_on_cpu(model)
+        keep_4bit_trainable_on_cpu(model)
     peft_config = None
     if mcfg.use_lora:
         peft_config = lora_from_settings(mcfg, mtype, "sft", "CAUSAL_LM")
