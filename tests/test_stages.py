@@ -179,7 +179,8 @@ def test_empty_predictions_are_an_error_unless_allowed(tmp_path, capsys):
     assert f"{path}:2: record b: empty prediction" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("script", ["generate/run.py", "finetune/train.py", "inference.py", "evaluate/score.py"])
+@pytest.mark.parametrize("script", ["generate/run.py", "finetune/train.py", "finetune/merge.py", "inference.py",
+                                    "evaluate/score.py"])
 def test_scripts_have_help(script, project_root):
     result = subprocess.run([sys.executable, str(project_root / script), "--help"], capture_output=True, text=True,
                             cwd=project_root, timeout=120)

@@ -2,6 +2,7 @@
 
     tunelab generate --config demo
     tunelab finetune --base meta-llama/Llama-2-7b-chat-hf --data data/alpaca_sample.json
+    tunelab merge --model runs/llama2-lora --output_dir runs/llama2-merged
     tunelab inference --config demo
     tunelab evaluate --config demo_text
     tunelab demo
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 SUBCOMMANDS = {
     "generate": ("tunelab.stages.generate", "build instruction data (python generate/run.py)"),
     "finetune": ("tunelab.stages.finetune", "fine-tune a student or classifier (python finetune/train.py)"),
+    "merge": ("tunelab.stages.merge", "merge a LoRA student into its base (python finetune/merge.py)"),
     "inference": ("tunelab.stages.infer", "answer a held-aside set (python inference.py)"),
     "evaluate": ("tunelab.stages.evaluate", "score text or a classifier (python evaluate/score.py)"),
     "demo": ("tunelab.stages.demo", "run every stage end to end on the embedded default"),
