@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, RecordError
 from ..records import iter_json_objects, validate, write_jsonl
-from .data import SFTData, detect_format, split_eval
+from .data import SFTData, detect_format, is_dataset_ref, split_eval
 
 TASK = "vision_sft"
 MODEL_CLASSES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
@@ -360,6 +360,10 @@ def finetune_vision(ctx) -> dict:
     images_root = resolve_input(vcfg.images_root) if vcfg.images_root else None
     if images_root is not None and not images_root.is_dir():
         raise ConfigError(f"images_root {vcfg.images_root}: no such folder")
+    for ref in dcfg.data + dcfg.eval_data:
+        if is_dataset_ref(ref):
+            raise ConfigError(f"data {ref}: a LLaVA student reads .json/.jsonl chat files whose image paths resolve "
+                              "under images_root, not dataset folders or hub datasets")
     paths = [resolve_input(p) for p in dcfg.data]
     for i, p in enumerate(paths):
         record.add_input(f"data[{i}]", p)
