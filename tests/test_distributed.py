@@ -1,8 +1,8 @@
 """Many processes: `accelerate launch` with the shipped configs in finetune/configs/accelerate/.
 
 Two real CPU ranks talk over gloo. `accelerate launch --cpu` or a MULTI_CPU config would start ONE
-process here (that path expects MPI); what starts two is a GPU config (ddp.yaml) with
-ACCELERATE_USE_CPU=1, so every run asserts the world size each rank saw, or it would prove nothing.
+process here (that path expects MPI); what starts two is a `distributed_type: MULTI_GPU` config
+(ddp.yaml) with ACCELERATE_USE_CPU=1, so every run asserts the world size each rank saw, or it would prove nothing.
 
 - ddp.yaml: one launch runs LoRA, then QLoRA (4-bit) SFT of the tiny Llama for 3 steps on both ranks
   (tests/helpers/dist_finetune.py; its probe writes what each rank saw).
@@ -34,7 +34,7 @@ EXPECTED = {  # config -> what it is to accelerate
 }
 STEPS = 3
 # A few steps of the shipped demo config on the shipped Alpaca sample, small enough for seconds.
-TRAIN_ARGS = ["--config", "demo_student", "--data", "data/alpaca_sample.json", "--max_examples", "32",
+TRAIN_ARGS = ["--config", "demo_student", "--data", str(PROJECT_ROOT / "data" / "alpaca_sample.json"), "--max_examples", "32",
               "--max_length", "128", "--per_device_train_batch_size", "2", "--max_steps", str(STEPS),
               "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"]
 
@@ -105,10 +105,12 @@ def assert_two_ranks_trained_together(ranks: list[dict], distributed_type: str) 
     assert r0["pid"] != r1["pid"]
     assert r0["first_batch"] != r1["first_batch"], "both ranks trained on the same examples"
     assert r0["forward_losses"] != r1["forward_losses"]
-    # what the trainer logs is the mean of the two ranks' losses, the same on both ranks
+    # what the trainer logs is the same on both ranks: the mean over both ranks' response tokens
     assert r0["logged_losses"] == r1["logged_losses"]
-    for logged, a, b in zip(r0["logged_losses"], r0["forward_losses"], r1["forward_losses"]):
-        assert logged == pytest.approx((a + b) / 2, rel=1e-5)
+    for step, logged in enumerate(r0["logged_losses"]):
+        (a, na), (b, nb) = [(r["forward_losses"][step], r["label_tokens"][step]) for r in ranks]
+        assert na > 0 and nb > 0
+        assert logged == pytest.approx((a * na + b * nb) / (na + nb), rel=1e-5)
     # gradients were averaged: both ranks end with the same adapter (they saw different data)
     assert r0["trainable_checksum"] == pytest.approx(r1["trainable_checksum"], rel=1e-12)
     assert r0["trainable_checksum_start"] == pytest.approx(r1["trainable_checksum_start"], rel=1e-12)

@@ -101,7 +101,7 @@ def torch_dtype(name: str):
 QUANTIZATIONS = ("none", "4bit", "8bit")
 
 
-def quantization_config(quantization: str, compute_dtype: str = "bfloat16"):
+def quantization_config(quantization: str, compute_dtype: str = "bfloat16", quant_storage: str | None = None):
     """bitsandbytes settings: 4-bit NF4 with double quantization (QLoRA's recipe) or 8-bit; None for none.
 
     4-bit fits a 70B model in about 40 GB and a 7B student in about 5 GB.
@@ -114,8 +114,18 @@ def quantization_config(quantization: str, compute_dtype: str = "bfloat16"):
 
     if quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True)
+    # quant_storage: FSDP shards tensors of one dtype, so sharded QLoRA stores 4-bit weights as the compute dtype
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=torch_dtype(compute_dtype))
+                              bnb_4bit_compute_dtype=torch_dtype(compute_dtype),
+                              bnb_4bit_quant_storage=torch_dtype(quant_storage) if quant_storage else None)
+
+
+def sharded_training() -> bool:
+    """accelerate launched FSDP or DeepSpeed ZeRO-3: the weights themselves are split across processes."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true":
+        return True
+    return (os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true"
+            and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
 
 
 def keep_4bit_trainable_on_cpu(model) -> int:

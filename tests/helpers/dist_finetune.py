@@ -7,8 +7,9 @@ Each `--` group is one call of `tunelab.stages.finetune.finetune` (the function 
 finetune/train.py), run one after the other in the same launched processes, so the slow imports
 and the process-group start are paid once. Every rank writes PROBE_DIR/run<I>/rank<R>.json with:
 the world size, rank and backend as torch.distributed, the trainer and accelerate see them; the
-loss of each of its own forward passes (before any averaging across ranks); the losses the
-trainer logged; a fingerprint of its first batch (the ranks must get different examples);
+loss of each of its own forward passes (the model's mean over this rank's response tokens, before
+any averaging across ranks) and how many tokens it averaged; the losses the trainer logged (TRL
+averages over all ranks' tokens); a fingerprint of its first batch (the ranks must get different examples);
 checksums of the trainable weights before and after training (they must change, and end equal
 on every rank: the gradients were averaged); how many 4-bit layers it trained on and how many
 parameters FSDP sharded (DTensors); and how often
@@ -62,7 +63,7 @@ def _checksum(model) -> tuple[float, int]:
 class RankProbe(TrainerCallback):
     def __init__(self, out_dir: Path):
         self.out_dir = out_dir
-        self.info: dict = {"forward_losses": [], "logged_losses": [], "first_batch": None}
+        self.info: dict = {"forward_losses": [], "label_tokens": [], "logged_losses": [], "first_batch": None}
         self._hook = None
         self._writes_before = dict(_RECORD_WRITES)
 
@@ -96,8 +97,11 @@ class RankProbe(TrainerCallback):
 
         def record(module, inputs, kw, output):
             loss = getattr(output, "loss", None)
+            labels = kw.get("labels")
             if loss is not None and module.training:
                 self.info["forward_losses"].append(float(loss.detach().float()))
+                # tokens this rank's loss averages over (labels are shifted by one inside the model)
+                self.info["label_tokens"].append(int(labels[:, 1:].ne(-100).sum()) if labels is not None else None)
             ids = kw.get("input_ids")
             if self.info["first_batch"] is None and ids is not None:
                 self.info["first_batch"] = [int(ids.shape[0]), int(ids.sum())]

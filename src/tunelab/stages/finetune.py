@@ -110,6 +110,9 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
         out = check_resumable_run(args.output_dir, record, ignore=("resume", "overwrite"))
     else:
         out = check_output_dir(args.output_dir, mcfg.overwrite)  # created once the data and model have loaded
+    from accelerate import PartialState
+
+    PartialState().wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
     ctx = FinetuneContext(model=mcfg, data=dcfg, classifier=ccfg, vision=vcfg, train=args, out=out, record=record,
                           callbacks=list(callbacks or []))
     if mcfg.task == "classify":

@@ -41,10 +41,18 @@ class SFTData:
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
 
 
+_DATA_FILE = (".json", ".jsonl", ".csv", ".tsv", ".gz", ".parquet")
+
+
 def is_dataset_ref(ref: str | Path) -> bool:
-    """A hub dataset id (`tatsu-lab/alpaca`, optionally `:split`) or a local dataset folder."""
+    """A hub dataset id (`tatsu-lab/alpaca`, optionally `:split`) or a local dataset folder.
+
+    A missing path that names a data file (`data/x.json`) is a missing file, not a hub id."""
     path = Path(ref)
-    return path.is_dir() or (not path.exists() and bool(_HUB_ID.match(str(ref))))
+    if path.is_dir():
+        return True
+    return (not path.exists() and bool(_HUB_ID.match(str(ref)))
+            and not str(ref).partition(":")[0].lower().endswith(_DATA_FILE))
 
 
 def iter_data_objects(ref: str | Path) -> Iterator[tuple[int, Any]]:

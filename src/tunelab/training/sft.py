@@ -44,6 +44,8 @@ class TrainConfig(SFTConfig):
         "help": "Stop after this many evaluations without improvement of metric_for_best_model (default eval_loss); "
                 "keeps the best checkpoint. Needs eval_data or eval_split."})
     early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest change that counts as improvement."})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={
+        "help": "DDP: search for parameters without gradients each step (an extra pass); LoRA uses all of its own."})
 
     def __post_init__(self):
         import torch
@@ -79,10 +81,14 @@ class TrainConfig(SFTConfig):
 
 
 def resolve_qlora_defaults(args: TrainConfig, quantization: str) -> None:
-    """QLoRA on CUDA: a paged 8-bit optimizer unless one was chosen (bitsandbytes' GPU kernels)."""
+    """QLoRA on CUDA: a paged 8-bit optimizer unless one was chosen (bitsandbytes' GPU kernels).
+
+    Not under FSDP / ZeRO-3, where bitsandbytes' paged optimizers do not work on sharded parameters."""
     import torch
 
-    if args.optim_auto and quantization != "none" and torch.cuda.is_available():
+    from ..models import sharded_training
+
+    if args.optim_auto and quantization != "none" and torch.cuda.is_available() and not sharded_training():
         from transformers.training_args import OptimizerNames
 
         args.optim = OptimizerNames.PAGED_ADAMW_8BIT
@@ -124,10 +130,10 @@ def build_sft_trainer(model, tokenizer, train_examples: list[dict], eval_example
 def finetune_sft(ctx) -> dict:
     """LoRA (or QLoRA, or full) SFT of a causal student; saves adapter, tokenizer and prompt format."""
     from ..models import (is_tiny_random, keep_4bit_trainable_on_cpu, load_causal_lm, load_tokenizer, model_type,
-                          quantization_config, resolve_model)
+                          quantization_config, resolve_model, sharded_training)
     from ..paths import resolve_input
     from ..prompts import student_prompt
-    from .data import example_lengths, is_dataset_ref, load_sft_examples, split_eval
+    from .data import example_lengths, load_sft_examples, split_eval
     from .lora import lora_from_settings
     from .runner import early_stopping_callbacks, is_main_process, train_and_save
 
@@ -141,7 +147,7 @@ def finetune_sft(ctx) -> dict:
     else:
         record.add_template("chat_template", tokenizer.chat_template)
 
-    paths = [p if is_dataset_ref(p) else resolve_input(p) for p in dcfg.data]
+    paths = [resolve_input(p) for p in dcfg.data]  # hub ids come back unchanged
     for i, p in enumerate(paths):
         record.add_input(f"data[{i}]", p)
     loaded = load_sft_examples(paths, prompt, tokenizer, dcfg.data_format, bad_records=dcfg.bad_records)
@@ -149,7 +155,7 @@ def finetune_sft(ctx) -> dict:
     skipped = loaded.skipped
     evals = None
     if dcfg.eval_data:
-        eval_paths = [p if is_dataset_ref(p) else resolve_input(p) for p in dcfg.eval_data]
+        eval_paths = [resolve_input(p) for p in dcfg.eval_data]
         for i, p in enumerate(eval_paths):
             record.add_input(f"eval_data[{i}]", p)
         eval_loaded = load_sft_examples(eval_paths, prompt, tokenizer, dcfg.data_format, bad_records=dcfg.bad_records)
@@ -174,13 +180,21 @@ def finetune_sft(ctx) -> dict:
         record.add_output("skipped_records", out / SKIPPED_RECORDS)
         print(f"finetune: {len(skipped)} record(s) left out; see {out / SKIPPED_RECORDS}")
 
-    quant = quantization_config(mcfg.quantization, mcfg.dtype if mcfg.dtype in ("bfloat16", "float16", "float32")
-                                else ("bfloat16" if args.bf16 else "float32"))
+    compute = mcfg.dtype if mcfg.dtype in ("bfloat16", "float16", "float32") else ("bfloat16" if args.bf16 else "float32")
+    # FSDP / ZeRO-3 shard the weights themselves: 4-bit weights must be stored in the compute dtype.
+    sharded_4bit = mcfg.quantization == "4bit" and sharded_training()
+    quant = quantization_config(mcfg.quantization, compute, quant_storage=compute if sharded_4bit else None)
     resolve_qlora_defaults(args, mcfg.quantization)
-    model = load_causal_lm(base, dtype=mcfg.dtype, trust_remote_code=args.trust_remote_code, quantization_config=quant)
+    model = load_causal_lm(base, dtype=compute if sharded_4bit else mcfg.dtype, trust_remote_code=args.trust_remote_code,
+                           quantization_config=quant)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
         model.resize_token_embeddings(len(tokenizer))
-    if quant is not None:
+    if sharded_4bit:  # FSDP flattens each layer into one tensor: no fp32 upcast of norms, unlike kbit preparation
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if args.activation_checkpointing:
+            model.enable_input_require_grads()
+    elif quant is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.activation_checkpointing))
