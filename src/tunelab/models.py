@@ -128,6 +128,34 @@ def sharded_training() -> bool:
             and os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3")
 
 
+def student_quantization(quantization: str, dtype: str, bf16: bool):
+    """(bitsandbytes config or None, dtype to load with, sharded 4-bit?) for a student's settings.
+
+    Compute runs in the weights dtype when one is named, else bf16 where mixed precision is on.
+    Under FSDP / ZeRO-3 the weights themselves are sharded, and FSDP shards tensors of one dtype,
+    so 4-bit weights are then stored in the compute dtype.
+    """
+    compute = dtype if dtype in ("bfloat16", "float16", "float32") else ("bfloat16" if bf16 else "float32")
+    sharded = quantization == "4bit" and sharded_training()
+    config = quantization_config(quantization, compute, quant_storage=compute if sharded else None)
+    return config, (compute if sharded else dtype), sharded
+
+
+def prepare_quantized_student(model, *, sharded: bool, activation_checkpointing: bool):
+    """Freeze a quantized model for LoRA on top (peft's k-bit preparation, or its sharded variant)."""
+    if sharded:  # FSDP flattens each layer into one tensor: no fp32 upcast of norms, unlike k-bit preparation
+        for p in model.parameters():
+            p.requires_grad_(False)
+        if activation_checkpointing:
+            model.enable_input_require_grads()
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=activation_checkpointing)
+    keep_4bit_trainable_on_cpu(model)
+    return model
+
+
 def keep_4bit_trainable_on_cpu(model) -> int:
     """Stop bitsandbytes repacking 4-bit weights for its CPU inference kernel; returns layers changed.
 

@@ -129,8 +129,8 @@ def build_sft_trainer(model, tokenizer, train_examples: list[dict], eval_example
 
 def finetune_sft(ctx) -> dict:
     """LoRA (or QLoRA, or full) SFT of a causal student; saves adapter, tokenizer and prompt format."""
-    from ..models import (is_tiny_random, keep_4bit_trainable_on_cpu, load_causal_lm, load_tokenizer, model_type,
-                          quantization_config, resolve_model, sharded_training)
+    from ..models import (is_tiny_random, load_causal_lm, load_tokenizer, model_type, prepare_quantized_student,
+                          resolve_model, student_quantization)
     from ..paths import resolve_input
     from ..prompts import student_prompt
     from .data import example_lengths, load_sft_examples, split_eval
@@ -180,25 +180,13 @@ def finetune_sft(ctx) -> dict:
         record.add_output("skipped_records", out / SKIPPED_RECORDS)
         print(f"finetune: {len(skipped)} record(s) left out; see {out / SKIPPED_RECORDS}")
 
-    compute = mcfg.dtype if mcfg.dtype in ("bfloat16", "float16", "float32") else ("bfloat16" if args.bf16 else "float32")
-    # FSDP / ZeRO-3 shard the weights themselves: 4-bit weights must be stored in the compute dtype.
-    sharded_4bit = mcfg.quantization == "4bit" and sharded_training()
-    quant = quantization_config(mcfg.quantization, compute, quant_storage=compute if sharded_4bit else None)
+    quant, load_dtype, sharded = student_quantization(mcfg.quantization, mcfg.dtype, args.bf16)
     resolve_qlora_defaults(args, mcfg.quantization)
-    model = load_causal_lm(base, dtype=compute if sharded_4bit else mcfg.dtype, trust_remote_code=args.trust_remote_code,
-                           quantization_config=quant)
+    model = load_causal_lm(base, dtype=load_dtype, trust_remote_code=args.trust_remote_code, quantization_config=quant)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
         model.resize_token_embeddings(len(tokenizer))
-    if sharded_4bit:  # FSDP flattens each layer into one tensor: no fp32 upcast of norms, unlike kbit preparation
-        for p in model.parameters():
-            p.requires_grad_(False)
-        if args.activation_checkpointing:
-            model.enable_input_require_grads()
-    elif quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.activation_checkpointing))
-        keep_4bit_trainable_on_cpu(model)
+    if quant is not None:
+        model = prepare_quantized_student(model, sharded=sharded, activation_checkpointing=bool(args.activation_checkpointing))
     peft_config = lora_from_settings(mcfg, model_type(base), "sft", "CAUSAL_LM") if mcfg.use_lora else None
     trainer = build_sft_trainer(model, tokenizer, train, evals, args, peft_config,
                                 callbacks=early_stopping_callbacks(args) + ctx.callbacks)

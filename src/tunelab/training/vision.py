@@ -341,8 +341,7 @@ def check_settings(dcfg, args) -> None:
 
 def finetune_vision(ctx) -> dict:
     """LoRA (or QLoRA, or full) SFT of a LLaVA student; saves adapter, processor and tunelab_model.json."""
-    from ..models import (is_tiny_random, keep_4bit_trainable_on_cpu, model_type, quantization_config,
-                          resolve_model)
+    from ..models import is_tiny_random, model_type, prepare_quantized_student, resolve_model, student_quantization
     from ..paths import resolve_input
     from .lora import lora_from_settings
     from .runner import early_stopping_callbacks, is_main_process, train_and_save
@@ -386,18 +385,14 @@ def finetune_vision(ctx) -> dict:
     if evals:
         evals, _, _ = fit_to_max_length(evals, processor, args.max_length, dcfg.overlength, skipped)
 
-    quant = quantization_config(mcfg.quantization, mcfg.dtype if mcfg.dtype in ("bfloat16", "float16", "float32")
-                                else ("bfloat16" if args.bf16 else "float32"))
+    quant, load_dtype, sharded = student_quantization(mcfg.quantization, mcfg.dtype, args.bf16)
     resolve_qlora_defaults(args, mcfg.quantization)
-    model = load_vision_model(base, mtype, dtype=mcfg.dtype, quantization_config=quant,
+    model = load_vision_model(base, mtype, dtype=load_dtype, quantization_config=quant,
                               trust_remote_code=args.trust_remote_code)
     if len(processor.tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
         model.resize_token_embeddings(len(processor.tokenizer))
     if quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=bool(args.activation_checkpointing))
-        keep_4bit_trainable_on_cpu(model)
+        model = prepare_quantized_student(model, sharded=sharded, activation_checkpointing=bool(args.activation_checkpointing))
     peft_config = None
     if mcfg.use_lora:
         peft_config = lora_from_settings(mcfg, mtype, "sft", "CAUSAL_LM")
