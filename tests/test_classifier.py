@@ -350,3 +350,20 @@ def test_bad_rows_are_skipped_into_the_run_folder_or_stop_the_run(tmp_path, caps
     assert finetune.main([*RUN, "--data", str(path), "--label_column", "label", "--labels", "neg", "pos",
                           "--bad_records", "error", "--max_steps", "1", "--output_dir", str(tmp_path / "strict")]) == 2
     assert f"{path}:3: empty text in column 'text'" in capsys.readouterr().err
+
+
+def test_lora_trains_every_new_head_module_in_full(tmp_path):
+    """A BERT checkpoint without a pooler (common in sentence-transformers exports) gets a new random pooler
+    under the new classifier: under LoRA it must train in full, not stay a frozen random projection."""
+    from transformers import BertConfig, BertModel
+
+    from tunelab.training.classifier import classifier_model
+
+    BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37),
+              add_pooling_layer=False).save_pretrained(tmp_path)
+    model = classifier_model(str(tmp_path), ("a", "b"), "single_label", finetune.ModelConfig(base=str(tmp_path)))
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    for head in ("pooler.dense", "classifier"):
+        assert any(f".{head}.modules_to_save." in n for n in trainable), head
+    assert any("query.lora_A" in n for n in trainable)
+    assert not any(n.endswith("query.base_layer.weight") for n in trainable)

@@ -236,7 +236,8 @@ def read_table_rows(path: str | os.PathLike, required: Iterable[str], *, column_
             for row in reader:
                 if None in row or any(v is None for v in row.values()):
                     # DictReader puts extra fields under None and fills missing ones with None
-                    fields = len(header) + len(row.get(None) or []) - sum(v is None for k, v in row.items() if k is not None)
+                    fields = (len(header) + len(row.get(None) or [])
+                              - sum(v is None for k, v in row.items() if k is not None))
                     bad(line + 1, f"row has {fields} fields, {'column_names' if column_names else 'the header'} "
                                   f"{len(header)}")
                 else:

@@ -305,8 +305,8 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
         raise RecordError(first["file"], first["line"], first["reason"] + more)
     if not texts:
         raise RecordError(", ".join(map(str, paths)), None, "no usable rows"
-                          + (f" ({len(skipped)} bad rows skipped; see the reasons with --bad_records error)"
-                             if skipped else "")
+                          + (f" ({len(skipped)} bad rows skipped, the first {skipped[0]['file']}:{skipped[0]['line']}: "
+                             f"{skipped[0]['reason']})" if skipped else "")
                           + (f" ({other_split} rows of other splits than {split_value!r})" if other_split else ""))
     return LabeledTexts(texts, targets, ids, labels, problem_type, skipped, other_split, label_source)
 
@@ -426,15 +426,44 @@ def _trainer_class():
 # ---- model, training, metrics --------------------------------------------------------------------
 
 def load_classifier_base(path: str, labels: tuple[str, ...], *, problem_type: str = "multi_label",
-                         trust_remote_code: bool = False):
-    """A sequence-classification model with a fresh head of len(labels) outputs."""
+                         trust_remote_code: bool = False, with_new_modules: bool = False):
+    """A sequence-classification model with a fresh head of len(labels) outputs.
+
+    `with_new_modules`: also return the names of the modules the checkpoint did not hold (the new
+    head: BERT's `classifier`, DistilBERT's `pre_classifier` and `classifier`, a missing pooler).
+    """
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(
+    model, loading = AutoModelForSequenceClassification.from_pretrained(
         path, num_labels=len(labels), problem_type=HF_PROBLEM_TYPES[problem_type],
         id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-        use_safetensors=True, trust_remote_code=trust_remote_code,
+        use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True,
     )
+    if not with_new_modules:
+        return model
+    return model, sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
+
+
+def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg, *, trust_remote_code: bool = False):
+    """The model to train: the encoder with a new head, wrapped in LoRA when `mcfg.use_lora`.
+
+    Under LoRA every newly initialised module is trained in full (`modules_to_save`): PEFT adds
+    `classifier`/`score` (and by suffix DistilBERT's `pre_classifier`) by itself, but the pooler that
+    BERT-style models get when the checkpoint has none (sentence-transformers exports) would
+    otherwise stay a frozen random projection.
+    """
+    from ..models import model_type
+    from .lora import lora_from_settings
+
+    model, new_modules = load_classifier_base(base, labels, problem_type=problem_type,
+                                              trust_remote_code=trust_remote_code, with_new_modules=True)
+    if not mcfg.use_lora:
+        return model
+    from peft import get_peft_model
+
+    config = lora_from_settings(mcfg, model_type(base), "classify", "SEQ_CLS")
+    config.modules_to_save = sorted(set(config.modules_to_save or []) | set(new_modules)) or None
+    return get_peft_model(model, config)
 
 
 def _dataset(data: LabeledTexts, tokenizer, max_length: int):
@@ -482,7 +511,8 @@ def build_classifier_trainer(model, tokenizer, train: LabeledTexts, evals: Label
         model=model, args=args, processing_class=tokenizer,
         train_dataset=_dataset(train, tokenizer, max_length),
         eval_dataset=_dataset(evals, tokenizer, max_length) if evals else None,
-        data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics_fn(train.labels, train.problem_type),
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics_fn(train.labels, train.problem_type),
         callbacks=callbacks, problem_type=train.problem_type, loss_weights=loss_weights,
         sample_weights=sample_weights(train) if balanced_sampling else None, sampler_seed=seed,
     )
@@ -574,10 +604,9 @@ def _effective_max_length(args, tokenizer) -> int:
 def finetune_classifier(ctx) -> dict:
     """Tune an encoder classifier; full fine-tuning or LoRA. Returns the run summary."""
     from ..metrics.classification import multilabel_metrics, tune_thresholds
-    from ..models import load_tokenizer, model_type, resolve_model
+    from ..models import load_tokenizer, resolve_model
     from ..paths import resolve_input
     from ..records import write_jsonl
-    from .lora import lora_from_settings
     from .runner import early_stopping_callbacks, is_main_process, train_and_save
     from .sft import SKIPPED_RECORDS
 
@@ -624,7 +653,8 @@ def finetune_classifier(ctx) -> dict:
         train = train.subset(i for i in range(len(train)) if i not in dropped)
         if not len(train):
             raise ConfigError(f"every training row is longer than max_length ({max_length}) and overlength is drop")
-    counts = train.y().sum(axis=0) if train.problem_type == "multi_label" else np.bincount(train.y(), minlength=len(train.labels))
+    y = train.y()
+    counts = y.sum(axis=0) if train.problem_type == "multi_label" else np.bincount(y, minlength=len(train.labels))
     absent = [label for label, n in zip(train.labels, counts) if n == 0]
     if absent:
         print(f"finetune: no training row has {absent[:10]}{' ...' if len(absent) > 10 else ''} "
@@ -633,12 +663,7 @@ def finetune_classifier(ctx) -> dict:
         print("finetune: the eval set is scored once after training; set eval_strategy (steps or epoch) "
               "for metrics during training")
 
-    model = load_classifier_base(base, train.labels, problem_type=train.problem_type,
-                                 trust_remote_code=args.trust_remote_code)
-    if mcfg.use_lora:
-        from peft import get_peft_model
-
-        model = get_peft_model(model, lora_from_settings(mcfg, model_type(base), "classify", "SEQ_CLS"))
+    model = classifier_model(base, train.labels, train.problem_type, mcfg, trust_remote_code=args.trust_remote_code)
     if skipped and is_main_process():  # written once data and model have loaded (the folder appears here)
         write_jsonl(out / SKIPPED_RECORDS, skipped)
         record.add_output("skipped_records", out / SKIPPED_RECORDS)
