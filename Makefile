@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tunelab-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo test clean-demo browser
 
 install: $(STAMP)
 
@@ -21,8 +21,21 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/tunelab demo
 
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -q
+
+# The report's browser test drives Debian's Chromium (never a downloaded browser): install it when
+# missing, with apt-get update only when the package lists can't provide it. TUNELAB_SKIP_BROWSER=1
+# skips both this and the test.
+CHROMIUM ?= /usr/bin/chromium
+APT_CHROMIUM := DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+browser:
+	@if [ "$${TUNELAB_SKIP_BROWSER:-}" = 1 ] || [ -x "$(CHROMIUM)" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "make: $(CHROMIUM) is missing; install Debian's chromium as root (apt-get install -y chromium)" \
+	       "or set TUNELAB_SKIP_BROWSER=1 to skip the browser test" >&2; exit 1; fi; \
+	echo "make: installing Debian's chromium for the report's browser test"; \
+	$(APT_CHROMIUM) || { apt-get update -qq && $(APT_CHROMIUM); }
 
 clean-demo:
 	rm -rf runs/demo
