@@ -1,83 +1,119 @@
-"""Classification scores with scikit-learn: multi-label (per-label thresholds) and single-label (argmax)."""
+"""Classification scores with scikit-learn: multi-label (per-label thresholds) and single-label (argmax),
+from probabilities (encoder classifiers) or from predicted labels (an LLM's parsed answers, with
+per-label scores where the backend gave them)."""
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 
+NO_ANSWER = -1  # single-label prediction of an example without a valid answer (refusal, unparseable)
+
+
+def _prf(y_true, y_pred, **kwargs) -> tuple[np.ndarray, ...]:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined precision of a never-predicted label is reported as 0
+        return precision_recall_fscore_support(y_true, y_pred, zero_division=0, **kwargs)
+
+
+def _averages(y_true, y_pred, **kwargs) -> dict:
+    return {avg: dict(zip(("precision", "recall", "f1"), map(float, _prf(y_true, y_pred, average=avg, **kwargs)[:3])))
+            for avg in ("micro", "macro")}
+
+
+def _ranking_scores(positive: np.ndarray, score: np.ndarray | None) -> tuple[float | None, float | None]:
+    """(ROC-AUC, PR-AUC as average precision) of one label; None where undefined (one class only,
+    or no scores). Average precision is sklearn's step-wise area, not a trapezoid."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    if score is None or not positive.any():
+        return None, None
+    ap = float(average_precision_score(positive, score))
+    return (float(roc_auc_score(positive, score)) if not positive.all() else None), ap
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def multilabel_scores(y_true: np.ndarray, y_pred: np.ndarray, labels, scores: np.ndarray | None = None) -> dict:
+    """Per-label precision/recall/F1/support/accuracy, the 2x2 counts (tn, fp, fn, tp) and, with `scores`,
+    ROC-AUC and PR-AUC (average precision); micro and macro averages; subset accuracy; Hamming loss.
+
+    `y_true`, `y_pred`: 0/1 matrices, one column per label. ROC-AUC is None for a label whose set holds
+    only one class, PR-AUC for a label without positives (both undefined there).
+    """
+    from sklearn.metrics import accuracy_score, hamming_loss, multilabel_confusion_matrix
+
+    y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
+    p, r, f, s = _prf(y_true, y_pred, average=None)
+    counts = multilabel_confusion_matrix(y_true, y_pred)  # per label [[tn, fp], [fn, tp]]
+    per_label = {}
+    for j, label in enumerate(labels):
+        (tn, fp), (fn, tp) = counts[j].tolist()
+        auc, ap = _ranking_scores(y_true[:, j], None if scores is None else np.asarray(scores)[:, j])
+        per_label[label] = {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j]),
+                            "accuracy": (tn + tp) / max(len(y_true), 1), "roc_auc": auc, "pr_auc": ap,
+                            "tn": tn, "fp": fp, "fn": fn, "tp": tp}
+    return {
+        "problem_type": "multi_label", "per_label": per_label, **_averages(y_true, y_pred),
+        "mean_roc_auc": _mean(v["roc_auc"] for v in per_label.values()),
+        "mean_pr_auc": _mean(v["pr_auc"] for v in per_label.values()),
+        "subset_accuracy": float(accuracy_score(y_true, y_pred)),
+        "hamming_loss": float(hamming_loss(y_true, y_pred)),
+        "examples": int(len(y_true)),
+    }
+
 
 def multilabel_metrics(y_true: np.ndarray, probs: np.ndarray, labels: tuple[str, ...] | list[str],
                        threshold: float | np.ndarray = 0.5) -> dict:
-    """Per-label precision/recall/F1/support and ROC-AUC; micro and macro averages; subset accuracy; Hamming loss.
+    """`multilabel_scores` of probabilities cut at `threshold` (one for all labels, or one per label)."""
+    probs = np.asarray(probs)
+    metrics = multilabel_scores(y_true, probs >= threshold, labels, probs)
+    metrics["threshold"] = threshold if np.isscalar(threshold) else list(map(float, threshold))
+    return metrics
 
-    ROC-AUC is None for a label whose test set holds only one class (it is undefined there).
+
+def singlelabel_scores(y_true: np.ndarray, y_pred: np.ndarray, labels, scores: np.ndarray | None = None) -> dict:
+    """Accuracy, per-class precision/recall/F1/support, micro and macro averages, the confusion matrix
+    (rows true, columns predicted) and, with `scores`, one-vs-rest ROC-AUC and PR-AUC per class.
+
+    `y_true`, `y_pred` hold class indices; a prediction of NO_ANSWER (-1) is wrong for its example and a
+    prediction of no class, so micro precision counts answered examples only while micro recall equals
+    accuracy. The matrix then gets a last row and column "(no answer)" (`confusion_matrix_labels`).
     """
-    from sklearn.metrics import accuracy_score, hamming_loss, precision_recall_fscore_support, roc_auc_score
+    from sklearn.metrics import accuracy_score, confusion_matrix
 
-    y_true = np.asarray(y_true).astype(int)
-    y_pred = (np.asarray(probs) >= threshold).astype(int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # undefined precision of a never-predicted label is reported as 0
-        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0)
-        averages = {avg: dict(zip(("precision", "recall", "f1"),
-                                  map(float, precision_recall_fscore_support(y_true, y_pred, average=avg,
-                                                                             zero_division=0)[:3])))
-                    for avg in ("micro", "macro")}
+    y_true, y_pred = np.asarray(y_true).astype(int), np.asarray(y_pred).astype(int)
+    k = list(range(len(labels)))
+    p, r, f, s = _prf(y_true, y_pred, labels=k, average=None)
     per_label = {}
-    aucs = []
     for j, label in enumerate(labels):
-        auc = None
-        if len(np.unique(y_true[:, j])) == 2:
-            auc = float(roc_auc_score(y_true[:, j], probs[:, j]))
-            aucs.append(auc)
+        auc, ap = _ranking_scores((y_true == j).astype(int), None if scores is None else np.asarray(scores)[:, j])
         per_label[label] = {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j]),
-                            "roc_auc": auc}
+                            "roc_auc": auc, "pr_auc": ap}
+    unanswered = int((y_pred == NO_ANSWER).sum())
+    matrix_labels = list(labels) + (["(no answer)"] if unanswered else [])
+    matrix = confusion_matrix(y_true, y_pred, labels=k + ([NO_ANSWER] if unanswered else []))
     return {
-        "per_label": per_label, **averages,
-        "mean_roc_auc": float(np.mean(aucs)) if aucs else None,
-        "subset_accuracy": float(accuracy_score(y_true, y_pred)),
-        "hamming_loss": float(hamming_loss(y_true, y_pred)),
-        "threshold": threshold if np.isscalar(threshold) else list(map(float, threshold)),
+        "problem_type": "single_label", "accuracy": float(accuracy_score(y_true, y_pred)),
+        "per_label": per_label, **_averages(y_true, y_pred, labels=k),
+        "mean_roc_auc": _mean(v["roc_auc"] for v in per_label.values()),
+        "mean_pr_auc": _mean(v["pr_auc"] for v in per_label.values()),
+        "confusion_matrix": matrix.tolist(), "confusion_matrix_labels": matrix_labels,
         "examples": int(len(y_true)),
     }
 
 
 def singlelabel_metrics(y_true: np.ndarray, probs: np.ndarray, labels: tuple[str, ...] | list[str]) -> dict:
-    """Accuracy, per-class precision/recall/F1/support, micro (= accuracy) and macro averages, the
-    confusion matrix (rows true, columns predicted) and one-vs-rest ROC-AUC per class.
-
-    `y_true` holds class indices; the prediction is the most probable class.
-    """
-    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support, roc_auc_score
-
-    y_true = np.asarray(y_true).astype(int)
+    """`singlelabel_scores` of the most probable class."""
     probs = np.asarray(probs)
-    y_pred = probs.argmax(axis=1)
-    k = list(range(len(labels)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=k, average=None, zero_division=0)
-        averages = {avg: dict(zip(("precision", "recall", "f1"),
-                                  map(float, precision_recall_fscore_support(y_true, y_pred, labels=k, average=avg,
-                                                                             zero_division=0)[:3])))
-                    for avg in ("micro", "macro")}
-    per_label, aucs = {}, []
-    for j, label in enumerate(labels):
-        positive = (y_true == j).astype(int)
-        auc = None
-        if 0 < positive.sum() < len(positive):
-            auc = float(roc_auc_score(positive, probs[:, j]))
-            aucs.append(auc)
-        per_label[label] = {"precision": float(p[j]), "recall": float(r[j]), "f1": float(f[j]), "support": int(s[j]),
-                            "roc_auc": auc}
-    return {
-        "problem_type": "single_label", "accuracy": float(accuracy_score(y_true, y_pred)),
-        "per_label": per_label, **averages,
-        "mean_roc_auc": float(np.mean(aucs)) if aucs else None,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=k).tolist(),
-        "examples": int(len(y_true)),
-    }
+    return singlelabel_scores(y_true, probs.argmax(axis=1), labels, probs)
 
 
 def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5) -> np.ndarray:
@@ -104,3 +140,31 @@ def tune_thresholds(y_true: np.ndarray, probs: np.ndarray, default: float = 0.5)
         below = probs[:, j][probs[:, j] < cut]
         thresholds[j] = (cut + float(below.max() if below.size else 0.0)) / 2
     return thresholds
+
+
+def headline(metrics: dict) -> dict:
+    """The few numbers that compare runs: accuracy (single-label) or subset accuracy and Hamming loss
+    (multi-label), micro/macro F1, mean ROC-AUC and PR-AUC where scores exist, and F1 per label."""
+    keys = ("accuracy",) if metrics.get("problem_type") == "single_label" else ("subset_accuracy", "hamming_loss")
+    out = {k: metrics[k] for k in keys}
+    out |= {"micro_f1": metrics["micro"]["f1"], "macro_f1": metrics["macro"]["f1"],
+            "mean_roc_auc": metrics.get("mean_roc_auc"), "mean_pr_auc": metrics.get("mean_pr_auc")}
+    out["f1"] = {label: v["f1"] for label, v in metrics["per_label"].items()}
+    return out
+
+
+def mean_std(runs: list[dict]) -> dict:
+    """Mean and sample standard deviation (ddof 1) of every number in a list of same-shaped dicts
+    (nested dicts too). A value missing (None) in any run is None; std is None for a single run."""
+    def combine(values):
+        if all(isinstance(v, dict) for v in values):
+            keys = [k for k in values[0] if all(k in v for v in values)]
+            parts = {k: combine([v[k] for v in values]) for k in keys}
+            return {"mean": {k: p["mean"] for k, p in parts.items()}, "std": {k: p["std"] for k, p in parts.items()}}
+        if any(v is None or isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):
+            return {"mean": None, "std": None}
+        arr = np.asarray(values, dtype=np.float64)
+        std = float(arr.std(ddof=1)) if len(arr) > 1 else None
+        return {"mean": float(arr.mean()), "std": std if std is None or not math.isnan(std) else None}
+
+    return combine(runs)
