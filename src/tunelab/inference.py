@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-from .teachers.base import SamplingParams
+from .teachers.base import AnswerGroups, SamplingParams, TeacherRequest, TeacherResponse, request_seed
 
 
 @dataclass
@@ -66,14 +66,16 @@ class PerRowSampler:
         return picked
 
 
-def generate_texts(model, tokenizer, prompts: Sequence[str], params: SamplingParams, *, batch_size: int = 8,
-                   add_special_tokens: bool = True, progress: bool = True, desc: str = "generate",
-                   seeds: Sequence[int] | None = None) -> list[Generation]:
-    """Continue each prompt. Results come back in input order.
+def iter_generations(model, tokenizer, prompts: Sequence[str], params: SamplingParams, *, batch_size: int = 8,
+                     add_special_tokens: bool = True, seeds: Sequence[int] | None = None
+                     ) -> Iterator[list[tuple[int, Generation]]]:
+    """Continue each prompt, yielding each batch's (index into `prompts`, generation) pairs as it finishes.
 
-    Prompts are sorted by length so each batch pads little; padding is on the left so every
-    continuation starts right after its own prompt. With `seeds` (one per prompt), sampling is
-    seeded per prompt and does not depend on the batching; without, the seed is set per batch.
+    Prompts are sorted by token length (longest first) so each batch pads little, and an
+    out-of-memory error, if any, comes at once; padding is on the left so every continuation
+    starts right after its own prompt, and the attention mask keeps pads out of every row's
+    attention and position ids. With `seeds` (one per prompt), sampling is seeded per prompt and
+    does not depend on the batching; without, the seed is set per batch.
     """
     import torch
     from transformers import LogitsProcessorList
@@ -85,29 +87,72 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], params: SamplingPar
     eos_ids = set(eos_ids if isinstance(eos_ids, list) else [eos_ids if eos_ids is not None else tokenizer.eos_token_id])
     kwargs = generation_kwargs(params, tokenizer)
     device = next(model.parameters()).device
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
+        torch.manual_seed(params.seed)
+        batch_kwargs = kwargs
+        if seeds is not None and kwargs["do_sample"]:
+            sampler = PerRowSampler([seeds[i] for i in batch], params, device)
+            batch_kwargs = {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
+                            "logits_processor": LogitsProcessorList([sampler])}
+        with torch.no_grad():
+            out = model.generate(**padded, **batch_kwargs)
+        new_tokens = out[:, padded["input_ids"].shape[1]:]
+        group = []
+        for row, i in enumerate(batch):
+            ids = new_tokens[row].tolist()
+            ended = next((k for k, t in enumerate(ids) if t in eos_ids), None)
+            ids = ids[:ended] if ended is not None else [t for t in ids if t != tokenizer.pad_token_id]
+            stopped = ended is not None or (params.stop and any(s in tokenizer.decode(ids) for s in params.stop))
+            group.append((i, Generation(
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                finish_reason="stop" if stopped or len(ids) < params.max_new_tokens else "length",
+                prompt_tokens=len(encoded[i]), completion_tokens=len(ids),
+            )))
+        yield group
+
+
+def generate_texts(model, tokenizer, prompts: Sequence[str], params: SamplingParams, *, batch_size: int = 8,
+                   add_special_tokens: bool = True, progress: bool = True, desc: str = "generate",
+                   seeds: Sequence[int] | None = None) -> list[Generation]:
+    """Continue each prompt (see `iter_generations`). Results come back in input order."""
     results: list[Generation | None] = [None] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            padded = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(device)
-            torch.manual_seed(params.seed)
-            batch_kwargs = kwargs
-            if seeds is not None and kwargs["do_sample"]:
-                sampler = PerRowSampler([seeds[i] for i in batch], params, device)
-                batch_kwargs = {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
-                                "logits_processor": LogitsProcessorList([sampler])}
-            with torch.no_grad():
-                out = model.generate(**padded, **batch_kwargs)
-            new_tokens = out[:, padded["input_ids"].shape[1]:]
-            for row, i in enumerate(batch):
-                ids = new_tokens[row].tolist()
-                ended = next((k for k, t in enumerate(ids) if t in eos_ids), None)
-                ids = ids[:ended] if ended is not None else [t for t in ids if t != tokenizer.pad_token_id]
-                stopped = ended is not None or (params.stop and any(s in tokenizer.decode(ids) for s in params.stop))
-                results[i] = Generation(
-                    text=tokenizer.decode(ids, skip_special_tokens=True),
-                    finish_reason="stop" if stopped or len(ids) < params.max_new_tokens else "length",
-                    prompt_tokens=len(encoded[i]), completion_tokens=len(ids),
-                )
-            bar.update(len(batch))
+        for group in iter_generations(model, tokenizer, prompts, params, batch_size=batch_size,
+                                      add_special_tokens=add_special_tokens, seeds=seeds):
+            for i, generation in group:
+                results[i] = generation
+            bar.update(len(group))
     return results  # type: ignore[return-value]
+
+
+class LoadedModelTeacher:
+    """An already loaded model (a base, or a base with its adapter) behind the `Teacher` protocol.
+
+    So inference drives an in-process model and a server (`OpenAICompatibleTeacher`, `VLLMTeacher`)
+    through one loop that stores each batch as it finishes. Requests carry rendered prompts: the
+    caller owns the prompt format. Sampling is seeded per request (`request_seed`), so an answer
+    depends on its prompt and the run's seed only, never on its batch-mates or on a resumed run's
+    different batches.
+    """
+
+    def __init__(self, model, tokenizer, *, name: str, batch_size: int = 8, add_special_tokens: bool = True):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.batch_size = batch_size
+        self.add_special_tokens = add_special_tokens
+        self.in_flight = 0
+
+    def answer(self, requests: Sequence[TeacherRequest], params: SamplingParams) -> AnswerGroups:
+        if any(r.prompt is None for r in requests):
+            raise ValueError("LoadedModelTeacher answers rendered prompts; render chat messages with the chat template first")
+        seeds = [request_seed(r, params) for r in requests]
+        self.in_flight = min(self.batch_size, len(requests))
+        try:
+            for group in iter_generations(self.model, self.tokenizer, [r.prompt for r in requests], params,
+                                          batch_size=self.batch_size, add_special_tokens=self.add_special_tokens,
+                                          seeds=seeds):
+                yield [(i, TeacherResponse(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens))
+                       for i, g in group]
+        finally:
+            self.in_flight = 0

@@ -2,43 +2,186 @@
 
     python inference.py --config demo
     python inference.py --model runs/llama2-lora --data data/alpaca_heldout.json --temperature 0.7 --top_k 50
+    python inference.py --config sweep --temperature 0 0.7 --top_k 0 50 --num_beams 1 4
+    python inference.py --model meta-llama/Llama-2-7b-chat-hf --backend openai --base_url http://localhost:8000/v1
+
+Decoding settings take lists; their grid is expanded into settings, each answered into its own
+file with the setting in every row. One setting writes `predictions.jsonl`; a sweep writes
+`predictions/<setting>.jsonl`, and either writes `sweep.json` (the index). Rows are appended,
+fsynced, as each batch finishes; a rerun of an unfinished run (or `--resume`) skips the ids
+already answered, and refuses when the settings differ. A finished file is rewritten in data order.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
+from ..errors import ConfigError, OutputExistsError, RecordError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
-from ..records import read_records, write_jsonl
-from ..runs import RunRecord, ensure_output_dir
+from ..records import append_jsonl, drop_partial_last_line, iter_json_objects, read_records, write_json, write_jsonl
+from ..runs import RunRecord, check_resumable_run
+from ..teachers.base import SamplingParams
 from .common import quiet_libraries, run_main
 
-PREDICTIONS = "predictions.jsonl"
+PREDICTIONS = "predictions.jsonl"  # the single-setting file; evaluate and the demo read it
+SWEEP_DIR = "predictions"  # a sweep's files: predictions/t0.7_k50_b1.jsonl
+SWEEP_INDEX = "sweep.json"
+BACKENDS = ("transformers", "openai", "vllm")
+# Decoding settings that take lists, in the order their grid is expanded.
+GRID_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty")
+# Settings a resumed run may change: they change how answers are fetched, never what they are.
+OPERATIONAL_FIELDS = ("resume", "overwrite", "batch_size", "base_url", "api_key_env", "max_in_flight", "timeout_s",
+                      "max_retries")
 
 
 @dataclass
 class InferenceConfig:
-    model: str = field(metadata={"help": "A finetune output folder (base + adapter), a merged model, a hub id or tunelab:tiny-llama."})
+    model: str = field(metadata={"help": "A finetune output folder (base + adapter), a merged model, a hub id or "
+                                         "tunelab:tiny-llama; for --backend openai, the model name the server serves."})
     data: str = field(default="data/alpaca_heldout.json", metadata={"help": "Alpaca records; 'output' is kept as the reference."})
-    output_dir: str = field(default="runs/inference", metadata={"help": f"Gets {PREDICTIONS}, config.yaml, provenance.json."})
+    output_dir: str = field(default="runs/inference", metadata={
+        "help": f"Gets {PREDICTIONS} (one setting) or {SWEEP_DIR}/*.jsonl (a sweep), {SWEEP_INDEX}, config.yaml, "
+                "provenance.json."})
     template: str | None = field(default=None, metadata={
         "help": "Prompt format: chat, a template in prompts/, or a path; default: the one saved with the model, "
-                "else the model's chat template, else alpaca_student."})
-    max_new_tokens: int = field(default=128)
-    temperature: float = field(default=0.0, metadata={"help": "0 = greedy (or beam search); > 0 samples."})
-    top_k: int = field(default=0, metadata={"help": "Sample from the k likeliest tokens; 0 = off."})
-    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling mass."})
-    num_beams: int = field(default=1, metadata={"help": "Beam search width (with temperature 0)."})
-    repetition_penalty: float = field(default=1.0)
-    seed: int = field(default=0)
-    batch_size: int = field(default=8, metadata={"help": "Prompts per generate() call."})
+                "else the model's chat template, else alpaca_student (servers: chat)."})
+    # Decoding: each takes one value or several; several make a sweep over their grid.
+    max_new_tokens: list[int] = field(default_factory=lambda: [128], metadata={
+        "help": "Answer length cap; a row cut by it has finish_reason 'length'."})
+    temperature: list[float] = field(default_factory=lambda: [0.0], metadata={
+        "help": "0 = greedy (or beam search); > 0 samples. Greedy ignores top_k and top_p, so those combinations "
+                "collapse into one setting."})
+    top_k: list[int] = field(default_factory=lambda: [0], metadata={"help": "Sample from the k likeliest tokens; 0 = off."})
+    top_p: list[float] = field(default_factory=lambda: [1.0], metadata={"help": "Nucleus sampling mass; 1 = off."})
+    num_beams: list[int] = field(default_factory=lambda: [1], metadata={
+        "help": "Beam search width, with temperature 0; a sweep skips beams > 1 with temperature > 0 (beam search "
+                "does not sample here)."})
+    repetition_penalty: list[float] = field(default_factory=lambda: [1.0], metadata={"help": "1 = off; > 1 discourages repeats."})
+    seed: int = field(default=0, metadata={
+        "help": "Sampling is seeded per example from this and the prompt (recorded in each row): an answer does "
+                "not depend on its batch."})
+    backend: str = field(default="transformers", metadata={
+        "help": "transformers (in process) | openai (any OpenAI-compatible server, e.g. vllm serve) | vllm "
+                "(in process, optional extra, CUDA, no adapters)."})
+    batch_size: int = field(default=8, metadata={
+        "help": "In-process prompts per generate() call, length-sorted: faster, more memory; answers do not change."})
+    base_url: str | None = field(default=None, metadata={"help": "openai backend: e.g. http://localhost:8000/v1."})
+    api_key_env: str | None = field(default=None, metadata={
+        "help": "openai backend: NAME of the environment variable holding the API key (never the key)."})
+    max_in_flight: int = field(default=32, metadata={"help": "openai backend: concurrent requests."})
+    timeout_s: float = field(default=300.0, metadata={"help": "openai backend: seconds before a request is retried."})
+    max_retries: int = field(default=6, metadata={"help": "openai backend: retries on 429/5xx/timeouts/drops."})
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per model."})
     limit: int | None = field(default=None, metadata={"help": "Answer only the first N examples."})
     dtype: str = field(default="auto")
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub. Off unless you trust it."})
+    resume: bool = field(default=False, metadata={
+        "help": "Continue a run in output_dir, finished or not, with the same settings (an unfinished run "
+                "continues without it)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
+
+    def __post_init__(self):
+        # A YAML scalar (`temperature: 0.7`) arrives as one value; the grid wants lists.
+        for name in GRID_FIELDS:
+            value = getattr(self, name)
+            setattr(self, name, list(value) if isinstance(value, (list, tuple)) else [value])
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the decoding grid: its file name and its parameters."""
+
+    name: str
+    params: SamplingParams
+
+    @property
+    def decoding(self) -> dict:
+        """The parameters as every row records them (JSON types: the stop tuple is a list)."""
+        return json.loads(json.dumps(asdict(self.params)))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def expand_grid(cfg: InferenceConfig) -> tuple[list[Setting], list[dict]]:
+    """The distinct settings of the decoding grid (every value checked first), and the combinations skipped with why.
+
+    Greedy decoding (temperature 0) ignores top_k and top_p, so they are reset to off and the
+    duplicates dropped. Beam search does not sample here, so temperature > 0 with beams > 1 is
+    skipped rather than run as a second, mislabelled copy of beam search.
+    """
+    check_values(cfg)
+    settings: dict[SamplingParams, str] = {}
+    skipped: list[dict] = []
+    for combo in itertools.product(*(getattr(cfg, f) for f in GRID_FIELDS)):
+        given = dict(zip(GRID_FIELDS, combo))
+        if given["temperature"] > 0 and given["num_beams"] > 1:
+            skipped.append({"setting": given, "reason": "temperature > 0 with num_beams > 1: beam search does not "
+                                                        "sample; use temperature 0 for beam search"})
+            continue
+        canonical = dict(given)
+        if canonical["temperature"] == 0:
+            canonical.update(top_k=0, top_p=1.0)
+        params = SamplingParams(**canonical, seed=cfg.seed)
+        if params in settings:
+            if canonical != given:
+                skipped.append({"setting": given, "reason": "greedy decoding ignores top_k and top_p: same as "
+                                                            f"{_name(params, cfg)}"})
+            continue
+        settings[params] = _name(params, cfg)
+    if not settings:
+        raise ConfigError("no decoding setting left to run: " + "; ".join(s["reason"] for s in skipped[:1]))
+    names = list(settings.values())
+    if len(set(names)) != len(names):  # e.g. 0.7 and 0.70000001 print alike
+        raise ConfigError(f"decoding settings that differ only below 6 significant digits: {sorted(names)}")
+    return [Setting(name, params) for params, name in settings.items()], skipped
+
+
+def _name(p, cfg: InferenceConfig) -> str:
+    """A readable file name: t, k and b always; p and rp when on; n when the grid varies it."""
+    name = f"t{_fmt(p.temperature)}_k{p.top_k}_b{p.num_beams}"
+    if p.top_p != 1.0:
+        name += f"_p{_fmt(p.top_p)}"
+    if p.repetition_penalty != 1.0:
+        name += f"_rp{_fmt(p.repetition_penalty)}"
+    if len(set(cfg.max_new_tokens)) > 1:
+        name += f"_n{p.max_new_tokens}"
+    return name
+
+
+def check_values(cfg: InferenceConfig) -> None:
+    def bad(name: str, rule: str, ok) -> None:
+        wrong = [v for v in getattr(cfg, name) if not ok(v)]
+        if wrong:
+            raise ConfigError(f"{name} must be {rule}, got {wrong[0]!r}")
+
+    bad("max_new_tokens", "at least 1", lambda v: v >= 1)
+    bad("temperature", "0 (greedy) or more", lambda v: v >= 0)
+    bad("top_k", "0 (off) or more", lambda v: v >= 0)
+    bad("top_p", "in (0, 1]", lambda v: 0 < v <= 1)
+    bad("num_beams", "at least 1", lambda v: v >= 1)
+    bad("repetition_penalty", "above 0", lambda v: v > 0)
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"unknown backend {cfg.backend!r}; choose from {', '.join(BACKENDS)}")
+    if cfg.batch_size < 1:
+        raise ConfigError("batch_size must be at least 1")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ConfigError("limit must be at least 1 (or unset for every example)")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("resume continues the run in output_dir; overwrite would replace it: choose one")
+    if cfg.backend != "transformers" and max(cfg.num_beams) > 1:
+        raise ConfigError(f"backend {cfg.backend} does not beam search (the OpenAI API and vLLM's sampling "
+                          "parameters have no beams); use --backend transformers for num_beams > 1")
+    if cfg.backend == "openai" and not cfg.base_url:
+        raise ConfigError("backend openai needs --base_url, e.g. http://localhost:8000/v1 (vllm serve's address)")
 
 
 def resolve_student(model: str) -> tuple[str, str | None, dict]:
@@ -48,12 +191,10 @@ def resolve_student(model: str) -> tuple[str, str | None, dict]:
     is the base; its info's `base` then names the folder (the original is kept as `merged_from`).
     """
     from ..models import resolve_model
-    from ..training.sft import MODEL_INFO
 
-    folder = Path(model)
-    info_path = folder / MODEL_INFO
-    if info_path.exists():
-        info = json.loads(info_path.read_text(encoding="utf-8")) | {"folder": str(folder)}
+    info = saved_model_info(model)
+    if info:
+        folder = Path(info["folder"])
         if info.get("adapter"):
             return resolve_model(info["base"]), str(folder), info
         if (folder / "config.json").exists():
@@ -62,61 +203,328 @@ def resolve_student(model: str) -> tuple[str, str | None, dict]:
     return resolve_model(model), None, {}
 
 
+def saved_model_info(model: str) -> dict:
+    """A tunelab model folder's tunelab_model.json (plus its `folder`), or {} for anything else."""
+    if not Path(model).is_dir():  # a hub id or a served name: no need to import the training code
+        return {}
+    from ..training.sft import MODEL_INFO
+
+    info_path = Path(model) / MODEL_INFO
+    if not info_path.exists():
+        return {}
+    return json.loads(info_path.read_text(encoding="utf-8")) | {"folder": str(model)}
+
+
+def prompt_format(cfg: InferenceConfig, info: dict, tokenizer):
+    """The student's prompt format: --template, else the one saved with the model, else a default.
+
+    Without a tokenizer (a server), `chat` and the default mean chat messages, which the server
+    renders with the model's own chat template.
+    """
+    from ..prompts import CHAT, StudentPrompt, student_prompt
+
+    saved = info.get("template")
+    if cfg.template:
+        ref = cfg.template
+    elif saved:
+        ref = saved if saved == CHAT else str(Path(info["folder"]) / saved)
+    else:
+        ref = "auto"
+    if tokenizer is None and ref in (CHAT, "auto"):
+        return StudentPrompt(CHAT)
+    return student_prompt(ref, tokenizer)
+
+
+@dataclass
+class Backend:
+    """What answers: a `Teacher` (in-process model or server client), the prompt format, and how rows name it."""
+
+    teacher: object
+    prompt: object  # StudentPrompt
+    tokenizer: object | None
+    model: str  # what rows record as the model
+    adapter: str | None
+    local_path: str | None  # the weights folder, when in process
+    renders_chat: bool  # True: the chat template is applied here, so requests carry rendered text
+
+    def request(self, record: dict):
+        from ..teachers.base import TeacherRequest
+
+        instruction, input_text = record["instruction"], record["input"]
+        if self.prompt.is_chat and not self.renders_chat:
+            return TeacherRequest(messages=self.prompt.messages(instruction, input_text))
+        return TeacherRequest(prompt=self.prompt.render(self.tokenizer, instruction, input_text))
+
+
+def make_backend(cfg: InferenceConfig, record: RunRecord) -> Backend:
+    """Load the model or connect the client; everything that can fail on a setting fails here."""
+    from ..teachers.factory import BACKENDS as TEACHER_BACKENDS
+
+    # The teacher factory's config shape, so inference builds servers' clients exactly as generate does.
+    teacher_cfg = SimpleNamespace(
+        teacher=cfg.model, teacher_backend=cfg.backend, teacher_dtype=cfg.dtype, teacher_base_url=cfg.base_url,
+        teacher_api_key_env=cfg.api_key_env, teacher_max_in_flight=cfg.max_in_flight, teacher_timeout_s=cfg.timeout_s,
+        teacher_max_retries=cfg.max_retries, teacher_tensor_parallel_size=cfg.tensor_parallel_size,
+        trust_remote_code=cfg.trust_remote_code)
+    if cfg.backend == "openai":
+        info = saved_model_info(cfg.model)  # a served tunelab folder still brings its prompt format
+        prompt = prompt_format(cfg, info, None)
+        teacher = TEACHER_BACKENDS["openai"](teacher_cfg)
+        record.models.update({"model": cfg.model, "adapter": None, "backend": "openai", "base_url": cfg.base_url})
+        _add_prompt(record, prompt, None)
+        return Backend(teacher, prompt, None, cfg.model, None, None, renders_chat=False)
+
+    from ..models import load_causal_lm_with_adapter, load_tokenizer
+
+    base, adapter, info = resolve_student(cfg.model)
+    record.models.update({"base": info.get("base", cfg.model), "adapter": adapter, "backend": cfg.backend})
+    tokenizer = load_tokenizer(adapter or base, trust_remote_code=cfg.trust_remote_code)
+    prompt = prompt_format(cfg, info, tokenizer)
+    _add_prompt(record, prompt, tokenizer)
+    if cfg.backend == "vllm":
+        if adapter:
+            raise ConfigError(f"backend vllm loads whole models; {cfg.model} is an adapter: merge it first "
+                              "(python finetune/merge.py --model ...), or serve it with `vllm serve <base> "
+                              "--enable-lora --lora-modules student=<folder>` and use --backend openai")
+        teacher = TEACHER_BACKENDS["vllm"](SimpleNamespace(**{**vars(teacher_cfg), "teacher": base}))
+        return Backend(teacher, prompt, tokenizer, record.models["base"], None, base, renders_chat=False)
+    from ..inference import LoadedModelTeacher
+
+    model = load_causal_lm_with_adapter(base, adapter, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    model.eval()
+    teacher = LoadedModelTeacher(model, tokenizer, name=record.models["base"], batch_size=cfg.batch_size,
+                                 add_special_tokens=prompt.tokenize_with_special_tokens)
+    return Backend(teacher, prompt, tokenizer, record.models["base"], adapter, base, renders_chat=True)
+
+
+def _add_prompt(record: RunRecord, prompt, tokenizer) -> None:
+    if not prompt.is_chat:
+        record.add_template(prompt.name, prompt.template.source)
+    elif tokenizer is not None and tokenizer.chat_template:
+        record.add_template(prompt.name, tokenizer.chat_template)
+    else:
+        record.templates[prompt.name] = "the server's chat template for the model"
+
+
+def read_examples(cfg: InferenceConfig) -> tuple[Path, list[dict]]:
+    """The Alpaca records to answer, each with an `id` (its index when the data has none), ids unique."""
+    path = resolve_input(cfg.data)
+    records = [r.data for r in read_records(path, "alpaca")][: cfg.limit]
+    if not records:
+        raise RecordError(path, None, "holds no Alpaca records to answer")
+    examples, seen = [], {}
+    for i, r in enumerate(records):
+        example = {**r, "id": r.get("id", str(i))}
+        key = _id_key(example["id"])
+        if key in seen:
+            raise RecordError(path, None, f"record #{i} has the id {example['id']!r} of record #{seen[key]}: ids key "
+                                          "the answers (a resumed run skips the ids it has), so they must be unique")
+        seen[key] = i
+        examples.append(example)
+    return path, examples
+
+
+def _id_key(value) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def prediction_path(out: Path, setting: Setting, sweep: bool) -> Path:
+    return out / SWEEP_DIR / f"{setting.name}.jsonl" if sweep else out / PREDICTIONS
+
+
+def _prediction_files(out: Path) -> list[Path]:
+    files = [out / PREDICTIONS] + sorted((out / SWEEP_DIR).glob("*.jsonl"))
+    return [p for p in files if p.is_file()]
+
+
+def prepare_output(cfg: InferenceConfig, record: RunRecord) -> tuple[Path, bool]:
+    """Check output_dir before any slow work; returns (folder, whether earlier rows will be kept).
+
+    Fresh or empty: start. --overwrite: the earlier outputs go. A folder with rows and a
+    config.yaml is continued when the run never finished (no provenance.json) or with --resume,
+    and refused when its settings differ. A run that died before its first row starts over.
+    """
+    out = Path(cfg.output_dir)
+    if not out.exists() or not any(out.iterdir()):
+        return out, False
+    if cfg.overwrite:
+        return out, False  # cleared once the model has loaded, so a failed start costs nothing
+    finished = (out / "provenance.json").exists()
+    has_rows = any(p.stat().st_size for p in _prediction_files(out))
+    if (out / "config.yaml").exists() and not finished and not has_rows:
+        return out, False  # died before answering anything: nothing to keep
+    if finished and not cfg.resume:
+        raise OutputExistsError(f"output folder {out} holds a finished run; pass --overwrite to replace its outputs "
+                                "(or --resume to check it and fill in anything missing)")
+    if not (out / "config.yaml").exists() and not cfg.resume:
+        raise OutputExistsError(f"output folder {out} already exists and is not empty; pass --overwrite to replace "
+                                "its outputs")
+    check_resumable_run(out, record, ignore=OPERATIONAL_FIELDS)
+    return out, True
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove what an earlier run of this stage wrote here (and nothing else)."""
+    for path in [*_prediction_files(out), out / SWEEP_INDEX, out / "provenance.json", out / "config.yaml"]:
+        path.unlink(missing_ok=True)
+    if (out / SWEEP_DIR).is_dir() and not any((out / SWEEP_DIR).iterdir()):
+        (out / SWEEP_DIR).rmdir()
+
+
+def lock_folder(out: Path) -> int:
+    """An exclusive lock on the folder itself (no lock file): two runs appending to one file would duplicate rows."""
+    import fcntl
+
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise ConfigError(f"another inference run is writing to {out}; wait for it or use another output_dir") from None
+    return fd
+
+
+def load_done(path: Path, setting: Setting, known: set[str]) -> dict[str, dict]:
+    """Rows already in a predictions file, by id; a row made with other settings is refused."""
+    done: dict[str, dict] = {}
+    if not path.exists():
+        return done
+    drop_partial_last_line(path)  # a row cut by a kill mid-write: that example is answered again
+    expected = setting.decoding
+    for line, row in iter_json_objects(path):
+        if not isinstance(row, dict) or "id" not in row or "prediction" not in row:
+            raise RecordError(path, line, "not a predictions row (needs id and prediction); remove the line or "
+                                          "rerun with --overwrite")
+        if row.get("decoding") != expected:
+            raise RecordError(path, line, f"row {row['id']!r} was made with other decoding settings "
+                                          f"({row.get('decoding')}, this run: {expected}); use another output_dir "
+                                          "or --overwrite")
+        key = _id_key(row["id"])
+        if key not in known:
+            raise RecordError(path, line, f"row {row['id']!r} answers an id that is not in the data; the data or "
+                                          "--limit changed: use another output_dir or --overwrite")
+        done.setdefault(key, row)
+    return done
+
+
+def file_stats(rows: Sequence[dict]) -> dict:
+    return {"rows": len(rows), "empty_predictions": sum(bool(r.get("empty")) for r in rows),
+            "cut_by_length": sum(r.get("finish_reason") == "length" for r in rows),
+            "errors": sum(r.get("finish_reason") == "error" for r in rows)}
+
+
 def infer(argv: Sequence[str] | None = None) -> dict:
     from ..config import parse_config
-    from ..inference import generate_texts
-    from ..models import is_tiny_random, load_causal_lm_with_adapter, load_tokenizer
-    from ..prompts import student_prompt
-    from ..teachers.base import SamplingParams
+    from ..models import is_tiny_random
+    from ..teachers.base import TeacherError, request_seed
+    from ..teachers.cache import RequestProgress
 
     (cfg,), config_file = parse_config(
         (InferenceConfig,), argv, configs_dir=STAGE_CONFIG_DIRS["inference"], prog="inference.py",
-        description="Answer a held-aside set with a (tuned) model and chosen decoding settings.")
+        description="Answer a held-aside set with a (tuned) model and chosen decoding settings; lists of settings "
+                    "sweep their grid.")
+    settings, skipped = expand_grid(cfg)
     quiet_libraries()
-    data_path = resolve_input(cfg.data)
-    records = read_records(data_path, "alpaca")[: cfg.limit]
-    out = ensure_output_dir(cfg.output_dir, cfg.overwrite)
-    record = RunRecord(out, "inference", [cfg], config_file)
+    data_path, examples = read_examples(cfg)
+    record = RunRecord(cfg.output_dir, "inference", [cfg], config_file)
     record.add_input("data", data_path)
-
-    base, adapter, info = resolve_student(cfg.model)
-    record.models.update({"base": info.get("base", cfg.model), "adapter": adapter})
-    tokenizer = load_tokenizer(adapter or base, trust_remote_code=cfg.trust_remote_code)
-    saved = info.get("template")
-    if cfg.template:
-        template_ref = cfg.template
-    elif saved:
-        template_ref = saved if saved == "chat" else str(Path(info["folder"]) / saved)
-    else:
-        template_ref = "auto"
-    prompt = student_prompt(template_ref, tokenizer)
-    record.add_template(prompt.name, tokenizer.chat_template if prompt.is_chat else prompt.template.source)
-    model = load_causal_lm_with_adapter(base, adapter, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
-    model.eval()
-    params = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
-                            top_k=cfg.top_k, num_beams=cfg.num_beams, repetition_penalty=cfg.repetition_penalty,
-                            seed=cfg.seed)
-    prompts = [prompt.render(tokenizer, r["instruction"], r["input"]) for r in records]
-    generations = generate_texts(model, tokenizer, prompts, params, batch_size=cfg.batch_size, desc="inference",
-                                 add_special_tokens=prompt.tokenize_with_special_tokens)
-    decoding = asdict(params)
-    rows = [{
-        "id": r.get("id", str(i)), "instruction": r["instruction"], "input": r["input"], "reference": r["output"],
-        "prediction": g.text, "finish_reason": g.finish_reason, "prompt_tokens": g.prompt_tokens,
-        "completion_tokens": g.completion_tokens, "model": record.models["base"], "adapter": adapter,
-        "decoding": decoding,
-    } for i, (r, g) in enumerate(zip(records, generations, strict=True))]
-    write_jsonl(out / PREDICTIONS, rows)
-    record.add_output("predictions", out / PREDICTIONS)
-    tiny = is_tiny_random(base)
-    if tiny:
-        record.notes["model"] = "tiny random model: its answers are noise"
-    record.write()
-    summary = {"examples": len(rows), "empty_predictions": sum(not r["prediction"].strip() for r in rows),
-               "cut_by_length": sum(r["finish_reason"] == "length" for r in rows), "tiny_random_model": tiny}
+    out, resuming = prepare_output(cfg, record)
+    backend = make_backend(cfg, record)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = lock_folder(out)
+    try:
+        if not resuming:
+            clear_outputs(out)
+        elif (out / SWEEP_INDEX).exists():  # same path is not same data: the index holds its hash
+            then = json.loads((out / SWEEP_INDEX).read_text(encoding="utf-8")).get("data")
+            if then != record.inputs["data"]:
+                raise ConfigError(f"cannot resume {out}: the data changed since its rows were written ({then} then, "
+                                  f"{record.inputs['data']} now); use another output_dir or --overwrite")
+        record.write_config()  # first, so a killed run is recognised (and its settings checked) on rerun
+        sweep = len(settings) > 1
+        known = {_id_key(e["id"]) for e in examples}
+        requests = [backend.request(e) for e in examples]
+        done = {s.name: load_done(prediction_path(out, s, sweep), s, known) for s in settings}
+        resumed = sum(len(d) for d in done.values())
+        index = {
+            "backend": cfg.backend, "model": backend.model, "adapter": backend.adapter, "data": record.inputs["data"],
+            "examples": len(examples), "prompt_format": backend.prompt.name,
+            "grid": {f: getattr(cfg, f) for f in GRID_FIELDS} | {"seed": cfg.seed},
+            "settings": [{"name": s.name, "file": str(prediction_path(out, s, sweep).relative_to(out)),
+                          "decoding": s.decoding, "complete": False, **file_stats(list(done[s.name].values()))}
+                         for s in settings],
+            "skipped": skipped,
+        }
+        write_json(out / SWEEP_INDEX, index)
+        progress = RequestProgress(len(settings) * len(examples), "inference")
+        progress.bar.update(resumed)
+        try:
+            for s, entry in zip(settings, index["settings"], strict=True):
+                path = prediction_path(out, s, sweep)
+                rows = done[s.name]
+                todo = [i for i, e in enumerate(examples) if _id_key(e["id"]) not in rows]
+                progress.counts.update(setting=s.name, empty=progress.counts.get("empty", 0))
+                started = time.monotonic()
+                if todo:
+                    groups = backend.teacher.answer([requests[i] for i in todo], s.params)
+                    for group in groups:
+                        new = []
+                        for j, response in group:
+                            i = todo[j]
+                            new.append(make_row(examples[i], response, s, backend,
+                                                request_seed(requests[i], s.params)))
+                        append_jsonl(path, new)  # fsynced: a kill loses only the batch in flight
+                        for row in new:
+                            rows[_id_key(row["id"])] = row
+                        progress.counts["empty"] += sum(r["empty"] for r in new)
+                        progress.update(len(new), sum(r["completion_tokens"] for r in new),
+                                        getattr(backend.teacher, "in_flight", 0))
+                # Complete: rewritten in data order, so a resumed run's file equals an uninterrupted one's.
+                ordered = [rows[_id_key(e["id"])] for e in examples]
+                write_jsonl(path, ordered)
+                entry.update(complete=True, seconds=round(time.monotonic() - started, 2), **file_stats(ordered))
+                write_json(out / SWEEP_INDEX, index)
+                record.add_output(s.name if sweep else "predictions", path)
+        except TeacherError as e:
+            saved = sum(len(d) for d in done.values())
+            raise TeacherError(f"{e}\n{saved} answers are saved in {out}; rerun the same command to continue") from e
+        finally:
+            progress.close()
+        record.add_output("sweep", out / SWEEP_INDEX)
+        tiny = bool(backend.local_path) and is_tiny_random(backend.local_path)
+        if tiny:
+            record.notes["model"] = "tiny random model: its answers are noise"
+        if retries := getattr(backend.teacher, "retries", None):
+            record.notes["retries"] = dict(retries)
+        summary = {
+            "examples": len(examples), "settings": len(settings), "skipped_settings": len(skipped),
+            **{k: sum(e[k] for e in index["settings"]) for k in ("rows", "empty_predictions", "cut_by_length", "errors")},
+            "resumed_rows": resumed, "tiny_random_model": tiny,
+            "per_setting": {e["name"]: {k: e[k] for k in ("file", "empty_predictions", "cut_by_length", "errors")}
+                            for e in index["settings"]},
+        }
+        record.notes["summary"] = {k: v for k, v in summary.items() if k != "per_setting"}
+        record.write()  # last: its presence marks the run finished
+    finally:
+        os.close(lock)
     print(json.dumps(summary, indent=2))
-    print(f"inference: answers in {out / PREDICTIONS}")
+    where = out / SWEEP_DIR if sweep else out / PREDICTIONS
+    print(f"inference: {len(settings)} setting(s), answers in {where}" + (f" (index: {out / SWEEP_INDEX})" if sweep else ""))
     return summary
+
+
+def make_row(example: dict, response, setting: Setting, backend: Backend, seed: int) -> dict:
+    """One answer for people to read, with everything that made it. An empty answer is flagged, not an error."""
+    row = {
+        "id": example["id"], "instruction": example["instruction"], "input": example["input"],
+        "reference": example["output"], "prediction": response.text, "empty": not response.text.strip(),
+        "finish_reason": response.finish_reason, "prompt_tokens": response.prompt_tokens,
+        "completion_tokens": response.completion_tokens, "model": backend.model, "adapter": backend.adapter,
+        "setting": setting.name, "seed": seed, "decoding": setting.decoding,
+    }
+    if response.error:  # the server refused this one request (e.g. prompt too long): kept, and counted
+        row["error"] = response.error
+    return row
 
 
 def main(argv: Sequence[str] | None = None) -> int:
