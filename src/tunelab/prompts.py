@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,13 @@ import jinja2
 from .errors import ConfigError
 from .paths import PROMPTS_DIR
 from .runs import sha256_text
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(source: str) -> jinja2.Template:
+    """Compile a template once: rendering 52k Alpaca records must not recompile it 52k times."""
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
+    return env.from_string(source)
 
 
 @dataclass(frozen=True)
@@ -28,9 +36,8 @@ class Template:
         return self.sha256[:12]
 
     def render(self, **variables) -> str:
-        env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
         try:
-            return env.from_string(self.source).render(**variables)
+            return _compiled(self.source).render(**variables)
         except jinja2.UndefinedError as e:
             raise ConfigError(f"template {self.path}: {e.message}") from None
 

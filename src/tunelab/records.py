@@ -116,14 +116,16 @@ def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     if not text[pos:pos + 1] == "[":
         raise RecordError(path, 1, "expected a JSON array of records ('[' ... ']')")
     pos += 1
+    line, counted_to = 1, 0  # newlines are counted incrementally: linear in the file, not quadratic
     while True:
         while pos < len(text) and text[pos] in " \t\r\n,":
             pos += 1
+        line += text.count("\n", counted_to, pos)
+        counted_to = pos
         if pos >= len(text):
-            raise RecordError(path, text.count("\n", 0, pos) + 1, "truncated JSON: the array is never closed")
+            raise RecordError(path, line, "truncated JSON: the array is never closed")
         if text[pos] == "]":
             return
-        line = text.count("\n", 0, pos) + 1
         try:
             obj, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as e:

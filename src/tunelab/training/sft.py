@@ -29,15 +29,15 @@ class TrainConfig(SFTConfig):
         "help": "tensorboard (logs in output_dir/runs), wandb, none, ...; a PNG of the curves is always written."})
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the response and EOS only."})
     packing: bool = field(default=False, metadata={
-        "help": "Pack examples into rows of max_length (packing_strategy bfd: best-fit decreasing, no example split). "
-                "Each example keeps its own positions and attention (padding-free) and its loss mask; far less "
-                "padding, so fewer steps per epoch. Needs sdpa, eager, flex or flash attention."})
+        "help": "Pack examples whole into rows of max_length (packing_strategy bfd: best-fit decreasing; a longer "
+                "example is truncated). Each keeps its own positions, attention (padding-free) and loss mask; "
+                "about 98%% real tokens instead of about 55%% on Alpaca. Needs sdpa, eager, flex or flash attention."})
     optim: str = field(default="auto", metadata={
         "help": "auto: paged 8-bit AdamW for QLoRA on CUDA (optimizer state off the GPU's peak), fused AdamW otherwise; "
                 "or any transformers optimizer name."})
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})
     activation_checkpointing: bool | None = field(default=None, metadata={
-        "help": "Recompute activations in backward: much less memory, about 20% slower. Default: on with CUDA."})
+        "help": "Recompute activations in backward: much less memory, about 20%% slower. Default: on with CUDA."})
     disable_tqdm: bool | None = field(default=False, metadata={"help": "Hide the progress bar."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir (for --resume)."})
     early_stopping_patience: int | None = field(default=None, metadata={
