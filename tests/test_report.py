@@ -429,3 +429,15 @@ def test_classification_report_in_chromium(browser, classification_eval, tmp_pat
         page.close()
     assert not problems, problems
     assert all(u.startswith(("file:", "data:")) for u in requests), requests
+
+
+def test_every_evaluation_writes_its_report(tmp_path):
+    from tunelab.stages import evaluate
+
+    path = tmp_path / "p.jsonl"
+    path.write_text('{"id": "a", "prediction": "the cat sat", "reference": "the cat sat down"}\n'
+                    '{"id": "b", "prediction": "<b>bold</b>", "reference": "a dog"}\n')
+    evaluate.score(["--task", "text", "--predictions", str(path), "--output_dir", str(tmp_path / "s"),
+                    "--bootstrap_resamples", "50"])
+    html = (tmp_path / "s/report.html").read_text()
+    assert "&lt;b&gt;bold" in html or "\\u003cb\\u003ebold" in html

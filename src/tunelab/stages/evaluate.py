@@ -554,8 +554,11 @@ def score(argv: Sequence[str] | None = None) -> dict:
     write_json(out / "scores.json", scores)
     record.add_output("scores", out / "scores.json")
     record.write()
+    from ..report import write_report
+
+    report = write_report(out)  # derived from the files above; rewritten by `python -m tunelab.report`
     print(json.dumps(_headline(cfg.task, scores), indent=2))
-    print(f"evaluate: scores in {out / 'scores.json'}")
+    print(f"evaluate: scores in {out / 'scores.json'}; report for people in {report}")
     return scores
 
 
