@@ -248,3 +248,67 @@ def test_base_adapter_and_merged_models_answer_with_their_own_names(student, tmp
     assert found["adapter"][0]["prompt_tokens"] != found["base"][0]["prompt_tokens"]
     with pytest.raises(ConfigError, match="merge it first"):
         infer.infer(["--model", str(adapter), "--backend", "vllm", "--output_dir", str(tmp_path / "v")])
+
+
+def test_label_probabilities_are_the_models_own_next_token_probabilities(tiny_llama):
+    import math
+
+    import torch
+
+    from tunelab.inference import continuation_ids, label_probabilities, label_slot_prefixes
+    from tunelab.models import load_causal_lm, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_llama)
+    model = load_causal_lm(tiny_llama, dtype="float32").eval()
+    labels = ("toxic", "insult", "identity_hate")
+    prompts = ["Classify: you are awful\n", "Classify: a much longer comment about the weather today\n"]
+    answers = ["toxic, insult", "I cannot classify this."]
+    assert label_slot_prefixes(answers[0], 4) == ["", "toxic, "]
+    assert label_slot_prefixes("a; b and c\nd", 3) == ["", "a; ", "a; b and "]
+
+    def by_hand(prompt, prefix, label):  # one sequence, one token at a time
+        context, cont = continuation_ids(tokenizer, prefix, label)
+        assert tokenizer.decode(context + cont) == prefix + label
+        ids = tokenizer(prompt)["input_ids"] + context
+        logprob = 0.0
+        for token in cont:
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+            logprob += float(torch.log_softmax(logits.float(), -1)[token])
+            ids.append(token)
+        return math.exp(logprob)
+
+    expected = [{label: max(by_hand(p, prefix, label) for prefix in label_slot_prefixes(a, 4)) for label in labels}
+                for p, a in zip(prompts, answers)]
+    for batch_size in (1, 5):  # right padding in a batch changes nothing
+        got = label_probabilities(model, tokenizer, prompts, answers, labels, batch_size=batch_size)
+        for g, e in zip(got, expected):
+            assert g.keys() == e.keys()
+            assert all(0 < g[k] <= 1 and g[k] == pytest.approx(e[k], rel=1e-4) for k in labels)
+
+
+def test_label_probs_flow_from_inference_into_roc_curves(tmp_path):
+    from tunelab.stages import evaluate
+
+    comments = [("you idiot", "toxic, insult"), ("nice day", "none"), ("I will hurt you", "toxic, threat"),
+                ("thanks a lot", "none"), ("shut up you fool", "toxic, insult"), ("great post", "none")]
+    data = tmp_path / "moderation.json"
+    data.write_text(json.dumps([{"id": f"c{i}", "instruction": "Which categories apply?", "input": text,
+                                 "output": labels} for i, (text, labels) in enumerate(comments)]))
+    out = tmp_path / "answers"
+    infer.infer(["--model", "tunelab:tiny-llama", "--data", str(data), "--max_new_tokens", "4",
+                 "--label_probs", "jigsaw", "--output_dir", str(out)])
+    answered = rows(out / "predictions.jsonl")
+    jigsaw = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
+    assert all(list(r["label_probs"]) == jigsaw and all(0 < p < 1 for p in r["label_probs"].values())
+               for r in answered)
+    assert json.loads((out / "sweep.json").read_text())["label_probs"]["labels"] == jigsaw
+    scores = evaluate.score(["--task", "classification", "--predictions", str(out / "predictions.jsonl"),
+                             "--taxonomy", "jigsaw", "--allow_empty_predictions", "true",
+                             "--output_dir", str(tmp_path / "scores")])
+    assert scores["scores_from"] == "label_probs"
+    assert 0 <= scores["per_label"]["toxic"]["roc_auc"] <= 1
+    assert (tmp_path / "scores/roc_curves.png").is_file() and (tmp_path / "scores/pr_curves.png").is_file()
+    with pytest.raises(ConfigError, match="only --backend transformers"):
+        infer.infer(["--model", "m", "--backend", "openai", "--base_url", "http://localhost:1/v1",
+                     "--data", str(data), "--label_probs", "jigsaw", "--output_dir", str(tmp_path / "x")])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -156,3 +158,82 @@ class LoadedModelTeacher:
                        for i, g in group]
         finally:
             self.in_flight = 0
+
+
+# Where a label can begin in a written label list: the answer's start, and after each separator.
+_LABEL_SLOT = re.compile(r"(?:[,;/|\n]|\band\b|\bor\b)[ \t]*")
+
+
+def label_slot_prefixes(answer: str, max_slots: int) -> list[str]:
+    """The answer text before each place a label could be written: "" and the text up to each separator."""
+    prefixes = [""] + [answer[:m.end()] for m in _LABEL_SLOT.finditer(answer)]
+    return prefixes[:max_slots]
+
+
+def continuation_ids(tokenizer, prefix: str, continuation: str) -> tuple[list[int], list[int]]:
+    """(context ids, continuation ids) of an answer `prefix` followed by `continuation`.
+
+    The two are tokenized together and split where they part from the prefix alone, so a space or
+    word piece that merges across the boundary (", insult" -> ",", " insult") belongs to the
+    continuation, as the model would write it.
+    """
+    joined = tokenizer(prefix + continuation, add_special_tokens=False)["input_ids"]
+    alone = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+    shared = next((k for k, (a, b) in enumerate(zip(joined, alone)) if a != b), min(len(joined), len(alone)))
+    return joined[:shared], joined[shared:]
+
+
+def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[list[int], list[int]]], *, batch_size: int = 16
+                          ) -> list[float]:
+    """log P(continuation | context) for each (context ids, continuation ids) pair, teacher-forced and batched."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float] = []
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start:start + batch_size]
+        width = max(len(c) + len(x) for c, x in batch)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (context, cont) in enumerate(batch):  # right padding: positions stay 0..n-1 for every row
+            seq = context + cont
+            ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        for row, (context, cont) in enumerate(batch):
+            # The token at position p is predicted by the logits at p - 1.
+            positions = torch.arange(len(context) - 1, len(context) + len(cont) - 1, device=logprobs.device)
+            targets = torch.tensor(cont, device=logprobs.device)
+            out.append(float(logprobs[row, positions, targets].sum()))
+    return out
+
+
+def label_probabilities(model, tokenizer, prompts: Sequence[str], answers: Sequence[str], labels: Sequence[str],
+                        *, add_special_tokens: bool = True, batch_size: int = 16
+                        ) -> list[dict[str, float]]:
+    """Each label's probability of being written, read from the model's own next-token distributions.
+
+    A label's score is the probability the model gives to writing its name (every token of it) at
+    a place in its answer where a label can begin: the start, and after each separator of the list
+    it wrote ("toxic, " -> the next label). The highest over those places is the label's score.
+    These are ranking scores for ROC and PR curves, not calibrated marginals: a model that writes
+    prose or refuses gives every label a low probability, which is what it said.
+    """
+    slots = len(labels) + 1  # "none" or up to every label
+    pairs, owners = [], []
+    for i, (prompt, answer) in enumerate(zip(prompts, answers)):
+        prompt_ids = tokenizer(prompt, add_special_tokens=add_special_tokens)["input_ids"]
+        for prefix in label_slot_prefixes(answer, slots):
+            for label in labels:
+                context, cont = continuation_ids(tokenizer, prefix, label)
+                if not prompt_ids + context or not cont:  # nothing to condition on, or nothing to score
+                    continue
+                pairs.append((prompt_ids + context, cont))
+                owners.append((i, label))
+    best = [dict.fromkeys(labels, 0.0) for _ in prompts]
+    for (i, label), logprob in zip(owners, continuation_logprobs(model, tokenizer, pairs, batch_size=batch_size)):
+        best[i][label] = max(best[i][label], math.exp(logprob))
+    return best

@@ -37,6 +37,8 @@ BACKENDS = ("transformers", "openai", "vllm")
 # Decoding settings that take lists, in the order their grid is expanded.
 GRID_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty")
 # Settings a resumed run may change: they change how answers are fetched, never what they are.
+LABEL_PROBS_METHOD = ("probability of writing the label's name (all its tokens) where a label can begin: the "
+                      "answer's start or after a separator of the list written; the highest over those places")
 OPERATIONAL_FIELDS = ("resume", "overwrite", "batch_size", "base_url", "api_key_env", "max_in_flight", "timeout_s",
                       "max_retries")
 
@@ -79,6 +81,11 @@ class InferenceConfig:
     timeout_s: float = field(default=300.0, metadata={"help": "openai backend: seconds before a request is retried."})
     max_retries: int = field(default=6, metadata={"help": "openai backend: retries on 429/5xx/timeouts/drops."})
     tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per model."})
+    label_probs: list[str] = field(default_factory=list, metadata={
+        "help": "Also record each label's probability in every row (label_probs), read from the model's next-token "
+                "distributions, for evaluate's ROC and PR curves: a taxonomy (jigsaw, or a YAML file) or the label "
+                "names (positive negative). transformers backend only; costs a forward pass per label and place "
+                "a label can begin in the answer."})
     limit: int | None = field(default=None, metadata={"help": "Answer only the first N examples."})
     dtype: str = field(default="auto")
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub. Off unless you trust it."})
@@ -180,6 +187,9 @@ def check_values(cfg: InferenceConfig) -> None:
     if cfg.backend != "transformers" and max(cfg.num_beams) > 1:
         raise ConfigError(f"backend {cfg.backend} does not beam search (the OpenAI API and vLLM's sampling "
                           "parameters have no beams); use --backend transformers for num_beams > 1")
+    if cfg.label_probs and cfg.backend != "transformers":
+        raise ConfigError(f"label_probs needs the model's full next-token distributions, which only --backend "
+                          f"transformers gives here ({cfg.backend} returns the sampled tokens)")
     if cfg.backend == "openai" and not cfg.base_url:
         raise ConfigError("backend openai needs --base_url, e.g. http://localhost:8000/v1 (vllm serve's address)")
 
@@ -246,6 +256,15 @@ class Backend:
     adapter: str | None
     local_path: str | None  # the weights folder, when in process
     renders_chat: bool  # True: the chat template is applied here, so requests carry rendered text
+    labels: tuple[str, ...] = ()  # scored into each row's label_probs (in-process models only)
+
+    def label_probs(self, requests, answers: list[str]) -> list[dict[str, float]]:
+        from ..inference import label_probabilities
+
+        teacher = self.teacher
+        return label_probabilities(teacher.model, teacher.tokenizer, [r.prompt for r in requests], answers,
+                                   self.labels, add_special_tokens=teacher.add_special_tokens,
+                                   batch_size=teacher.batch_size * 2)
 
     def request(self, record: dict):
         from ..teachers.base import TeacherRequest
@@ -294,7 +313,23 @@ def make_backend(cfg: InferenceConfig, record: RunRecord) -> Backend:
     model.eval()
     teacher = LoadedModelTeacher(model, tokenizer, name=record.models["base"], batch_size=cfg.batch_size,
                                  add_special_tokens=prompt.tokenize_with_special_tokens)
-    return Backend(teacher, prompt, tokenizer, record.models["base"], adapter, base, renders_chat=True)
+    return Backend(teacher, prompt, tokenizer, record.models["base"], adapter, base, renders_chat=True,
+                   labels=scored_labels(cfg, record))
+
+
+def scored_labels(cfg: InferenceConfig, record: RunRecord) -> tuple[str, ...]:
+    """The labels of --label_probs: one taxonomy, or label names."""
+    if not cfg.label_probs:
+        return ()
+    if len(cfg.label_probs) == 1:
+        from ..taxonomy import load_taxonomy
+
+        taxonomy = load_taxonomy(cfg.label_probs[0])
+        record.add_input("taxonomy", taxonomy.path)
+        return taxonomy.labels
+    if len(set(cfg.label_probs)) != len(cfg.label_probs) or not all(x.strip() for x in cfg.label_probs):
+        raise ConfigError(f"label_probs: label names must be distinct and non-empty, got {cfg.label_probs}")
+    return tuple(cfg.label_probs)
 
 
 def _add_prompt(record: RunRecord, prompt, tokenizer) -> None:
@@ -455,6 +490,8 @@ def infer(argv: Sequence[str] | None = None) -> dict:
                          for s in settings],
             "skipped": skipped,
         }
+        if backend.labels:
+            index["label_probs"] = {"labels": list(backend.labels), "method": LABEL_PROBS_METHOD}
         write_json(out / SWEEP_INDEX, index)
         progress = RequestProgress(len(settings) * len(examples), "inference")
         progress.bar.update(resumed)
@@ -473,6 +510,10 @@ def infer(argv: Sequence[str] | None = None) -> dict:
                             i = todo[j]
                             new.append(make_row(examples[i], response, s, backend,
                                                 request_seed(requests[i], s.params)))
+                        if backend.labels:
+                            asked = [requests[todo[j]] for j, _ in group]
+                            for row, p in zip(new, backend.label_probs(asked, [r["prediction"] for r in new])):
+                                row["label_probs"] = p
                         append_jsonl(path, new)  # fsynced: a kill loses only the batch in flight
                         for row in new:
                             rows[_id_key(row["id"])] = row
