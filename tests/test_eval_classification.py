@@ -400,7 +400,7 @@ def test_baselines_on_tiny_llama_beside_the_main_scores(tmp_path, tiny_llama):
     scores = evaluate.score(["--task", "classification", "--predictions", str(pred), "--taxonomy", "jigsaw",
                              "--baseline_model", "tunelab:tiny-llama", "--shots", "0", "2", "--seeds", "0", "1",
                              "--shots_data", str(shots), "--baseline_max_new_tokens", "6", "--output_dir", str(out),
-                             "--plots", "false"])
+                             "--plots", "false", "--baseline_label_probs", "true"])
     base = scores["baselines"]
     assert base["model"] == "tunelab:tiny-llama" and base["examples"] == 3 and set(base["by_shots"]) == {"0", "2"}
     for k in ("0", "2"):
@@ -409,6 +409,8 @@ def test_baselines_on_tiny_llama_beside_the_main_scores(tmp_path, tiny_llama):
         assert all(sum(r["outcomes"].values()) == 3 for r in entry["runs"])
         assert set(entry["mean"]) >= {"refusal_rate", "unparseable_rate", "refusals_as_wrong", "outcomes"}
         assert entry["std"]["refusal_rate"] is not None
+        # ROC-AUC from the label tokens' probabilities, for the labels these 3 rows hold both ways
+        assert all(r["refusals_as_wrong"]["mean_roc_auc"] is not None for r in entry["runs"])
     assert base["by_shots"]["0"]["std"]["refusals_as_wrong"]["micro_f1"] == 0.0  # greedy 0-shot: same every seed
     assert len(base["by_shots"]["2"]["runs"][0]["shot_ids"]) == 2
     systems = [r["system"] for r in scores["comparison"]]
@@ -416,3 +418,4 @@ def test_baselines_on_tiny_llama_beside_the_main_scores(tmp_path, tiny_llama):
     assert "±" in scores["comparison"][1]["text"]["macro_f1"]
     rows = [json.loads(x) for x in (out / "baselines/2shot_seed1.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and {"id", "answer", "outcome", "reason", "reference", "predicted"} <= set(rows[0])
+    assert set(rows[0]["label_probs"]) == set(JIGSAW) and all(0 < p < 1 for p in rows[0]["label_probs"].values())

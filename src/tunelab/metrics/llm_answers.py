@@ -384,12 +384,15 @@ def few_shot_prompt(prompt, tokenizer, shots: list[dict], instruction: str, inpu
 
 
 def kshot_baselines(answer_fn, eval_rows: list[dict], pool: list[dict], shots: list[int], seeds: list[int],
-                    labels, none_label: str, problem_type: str, *, deterministic: bool) -> tuple[dict, dict]:
+                    labels, none_label: str, problem_type: str, *, deterministic: bool,
+                    label_scores_fn=None) -> tuple[dict, dict]:
     """Score a base model answering `eval_rows` ({id, instruction, input, reference: labels}) with k solved
     examples from `pool` in the prompt, for every k in `shots` and every seed.
 
     `answer_fn(shot_records, seed) -> list[str]` answers every eval row in order. `deterministic`
     (greedy decoding): 0 shots give the same answers for every seed, so they are computed once.
+    `label_scores_fn(shot_records, seed, answers) -> array` (rows as eval_rows, columns as labels), if
+    given, scores each label for ROC-AUC and PR-AUC.
     Returns ({"<k>": {"shots", "runs": [per seed], "mean", "std"}}, {(k, seed): per-example rows}).
     """
     from .classification import mean_std
@@ -403,19 +406,22 @@ def kshot_baselines(answer_fn, eval_rows: list[dict], pool: list[dict], shots: l
         for seed in seeds:
             drawn = draw_shots(pool, k, seed, exclude)
             if cached is not None:
-                answers = cached
+                answers, label_scores = cached
             else:
                 answers = list(answer_fn(drawn, seed))
+                label_scores = label_scores_fn(drawn, seed, answers) if label_scores_fn else None
                 if k == 0 and deterministic:
-                    cached = answers
+                    cached = answers, label_scores
             parsed = [parser.parse(a) for a in answers]
-            scored = score_answers(references, parsed, labels, none_label, problem_type)
+            scored = score_answers(references, parsed, labels, none_label, problem_type, label_scores)
             runs.append({"seed": seed, "shot_ids": [s.get("id") for s in drawn], "outcomes": scored["outcomes"],
                          **answers_headline(scored)})
             examples[(k, seed)] = [
                 {"id": r.get("id"), "text": r.get("input", ""), "answer": a, "outcome": p.outcome, "reason": p.reason,
-                 "reference": list(ref), "predicted": list(p.labels) if p.outcome in ("labels", "none") else None}
-                for r, a, p, ref in zip(eval_rows, answers, parsed, references)]
+                 "reference": list(ref), "predicted": list(p.labels) if p.outcome in ("labels", "none") else None,
+                 **({"label_probs": dict(zip(labels, map(float, row)))} if label_scores is not None else {})}
+                for i, (r, a, p, ref) in enumerate(zip(eval_rows, answers, parsed, references))
+                for row in [label_scores[i] if label_scores is not None else None]]
         numbers = [{kk: v for kk, v in run.items() if kk not in ("seed", "shot_ids")} for run in runs]
         entry = {"shots": k, "seeds": list(seeds), "runs": runs, **mean_std(numbers)}
         if cached is not None:

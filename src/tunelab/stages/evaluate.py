@@ -83,6 +83,9 @@ class ScoreConfig:
     baseline_temperature: float = field(default=0.0, metadata={"help": "0 = greedy: only the shots differ between seeds."})
     baseline_batch_size: int = field(default=8)
     baseline_dtype: str = field(default="auto")
+    baseline_label_probs: bool = field(default=False, metadata={
+        "help": "Also score each label's probability from the baseline's next-token distributions (as inference.py "
+                "--label_probs), for its ROC-AUC and PR-AUC; one teacher-forced pass per label and place."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
 
 
@@ -479,8 +482,21 @@ def _add_baselines(cfg: ScoreConfig, record: RunRecord, out, scores: dict, eval_
     model = load_causal_lm_with_adapter(base, adapter, dtype=cfg.baseline_dtype)
     model.eval()
 
+    def prompts_for(shots: list[dict]) -> list[str]:
+        return [few_shot_prompt(prompt, tokenizer, shots, r["instruction"], r["input"]) for r in eval_rows]
+
+    def label_scores(shots: list[dict], seed: int, answers: list[str]):
+        import numpy as np
+
+        from ..inference import label_probabilities
+
+        probs = label_probabilities(model, tokenizer, prompts_for(shots), answers, labels,
+                                    add_special_tokens=prompt.tokenize_with_special_tokens,
+                                    batch_size=cfg.baseline_batch_size * 2)
+        return np.array([[p[label] for label in labels] for p in probs], dtype=np.float64)
+
     def answer(shots: list[dict], seed: int) -> list[str]:
-        prompts = [few_shot_prompt(prompt, tokenizer, shots, r["instruction"], r["input"]) for r in eval_rows]
+        prompts = prompts_for(shots)
         params = SamplingParams(max_new_tokens=cfg.baseline_max_new_tokens, temperature=cfg.baseline_temperature,
                                 seed=seed)
         sampled = cfg.baseline_temperature > 0
@@ -491,7 +507,8 @@ def _add_baselines(cfg: ScoreConfig, record: RunRecord, out, scores: dict, eval_
         return [g.text for g in generations]
 
     by_shots, examples = kshot_baselines(answer, eval_rows, pool, list(cfg.shots), list(cfg.seeds), labels, none_label,
-                                         problem_type, deterministic=cfg.baseline_temperature == 0)
+                                         problem_type, deterministic=cfg.baseline_temperature == 0,
+                                         label_scores_fn=label_scores if cfg.baseline_label_probs else None)
     (out / "baselines").mkdir(exist_ok=True)
     for (k, seed), rows in examples.items():
         path = write_jsonl(out / "baselines" / f"{k}shot_seed{seed}.jsonl", rows)
