@@ -367,3 +367,57 @@ def test_lora_trains_every_new_head_module_in_full(tmp_path):
         assert any(f".{head}.modules_to_save." in n for n in trainable), head
     assert any("query.lora_A" in n for n in trainable)
     assert not any(n.endswith("query.base_layer.weight") for n in trainable)
+
+
+def test_head_tail_truncation_keeps_the_start_and_the_end(minilm):
+    from transformers import AutoTokenizer
+
+    from tunelab.training.classifier import encode_texts
+
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    words = [f"w{i}" for i in range(300)]
+    text = " ".join(words)
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = encode_texts(tokenizer, [text, "short one"], 34, "head_tail")["input_ids"]
+    assert len(ids[0]) == 34 and ids[0][0] == tokenizer.cls_token_id and ids[0][-1] == tokenizer.sep_token_id
+    assert ids[0][1:9] == tokens[:8] and ids[0][9:-1] == tokens[-24:]  # room 32: a quarter head, the rest tail
+    assert ids[1] == tokenizer("short one")["input_ids"]
+    assert encode_texts(tokenizer, [text], 34, "head")["input_ids"][0][1:-1] == tokens[:32]
+
+
+@needs_shared
+def test_held_out_test_split_is_scored_beside_a_tfidf_baseline(tmp_path, capsys):
+    data = tmp_path / "jigsaw.csv"
+    data.write_bytes((SHARED / "jigsaw/train_rows0001-3000_noid.csv").read_bytes())
+    out = tmp_path / "jigsaw"
+    summary = finetune.finetune([*RUN, "--data", str(data), "--text_column", "comment_text", "--label_columns",
+                                 *JIGSAW_LABELS, "--eval_split", "0.1",
+                                 "--test_split", "0.2", "--train_subset", "300", "--truncation", "head_tail",
+                                 "--max_steps", "2", "--output_dir", str(out)])
+    assert (summary["examples"], summary["eval_examples"], summary["test_examples"], summary["unused_examples"]) == \
+        (300, 300, 600, 1800)
+    splits = json.loads((out / "data_splits.json").read_text())["splits"]
+    lines = {name: set(s["lines"][str(data)]) for name, s in splits.items()}
+    assert sum(map(len, lines.values())) == 3000 and len(set().union(*lines.values())) == 3000  # disjoint, complete
+    threat = load_labeled_texts([data], ClassifierConfig(label_columns=JIGSAW_LABELS, text_column="comment_text"))
+    threat_lines = {line for (_, line), t in zip(threat.origins, threat.targets) if 3 in t}
+    assert len(threat_lines & lines["test"]) == round(14 * 0.2)  # stratified: the 14 threats split as the rows
+    assert json.loads((out / "tunelab_classifier.json").read_text())["truncation"] == "head_tail"
+
+    scores = evaluate.score(["--task", "classification", "--model", str(out), "--split", "test", "--tfidf_baseline",
+                             "true", "--bootstrap_resamples", "200", "--output_dir", str(tmp_path / "scores")])
+    assert scores["examples"] == 600 and scores["split"] == "test" and scores["threshold_source"] == "tuned at training"
+    ci = scores["intervals"]["mean_roc_auc"]
+    assert ci["ci_low"] <= ci["value"] <= ci["ci_high"] and ci["value"] == pytest.approx(scores["mean_roc_auc"])
+    baseline = scores["tfidf_baseline"]
+    assert baseline["train_rows"] == 300 and baseline["examples"] == 600
+    assert baseline["threshold_source"] == "tuned on the classifier run's eval split"
+    assert set(baseline["classifier_minus_baseline"]) == {"subset_accuracy", "micro_f1", "macro_f1", "mean_roc_auc"}
+    delta = baseline["classifier_minus_baseline"]["mean_roc_auc"]
+    assert delta["delta"] == pytest.approx(scores["mean_roc_auc"] - baseline["mean_roc_auc"])
+
+    with data.open("a", encoding="utf-8") as f:  # the training file changed: its rows cannot be recovered
+        f.write('"one more comment",0,0,0,0,0,0\n')
+    with pytest.raises(ConfigError, match="changed since"):
+        evaluate.score(["--task", "classification", "--model", str(out), "--split", "test",
+                        "--output_dir", str(tmp_path / "again")])

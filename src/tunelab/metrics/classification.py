@@ -168,3 +168,92 @@ def mean_std(runs: list[dict]) -> dict:
         return {"mean": float(arr.mean()), "std": std if std is None or not math.isnan(std) else None}
 
     return combine(runs)
+
+
+# ---- bootstrap intervals ---------------------------------------------------------------------------
+
+def _f1(tp, fp, fn):
+    denom = 2 * tp + fp + fn
+    return np.divide(2 * tp, denom, out=np.zeros_like(denom, dtype=np.float64), where=denom > 0)
+
+
+def _weighted_auc(y: np.ndarray, scores: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """ROC-AUC of one label on each resample (rows of `counts`), ties counted half; NaN where a resample
+    holds one class only. Scores are sorted once and tied scores grouped, so every resample is a few
+    vectorised sums (Mann-Whitney with the draw counts as weights)."""
+    order = np.argsort(scores, kind="stable")
+    s, pos = scores[order], y[order].astype(bool)
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    c = counts[:, order].astype(np.float64)
+    pos_w = np.add.reduceat(c * pos, starts, axis=1)
+    neg_w = np.add.reduceat(c * ~pos, starts, axis=1)
+    neg_below = np.cumsum(neg_w, axis=1) - neg_w
+    p_total, n_total = pos_w.sum(axis=1), neg_w.sum(axis=1)
+    wins = (pos_w * (neg_below + 0.5 * neg_w)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((p_total > 0) & (n_total > 0), wins / (p_total * n_total), np.nan)
+
+
+def headline_resamples(y_true: np.ndarray, predicted: np.ndarray, probs: np.ndarray | None, problem_type: str,
+                       bootstrap) -> dict[str, tuple[float, np.ndarray]]:
+    """The headline numbers on all examples and on each bootstrap resample: {name: (value, resampled)}.
+
+    single_label (`y_true`, `predicted`: class indices): accuracy and macro-F1. multi_label (0/1
+    matrices): subset accuracy, micro- and macro-F1. With `probs`: mean ROC-AUC over the labels (the
+    classes, one-vs-rest) with both outcomes present. Every number is a function of per-example
+    counts, so one draw of the resample counts serves all of them, and two systems scored with the
+    same `bootstrap` on the same examples are paired.
+    """
+    y_true, predicted = np.asarray(y_true), np.asarray(predicted)
+    n = len(y_true)
+    if problem_type == "single_label":
+        k = probs.shape[1] if probs is not None else int(max(y_true.max(), predicted.max())) + 1
+        truth = np.eye(k, dtype=np.float64)[y_true]
+        pred = np.zeros((n, k))
+        answered = predicted >= 0
+        pred[np.flatnonzero(answered), predicted[answered]] = 1.0
+        exact = (predicted == y_true).astype(np.float64)
+        main = "accuracy"
+    else:
+        truth, pred = y_true.astype(np.float64), predicted.astype(np.float64)
+        exact = (truth == pred).all(axis=1).astype(np.float64)
+        main = "subset_accuracy"
+    columns = np.concatenate([exact[:, None], truth * pred, (1 - truth) * pred, truth * (1 - pred)], axis=1)
+    k = truth.shape[1]
+
+    def numbers(sums, size):
+        tp, fp, fn = sums[..., 1:1 + k], sums[..., 1 + k:1 + 2 * k], sums[..., 1 + 2 * k:]
+        out = {main: sums[..., 0] / size, "macro_f1": _f1(tp, fp, fn).mean(axis=-1)}
+        if problem_type == "multi_label":
+            out["micro_f1"] = _f1(tp.sum(axis=-1), fp.sum(axis=-1), fn.sum(axis=-1))
+        return out
+
+    full = numbers(columns.sum(axis=0), n)
+    resampled = numbers(bootstrap.sums(columns), n)
+    result = {name: (float(full[name]), resampled[name]) for name in full}
+    if probs is not None and bootstrap.resamples:
+        ones = np.ones((1, n))
+        per_label = [(_weighted_auc(truth[:, j], np.asarray(probs)[:, j], ones)[0],
+                      np.concatenate([_weighted_auc(truth[:, j], np.asarray(probs)[:, j], c)
+                                      for c in bootstrap.counts(n)]))
+                     for j in range(k)]
+        defined = [(v, r) for v, r in per_label if not np.isnan(v)]
+        if defined:
+            with np.errstate(invalid="ignore"):
+                stacked = np.stack([r for _, r in defined])
+                result["mean_roc_auc"] = (float(np.mean([v for v, _ in defined])), np.nanmean(stacked, axis=0))
+    return result
+
+
+def headline_intervals(resamples: dict, bootstrap) -> dict:
+    """{name: {value, ci_low, ci_high}} from `headline_resamples`."""
+    return {name: bootstrap.interval(value, r[~np.isnan(r)]) for name, (value, r) in resamples.items()}
+
+
+def headline_deltas(system: dict, baseline: dict, bootstrap) -> dict:
+    """Paired differences system minus baseline, {name: {delta, ci_low, ci_high, excludes_zero}}."""
+    out = {}
+    for name in system.keys() & baseline.keys():
+        diff = system[name][1] - baseline[name][1]
+        out[name] = bootstrap.delta(system[name][0] - baseline[name][0], diff[~np.isnan(diff)])
+    return dict(sorted(out.items()))
