@@ -1,0 +1,13 @@
+"""Run the classification result recipes on real data and write RESULTS.md from their run records.
+
+    python evaluate/results.py list                 # the plan's commands
+    python evaluate/results.py run --only jigsaw    # train and score (finished runs are skipped)
+    python evaluate/results.py report               # RESULTS.md from runs/results/
+"""
+
+import sys
+
+from tunelab.results import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,321 @@
+"""Result runs: the classification recipes trained and scored on real data, and RESULTS.md written from
+their run records (never by hand).
+
+The plan (evaluate/results.yaml) lists each task: its finetune and evaluate configs, the methods
+compared (full fine-tuning, LoRA) as command-line overrides, what data it uses, its headline metrics,
+its target and what the original studies reported. `run` executes each (task, method) as the two
+commands a user would type, skipping runs that already finished; `report` reads every finished
+run's provenance.json and scores.json and writes the tables.
+
+    python evaluate/results.py run --only jigsaw dbpedia
+    python evaluate/results.py report
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import load_yaml
+from .errors import ConfigError
+from .paths import PROJECT_ROOT
+
+PLAN = PROJECT_ROOT / "evaluate" / "results.yaml"
+RUNS_DIR = Path("runs/results")
+RESULTS_MD = PROJECT_ROOT / "RESULTS.md"
+
+
+@dataclass
+class Evaluation:
+    name: str  # the scores folder: <run>/scores_<name>, or <run>/scores for "test"
+    config: str
+    args: list[str] = field(default_factory=list)
+    title: str = ""
+
+
+@dataclass
+class Task:
+    name: str
+    title: str
+    finetune: str
+    evaluations: list[Evaluation]
+    methods: dict[str, list[str]]
+    data: str
+    metrics: list[str]
+    per_label: list[str]
+    target: dict | None
+    studies: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    def run_dir(self, method: str, root: Path = RUNS_DIR) -> Path:
+        return root / f"{self.name}_minilm_{method}"
+
+    def scores_dir(self, method: str, evaluation: Evaluation, root: Path = RUNS_DIR) -> Path:
+        suffix = "" if evaluation.name == "test" else f"_{evaluation.name}"
+        return self.run_dir(method, root) / f"scores{suffix}"
+
+    def commands(self, method: str, root: Path = RUNS_DIR, python: str = "python") -> list[list[str]]:
+        """The finetune command, then one evaluate command per evaluation: what a user would type."""
+        run = self.run_dir(method, root)
+        train = [python, "finetune/train.py", "--config", self.finetune, "--output_dir", str(run),
+                 *self.methods[method]]
+        scores = [[python, "evaluate/score.py", "--config", e.config, "--model", str(run),
+                   "--output_dir", str(self.scores_dir(method, e, root)), *e.args] for e in self.evaluations]
+        return [train, *scores]
+
+
+def load_plan(path: Path = PLAN) -> list[Task]:
+    data = load_yaml(path)
+    tasks = []
+    for i, entry in enumerate(data.get("tasks") or []):
+        try:
+            evaluations = [Evaluation(**e) for e in entry["evaluate"]]
+            tasks.append(Task(
+                name=entry["name"], title=entry["title"], finetune=entry["finetune"], evaluations=evaluations,
+                methods={m: [str(a) for a in (args or [])] for m, args in entry["methods"].items()},
+                data=entry["data"], metrics=list(entry["metrics"]), per_label=list(entry.get("per_label") or []),
+                target=entry.get("target"), studies=list(entry.get("studies") or []),
+                notes=list(entry.get("notes") or [])))
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"{path}: task {i} ({entry.get('name', '?')}): {e}") from e
+    if not tasks:
+        raise ConfigError(f"{path}: no tasks")
+    return tasks
+
+
+def select(tasks: list[Task], only: list[str] | None, methods: list[str] | None) -> list[tuple[Task, str]]:
+    names = {t.name for t in tasks}
+    unknown = sorted(set(only or []) - names)
+    if unknown:
+        raise ConfigError(f"unknown task(s) {unknown}; the plan has {sorted(names)}")
+    chosen = [t for t in tasks if not only or t.name in only]
+    pairs = [(t, m) for t in chosen for m in t.methods if not methods or m in methods]
+    if not pairs:
+        raise ConfigError(f"no (task, method) left to run for tasks {only or 'all'} and methods {methods}")
+    return pairs
+
+
+def finished(folder: Path) -> bool:
+    return (folder / "provenance.json").exists()
+
+
+def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, rerun: bool = False,
+        dry_run: bool = False) -> list[dict]:
+    """Train and score each (task, method) in turn with the stage commands; a finished step is skipped
+    (its run record is there) unless `rerun`. A failed step stops that task's method, not the others."""
+    done = []
+    for task, method in select(tasks, only, methods):
+        for command in task.commands(method, root, python=sys.executable):
+            out = Path(command[command.index("--output_dir") + 1])
+            text = shlex.join(["python", *command[1:]])
+            if finished(out) and not rerun:
+                print(f"results: {out} is finished; skipped ({text})")
+                continue
+            extra = ["--overwrite", "true"] if rerun and out.exists() and "finetune/train.py" in command else []
+            print(f"results: {text}", flush=True)
+            if dry_run:
+                continue
+            started = time.monotonic()
+            rc = subprocess.call([*command, *extra], cwd=PROJECT_ROOT)
+            done.append({"command": text, "returncode": rc, "seconds": round(time.monotonic() - started, 1)})
+            if rc != 0:
+                print(f"results: failed ({rc}): {text}", file=sys.stderr)
+                break
+    return done
+
+
+# ---- RESULTS.md ------------------------------------------------------------------------------------
+
+def _read_json(path: Path) -> dict | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def _ci(entry: dict | None, digits: int = 3) -> str:
+    if not entry or entry.get("value") is None:
+        return "–"
+    if entry.get("ci_low") is None:
+        return f"{entry['value']:.{digits}f}"
+    return f"{entry['value']:.{digits}f} [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
+
+
+def _delta(entry: dict | None, digits: int = 3) -> str:
+    if not entry:
+        return "–"
+    star = " *" if entry.get("excludes_zero") else ""
+    return f"{entry['delta']:+.{digits}f} [{entry['ci_low']:+.{digits}f}, {entry['ci_high']:+.{digits}f}]{star}"
+
+
+def _minutes(seconds) -> str:
+    return "–" if seconds is None else f"{seconds / 60:.1f} min"
+
+
+def _hardware(provenance: dict) -> str:
+    hw = provenance.get("hardware", {})
+    gpu = ", ".join(hw.get("gpus") or []) or "no GPU"
+    cpu = hw.get("cpu") or hw.get("platform", "?")
+    return f"{cpu}, {hw.get('cpu_count', '?')} cores, {gpu}"
+
+
+def collect(task: Task, method: str, root: Path = RUNS_DIR) -> dict | None:
+    """A finished run's numbers: the finetune record and every evaluation's scores, or None."""
+    run_dir = task.run_dir(method, root)
+    train = _read_json(run_dir / "provenance.json")
+    if train is None:
+        return None
+    evaluations = {}
+    for e in task.evaluations:
+        folder = task.scores_dir(method, e, root)
+        scores, provenance = _read_json(folder / "scores.json"), _read_json(folder / "provenance.json")
+        if scores is not None and provenance is not None:
+            evaluations[e.name] = {"scores": scores, "provenance": provenance, "evaluation": e}
+    return {"train": train, "config": load_yaml(run_dir / "config.yaml"), "evaluations": evaluations}
+
+
+def _data_used(summary: dict, config: dict) -> str:
+    parts = [f"train {summary.get('examples', '?'):,}" if isinstance(summary.get("examples"), int) else "train ?"]
+    if summary.get("eval_examples"):
+        parts.append(f"eval {summary['eval_examples']:,}")
+    if summary.get("unused_examples"):
+        parts.append(f"{summary['unused_examples']:,} unused (train_subset)")
+    parts.append(f"max {summary.get('max_length', config.get('max_length'))} tokens, {config.get('truncation', 'head')}")
+    if config.get("bf16"):
+        parts.append("bf16")
+    return "; ".join(parts)
+
+
+def _target_met(task: Task, scores: dict) -> str:
+    if not task.target:
+        return ""
+    value = scores.get("intervals", {}).get(task.target["metric"], {}).get("value")
+    if value is None:
+        return "?"
+    return "yes" if value >= task.target["at_least"] else "**no**"
+
+
+def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD) -> str:
+    """RESULTS.md from the run records under `root`; tasks or methods without a finished run are listed
+    as not run. Returns the markdown."""
+    lines = ["# Results", "",
+             "Generated by `python evaluate/results.py report` from the run records under `runs/results/` "
+             "(each run's provenance.json and scores.json); do not edit by hand. Rerun with "
+             "`python evaluate/results.py run` (or `make results`).", "",
+             "Every number is measured on the rows each run held out (or the official test split), with a "
+             "bootstrap 95% confidence interval in brackets (1000 resamples of the test rows). The TF-IDF "
+             "baseline (word 1-2 grams + logistic regression) is fitted on exactly the classifier's training "
+             "rows in the same evaluation run; \"Δ vs TF-IDF\" is the paired difference, * where its interval "
+             "excludes zero.", ""]
+    hardware = set()
+    missing = []
+    for task in tasks:
+        lines += [f"## {task.title}", "", f"Data: {task.data}", ""]
+        header = ["method", "evaluated on", "test rows", *task.metrics, "TF-IDF " + task.metrics[0],
+                  f"Δ vs TF-IDF ({task.metrics[0]})"]
+        if task.target:
+            header.append(f"target {task.target['metric']} ≥ {task.target['at_least']}")
+        header += ["data used", "train time", "eval time"]
+        rows = []
+        per_label_source = None
+        for method in task.methods:
+            found = collect(task, method, root)
+            if found is None or not found["evaluations"]:
+                missing.append(f"{task.name} ({method})")
+                continue
+            summary = found["train"].get("notes", {}).get("summary", {})
+            hardware.add(_hardware(found["train"]))
+            for name, ev in found["evaluations"].items():
+                scores = ev["scores"]
+                intervals = scores.get("intervals", {})
+                baseline = scores.get("tfidf_baseline") or {}
+                row = [method, ev["evaluation"].title or name, f"{scores.get('examples', '?'):,}",
+                       *[_ci(intervals.get(m)) for m in task.metrics],
+                       _ci(baseline.get("intervals", {}).get(task.metrics[0])),
+                       _delta(baseline.get("classifier_minus_baseline", {}).get(task.metrics[0]))]
+                if task.target:
+                    row.append(_target_met(task, scores))
+                row += [_data_used(summary, found["config"]), _minutes(found["train"].get("seconds")),
+                        _minutes(ev["provenance"].get("seconds"))]
+                rows.append(row)
+                hardware.add(_hardware(ev["provenance"]))
+                if per_label_source is None and task.per_label and name == task.evaluations[0].name:
+                    per_label_source = (method, scores)
+        if rows:
+            lines += _table(header, rows)
+        else:
+            lines.append("Not run yet.")
+        lines.append("")
+        if per_label_source:
+            method, scores = per_label_source
+            lines += [f"Per label ({method}, {task.evaluations[0].title or task.evaluations[0].name}; "
+                      f"thresholds: {scores.get('threshold_source', 'argmax')}):", ""]
+            baseline = scores.get("tfidf_baseline", {}).get("per_label", {})
+            label_rows = []
+            for label, v in scores["per_label"].items():
+                label_rows.append([label, *[_num(v.get(k)) for k in task.per_label], str(v.get("support", "")),
+                                   _num(baseline.get(label, {}).get(task.per_label[-1]))])
+            lines += _table(["label", *task.per_label, "support", f"TF-IDF {task.per_label[-1]}"], label_rows)
+            lines.append("")
+        if task.studies:
+            lines += ["Reported in the original studies (../shared/studies/; other models, data and splits, so "
+                      "for orientation, not a like-for-like comparison):", ""]
+            lines += [f"- {s}" for s in task.studies]
+            lines.append("")
+        if task.notes:
+            lines += [f"Note: {n}" for n in task.notes] + [""]
+        lines += ["Commands:", "", "```bash"]
+        for method in task.methods:
+            lines += [shlex.join(c) for c in task.commands(method)]
+        lines += ["```", ""]
+    lines += ["## Hardware", ""] + [f"- {h}" for h in sorted(hardware)] + [""]
+    if missing:
+        lines += ["## Not run", "", "No finished run record for: " + ", ".join(missing) + ".", ""]
+    text = "\n".join(lines)
+    out.write_text(text, encoding="utf-8")
+    return text
+
+
+def _num(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="evaluate/results.py", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="train and score the plan's tasks (finished runs are skipped)")
+    run_p.add_argument("--only", nargs="+", help="task names (default: all)")
+    run_p.add_argument("--methods", nargs="+", help="methods (default: every one a task lists)")
+    run_p.add_argument("--rerun", action="store_true", help="run finished steps again, replacing their outputs")
+    run_p.add_argument("--dry_run", action="store_true", help="print the commands only")
+    sub.add_parser("report", help=f"write {RESULTS_MD.name} from the finished runs")
+    sub.add_parser("list", help="the plan's tasks, methods and commands")
+    parser.add_argument("--plan", type=Path, default=PLAN)
+    args = parser.parse_args(argv)
+    try:
+        tasks = load_plan(args.plan)
+        if args.command == "run":
+            results = run(tasks, args.only, args.methods, rerun=args.rerun, dry_run=args.dry_run)
+            return 1 if any(r["returncode"] for r in results) else 0
+        if args.command == "report":
+            report(tasks)
+            print(f"results: wrote {RESULTS_MD}")
+            return 0
+        for task in tasks:
+            for method in task.methods:
+                for command in task.commands(method):
+                    print(shlex.join(command))
+        return 0
+    except ConfigError as e:
+        print(f"results: {e}", file=sys.stderr)
+        return 2

@@ -1,0 +1,95 @@
+"""evaluate/results.py: the plan's commands run as a user would type them, and RESULTS.md from their records."""
+
+import json
+
+import pytest
+
+from tunelab import results
+from tunelab.errors import ConfigError
+
+POSITIVE = ["a wonderful film", "great acting and a great story", "I loved every minute", "superb and moving",
+            "brilliant direction, wonderful cast"]
+NEGATIVE = ["a dreadful film", "terrible acting and a dull story", "I hated every minute", "boring and empty",
+            "awful direction, wooden cast"]
+
+
+@pytest.fixture
+def plan(tmp_path):
+    rows = ["text,label"] + [f'"{t} {i}",positive' for i in range(8) for t in POSITIVE] + \
+        [f'"{t} {i}",negative' for i in range(8) for t in NEGATIVE]
+    (tmp_path / "reviews.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    (tmp_path / "train.yaml").write_text(f"""
+base: tunelab:minilm
+task: classify
+data: [{tmp_path / 'reviews.csv'}]
+eval_split: 0.2
+test_split: 0.3
+label_column: label
+problem_type: single_label
+max_length: 32
+max_steps: 2
+per_device_train_batch_size: 8
+learning_rate: 0.001
+save_strategy: "no"
+report_to: none
+disable_tqdm: true
+""", encoding="utf-8")
+    (tmp_path / "score.yaml").write_text("task: classification\nsplit: test\ntfidf_baseline: true\n"
+                                         "bootstrap_resamples: 100\nplots: false\n", encoding="utf-8")
+    (tmp_path / "plan.yaml").write_text(f"""
+tasks:
+  - name: reviews
+    title: Tiny reviews
+    finetune: {tmp_path / 'train.yaml'}
+    evaluate: [{{name: test, config: {tmp_path / 'score.yaml'}, title: held-out 30%}}]
+    methods:
+      full: [--use_lora, "false"]
+      lora: [--use_lora, "true"]
+    data: 80 made-up reviews
+    metrics: [accuracy, macro_f1]
+    per_label: [precision, recall, f1]
+    target: {{metric: accuracy, at_least: 0.5}}
+    studies: [a study's number]
+""", encoding="utf-8")
+    return results.load_plan(tmp_path / "plan.yaml")
+
+
+def test_runs_are_the_stage_commands_and_results_md_comes_from_their_records(plan, tmp_path, capsys):
+    root = tmp_path / "runs"
+    ran = results.run(plan, methods=["full"], root=root)
+    assert [r["returncode"] for r in ran] == [0, 0]
+    assert "finetune/train.py --config" in ran[0]["command"] and "evaluate/score.py --config" in ran[1]["command"]
+    scores = json.loads((root / "reviews_minilm_full/scores/scores.json").read_text())
+    assert scores["examples"] == 24 and scores["tfidf_baseline"]["train_rows"] == 40
+
+    assert results.run(plan, methods=["full"], root=root) == []  # finished: skipped, nothing run again
+    assert "is finished; skipped" in capsys.readouterr().out
+
+    text = results.report(plan, root=root, out=tmp_path / "RESULTS.md")
+    assert text == (tmp_path / "RESULTS.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| full |"))
+    accuracy = scores["intervals"]["accuracy"]
+    assert f"{accuracy['value']:.3f} [{accuracy['ci_low']:.3f}, {accuracy['ci_high']:.3f}]" in row
+    assert "train 40; eval 16" in row and ("yes" in row) == (accuracy["value"] >= 0.5)
+    assert "| label | precision | recall | f1 | support | TF-IDF f1 |" in text
+    assert "- a study's number" in text and "reviews (lora)" in text.split("## Not run")[1]
+    assert "cores" in text.split("## Hardware")[1]
+
+
+def test_unknown_tasks_and_broken_plans_are_named(plan, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown task\(s\) \['nope'\]"):
+        results.select(plan, ["nope"], None)
+    with pytest.raises(ConfigError, match="no \\(task, method\\) left"):
+        results.select(plan, None, ["qlora"])
+    (tmp_path / "bad.yaml").write_text("tasks:\n  - name: x\n    title: X\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="task 0 \\(x\\)"):
+        results.load_plan(tmp_path / "bad.yaml")
+
+
+def test_the_shipped_plan_names_shipped_configs():
+    from tunelab.paths import STAGE_CONFIG_DIRS
+
+    for task in results.load_plan():
+        assert (STAGE_CONFIG_DIRS["finetune"] / f"{task.finetune}.yaml").exists()
+        assert all((STAGE_CONFIG_DIRS["evaluate"] / f"{e.config}.yaml").exists() for e in task.evaluations)
+        assert {"full", "lora"} <= set(task.methods)
