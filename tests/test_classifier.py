@@ -421,3 +421,21 @@ def test_held_out_test_split_is_scored_beside_a_tfidf_baseline(tmp_path, capsys)
     with pytest.raises(ConfigError, match="changed since"):
         evaluate.score(["--task", "classification", "--model", str(out), "--split", "test",
                         "--output_dir", str(tmp_path / "again")])
+
+
+def test_kaggle_jigsaw_layout_with_ids_and_a_separate_labels_file(tmp_path):
+    train = write_csv(tmp_path / "train.csv", ["id", "comment_text", *JIGSAW_LABELS],
+                      [["a1", "you are awful", 1, 0, 0, 0, 1, 0], ["a2", "nice edit", 0, 0, 0, 0, 0, 0]])
+    test = write_csv(tmp_path / "test.csv", ["id", "comment_text"],
+                     [["t1", "go away idiot"], ["t2", "thanks"], ["t3", "unscored one"], ["t4", "no labels row"]])
+    labels = write_csv(tmp_path / "test_labels.csv", ["id", *JIGSAW_LABELS],
+                       [["t2", 0, 0, 0, 0, 0, 0], ["t1", 1, 0, 0, 0, 1, 0], ["t3", -1, -1, -1, -1, -1, -1]])
+    layout = ClassifierConfig(text_column="comment_text", label_columns=JIGSAW_LABELS)
+    assert load_labeled_texts([train], layout).ids == ["a1", "a2"]  # Kaggle's train.csv: ids kept
+    data = load_labeled_texts([f"{test}+{labels}"], layout)
+    assert data.ids == ["t1", "t2"] and data.targets == [[0, 4], []]
+    reasons = {s["id"]: s["reason"] for s in data.skipped}
+    assert "-1 (unscored" in reasons["t3"] and reasons["t4"] == "id 't4' is not in test_labels.csv"
+    assert all(s["file"] == f"{test}+{labels}" for s in data.skipped)
+    with pytest.raises(ConfigError, match="needs both files; missing"):
+        load_labeled_texts([f"{test}+{tmp_path / 'absent.csv'}"], layout)

@@ -51,6 +51,7 @@ class Task:
     target: dict | None
     studies: list[str]
     notes: list[str] = field(default_factory=list)
+    prepare: list[list[str]] = field(default_factory=list)  # data-making commands (with --output_dir), run first
 
     def run_dir(self, method: str, root: Path = RUNS_DIR) -> Path:
         return root / f"{self.name}_minilm_{method}"
@@ -80,7 +81,8 @@ def load_plan(path: Path = PLAN) -> list[Task]:
                 methods={m: [str(a) for a in (args or [])] for m, args in entry["methods"].items()},
                 data=entry["data"], metrics=list(entry["metrics"]), per_label=list(entry.get("per_label") or []),
                 target=entry.get("target"), studies=list(entry.get("studies") or []),
-                notes=list(entry.get("notes") or [])))
+                notes=list(entry.get("notes") or []),
+                prepare=[[str(a) for a in command] for command in entry.get("prepare") or []]))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"{path}: task {i} ({entry.get('name', '?')}): {e}") from e
     if not tasks:
@@ -110,7 +112,8 @@ def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, re
     (its run record is there) unless `rerun`. A failed step stops that task's method, not the others."""
     done = []
     for task, method in select(tasks, only, methods):
-        for command in task.commands(method, root, python=sys.executable):
+        prepare = [[sys.executable, *c[1:]] if c[0] == "python" else c for c in task.prepare]
+        for command in [*prepare, *task.commands(method, root, python=sys.executable)]:
             out = Path(command[command.index("--output_dir") + 1])
             text = shlex.join(["python", *command[1:]])
             if finished(out) and not rerun:
@@ -266,7 +269,7 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD) -> 
             lines.append("")
         if task.notes:
             lines += [f"Note: {n}" for n in task.notes] + [""]
-        lines += ["Commands:", "", "```bash"]
+        lines += ["Commands:", "", "```bash", *[shlex.join(c) for c in task.prepare]]
         for method in task.methods:
             lines += [shlex.join(c) for c in task.commands(method)]
         lines += ["```", ""]
@@ -312,6 +315,8 @@ def main(argv=None) -> int:
             print(f"results: wrote {RESULTS_MD}")
             return 0
         for task in tasks:
+            for command in task.prepare:
+                print(shlex.join(command))
             for method in task.methods:
                 for command in task.commands(method):
                     print(shlex.join(command))

@@ -182,7 +182,10 @@ class RunRecord:
 
     def add_input(self, name: str, path: str | os.PathLike) -> None:
         path = Path(path)
-        if path.is_file():
+        parts = str(path).split("+", 1)
+        if not path.exists() and len(parts) == 2 and all(Path(p).is_file() for p in parts):  # texts+labels files
+            self.inputs[name] = " + ".join(f"{p} sha256:{sha256_file(p)}" for p in parts)
+        elif path.is_file():
             self.inputs[name] = f"{path} sha256:{sha256_file(path)}"
         elif path.exists():
             self.inputs[name] = str(path)

@@ -6,8 +6,10 @@
         --teacher_quantization 4bit
     python generate/run.py --config demo --teacher_backend openai --teacher_base_url http://localhost:8000/v1 \
         --teacher meta-llama/Llama-2-70b-chat-hf
+    python generate/run.py --config moderation_corpora
 
-Tasks: `moderation` (balanced sets from a labelled corpus, no teacher), `self_instruct` (Alpaca-style
+Tasks: `moderation` (balanced sets from a labelled corpus, no teacher), `corpora` (several moderation
+corpora mapped onto one declared taxonomy, split per corpus, no teacher), `self_instruct` (Alpaca-style
 tasks from seed tasks) and `moderation_qa` (QA pairs and verdicts about posts, text or image).
 Every teacher answer is cached as it arrives: a killed run, rerun, continues where it stopped.
 """
@@ -29,7 +31,7 @@ from ..records import alpaca_to_chat, write_json, write_jsonl
 from ..runs import RunRecord, check_output_dir, ensure_output_dir
 from .common import quiet_libraries, run_main
 
-TASKS = ("moderation", "self_instruct", "moderation_qa")
+TASKS = ("moderation", "corpora", "self_instruct", "moderation_qa")
 
 
 @dataclass
@@ -103,6 +105,16 @@ class ModerationConfig:
     test_none: int = field(default=50, metadata={"help": "Test examples with no label (the study: 50)."})
     train_max_per_label: int = field(default=1000, metadata={"help": "Cap per label in train (the study: 400-1,000)."})
     train_none: int = field(default=1000, metadata={"help": "Train examples with no label."})
+    # Task `corpora`. Kept in this dataclass (same family) so callers still unpack the stage's five config types.
+    corpora: list[str] = field(default_factory=list, metadata={
+        "help": "name=path entries, names of sources the corpora_taxonomy declares; repeat a name for more files "
+                "(hatexplain val + subset); Kaggle's test: jigsaw=test.csv+test_labels.csv (joined by id)."})
+    corpora_taxonomy: str = field(default="moderation", metadata={
+        "help": "Taxonomy with a 'sources' mapping of each corpus's labels (data/taxonomies/moderation.yaml)."})
+    corpora_split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2], metadata={
+        "help": "train, dev, test shares per corpus (seeded, stratified by the mapped labels)."})
+    max_rows_per_corpus: int = field(default=0, metadata={
+        "help": "Seeded, stratified sample of at most this many rows per corpus (after de-duplication); 0 keeps all."})
 
 
 @dataclass
@@ -404,6 +416,85 @@ def build_moderation(cfg: ModerationConfig, out: Path, seed: int, near_duplicate
             "train_labels": mod.label_counts(train, taxonomy), "test_labels": mod.label_counts(test, taxonomy)}
 
 
+class CorporaBuild:
+    """Task `corpora`: moderation corpora mapped onto one declared taxonomy, split per corpus.
+
+    Settings are checked on construction and every corpus is read by `prepare`, both before the
+    output folder exists, so a bad entry or a file with a missing column leaves nothing behind.
+    """
+
+    def __init__(self, cfg: ModerationConfig, seed: int):
+        from .. import corpora
+        from ..taxonomy import load_taxonomy
+
+        self.cfg, self.seed = cfg, seed
+        self.fractions = corpora.check_fractions(cfg.corpora_split_fractions)
+        if cfg.max_rows_per_corpus < 0:
+            raise ConfigError(f"max_rows_per_corpus must be 0 (keep all) or more, got {cfg.max_rows_per_corpus}")
+        self.taxonomy = load_taxonomy(cfg.corpora_taxonomy)
+        self.files = corpora.parse_corpus_entries(cfg.corpora, self.taxonomy)
+        self.prepared: list = []
+        self.seconds = 0.0
+
+    def prepare(self) -> None:
+        from .. import corpora
+
+        started = time.monotonic()
+        self.prepared = [corpora.prepare_corpus(name, files, self.taxonomy, fractions=self.fractions,
+                                                max_rows=self.cfg.max_rows_per_corpus, seed=self.seed)
+                         for name, files in self.files.items()]
+        self.seconds = time.monotonic() - started
+
+    def write(self, out: Path, record: RunRecord) -> dict:
+        from .. import corpora
+
+        folder = out / "corpora"
+        record.add_input("corpora_taxonomy", self.taxonomy.path)
+        written = {folder / "skipped.jsonl", folder / "summary.json"}
+        per_corpus = {}
+        for corpus in self.prepared:
+            for i, file in enumerate(corpus.files):
+                record.add_input(f"corpus:{corpus.name}[{i}]", file.path)
+                if file.labels_path:
+                    record.add_input(f"corpus:{corpus.name}[{i}]:labels", file.labels_path)
+            outputs = {}
+            for split, rows in corpus.splits.items():
+                path = folder / f"{corpus.name}_{split}.jsonl"
+                write_jsonl(path, rows)
+                record.add_output(f"corpora/{path.name}", path)
+                written.add(path)
+                outputs[split] = f"corpora/{path.name}"
+            per_corpus[corpus.name] = corpus.summary(self.taxonomy) | {"outputs": outputs}
+        # An --overwrite run with fewer corpora must not leave an earlier run's splits for a recipe to pick up.
+        for stale in folder.glob("*.jsonl"):
+            if stale not in written and stale.stem.rsplit("_", 1)[-1] in corpora.SPLITS:
+                stale.unlink()
+        skipped = [s for corpus in self.prepared for s in corpus.skipped]
+        write_jsonl(folder / "skipped.jsonl", skipped)
+        record.add_output("corpora/skipped.jsonl", folder / "skipped.jsonl")
+        every_row = {split: [r for c in self.prepared for r in c.splits[split]] for split in corpora.SPLITS}
+        summary = {
+            "taxonomy": {"name": self.taxonomy.name, "path": str(self.taxonomy.path),
+                         "labels": list(self.taxonomy.labels), "none_label": self.taxonomy.none_label},
+            "mapping": {c.name: self.taxonomy.sources[c.name].as_dict() for c in self.prepared},
+            "seed": self.seed,
+            "split_fractions": dict(zip(corpora.SPLITS, self.fractions, strict=True)),
+            "max_rows_per_corpus": self.cfg.max_rows_per_corpus or None,
+            "corpora": per_corpus,
+            "all_corpora": {"rows": {split: len(rows) for split, rows in every_row.items()},
+                            "labels": {split: corpora.label_counts(rows, self.taxonomy)
+                                       for split, rows in every_row.items()},
+                            "skipped": _counts(skipped, "reason")},
+            "cross_corpus_duplicates": corpora.cross_corpus_duplicates(self.prepared),
+            "seconds": round(self.seconds, 2),
+        }
+        write_json(folder / "summary.json", summary)
+        record.add_output("corpora/summary.json", folder / "summary.json")
+        return {"summary": "corpora/summary.json", "seconds": summary["seconds"],
+                **{name: {"rows": c["rows"], "labels": c["labels"], "skipped": c["skipped"]}
+                   for name, c in per_corpus.items()}}
+
+
 def validate(gen: GenerateConfig, tcfg: TeacherConfig, si_cfg: SelfInstructConfig, qa_cfg: ModerationQAConfig) -> None:
     """Settings that would hang, crash late or mean nothing are refused up front."""
     at_least_one = {"requests_per_round": si_cfg.requests_per_round, "max_requests": si_cfg.max_requests,
@@ -475,6 +566,7 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     validate(gen, teacher_cfg, si_cfg, qa_cfg)
     quiet_libraries()
     out_path = Path(gen.output_dir)
+    corpora_build = CorporaBuild(mod_cfg, gen.seed) if "corpora" in gen.tasks else None
     params = sampling_params(teacher_cfg, gen.seed)
     # Inputs are read and checked before anything is created or sent.
     teacher_builds = []
@@ -486,6 +578,9 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         builds = {name: (build, build.all_requests() if name == "self_instruct" else build.requests())
                   for name, build in teacher_builds}
         report = dry_run(gen, teacher_cfg, builds, out_path)
+        if corpora_build is not None:  # no teacher: nothing to send, the entries and files were checked
+            report["tasks"]["corpora"] = {"requests": 0, "files": {name: [str(f) for f in files]
+                                                                   for name, files in corpora_build.files.items()}}
         print(json.dumps(report, indent=2))
         print("generate: dry run, nothing sent and nothing written")
         return report
@@ -493,6 +588,8 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     # provenance.json is written last: without it the earlier run never finished, so continue it.
     unfinished = (out_path / "teacher_cache.jsonl").exists() and not (out_path / "provenance.json").exists()
     check_output_dir(out_path, gen.overwrite or unfinished)
+    if corpora_build is not None:
+        corpora_build.prepare()
     teacher = gates = None
     if teacher_builds:  # everything that can fail on a setting fails here, before the folder is made
         from ..teachers import make_teacher
@@ -504,6 +601,8 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     stats: dict = {}
     if "moderation" in gen.tasks:
         stats["moderation"] = build_moderation(mod_cfg, out, gen.seed, gen.near_duplicate_threshold, record)
+    if corpora_build is not None:
+        stats["corpora"] = corpora_build.write(out, record)
     if teacher_builds:
         from ..models import is_tiny_random
         from ..teachers import RequestCache

@@ -277,8 +277,12 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
     rows: list[_Row] = []
     other_split = 0
     for path in paths:
-        table = read_table_rows(path, required, column_names=layout.column_names or None,
-                                on_bad=lambda line, why, p=path: skip(p, line, why))
+        parts = joined_parts(path)
+        if parts:  # Kaggle's test.csv+test_labels.csv: texts in one file, labels in the other, by id
+            table = _joined_rows(*parts, layout, required, skip)
+        else:
+            table = read_table_rows(path, required, column_names=layout.column_names or None,
+                                    on_bad=lambda line, why, p=path: skip(p, line, why))
         for line, row in table:
             if split_value is not None and layout.split_column and str(row[layout.split_column]).strip() != split_value:
                 other_split += 1
@@ -338,6 +342,52 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
                              f"{skipped[0]['reason']})" if skipped else "")
                           + (f" ({other_split} rows of other splits than {split_value!r})" if other_split else ""))
     return LabeledTexts(texts, targets, ids, labels, problem_type, skipped, other_split, label_source, origins)
+
+
+JOIN_ID_COLUMN = "id"
+
+
+def joined_parts(path) -> tuple[Path, Path] | None:
+    """(texts file, labels file) of a `texts+labels` data entry (Kaggle's test.csv+test_labels.csv), else None."""
+    from ..paths import resolve_input
+
+    text = str(path)
+    if "+" not in text or Path(text).exists():
+        return None
+    left, right = (resolve_input(part) for part in text.split("+", 1))
+    if not left.exists() or not right.exists():
+        missing = [str(p) for p in (left, right) if not p.exists()]
+        raise ConfigError(f"{text}: a texts+labels entry needs both files; missing {', '.join(missing)}")
+    return left, right
+
+
+def data_file_hash(path) -> str:
+    """SHA-256 of a data file, or of both files of a texts+labels entry."""
+    from ..runs import sha256_file
+
+    parts = joined_parts(path)
+    return "+".join(sha256_file(p) for p in parts) if parts else sha256_file(path)
+
+
+def _joined_rows(text_path: Path, labels_path: Path, layout: ClassifierConfig, required: list[str], skip):
+    """Rows of `text_path` with the label columns of `labels_path` joined by id; (text file line, row).
+    A text row whose id the labels file lacks is a bad row (named by its line); label rows of ids
+    without text are ignored."""
+    from ..records import read_table_rows
+
+    joined = str(text_path) + "+" + str(labels_path)
+    label_columns = [c for c in required if c != layout.text_column]
+    labels = {}
+    for line, row in read_table_rows(labels_path, [JOIN_ID_COLUMN, *label_columns],
+                                     on_bad=lambda line, why: skip(labels_path, line, why)):
+        labels.setdefault(str(row[JOIN_ID_COLUMN]).strip(), row)
+    for line, row in read_table_rows(text_path, [JOIN_ID_COLUMN, layout.text_column],
+                                     on_bad=lambda line, why: skip(joined, line, why)):
+        rid = str(row[JOIN_ID_COLUMN]).strip()
+        if rid not in labels:
+            skip(joined, line, f"id {rid!r} is not in {labels_path.name}", rid)
+            continue
+        yield line, {**labels[rid], **row}
 
 
 def _label_names(layout: ClassifierConfig, rows: list[_Row], label_column: str | None):
@@ -655,9 +705,7 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_siz
 def write_data_splits(out: Path, seed: int, splits: dict[str, LabeledTexts | None], files: dict[str, list]) -> None:
     """data_splits.json: which (file, line) rows each split holds, with the files' hashes, so the evaluate
     stage can score exactly the held-out rows (`--split test`) and fit baselines on exactly the training rows."""
-    from ..runs import sha256_file
-
-    hashes = {str(p): sha256_file(p) for group in files.values() for p in group}
+    hashes = {str(p): data_file_hash(p) for group in files.values() for p in group}
     entry = {}
     for name, rows in splits.items():
         if rows is None:
@@ -678,8 +726,6 @@ def load_split_rows(model_dir: Path, split: str, layout: ClassifierConfig, label
     The files are read again with the run's layout and checked against the hashes recorded at training
     time: a changed file would silently give other rows.
     """
-    from ..runs import sha256_file
-
     path = Path(model_dir) / DATA_SPLITS
     if not path.exists():
         raise ConfigError(f"{model_dir} has no {DATA_SPLITS} (trained before splits were recorded); give --data")
@@ -690,9 +736,9 @@ def load_split_rows(model_dir: Path, split: str, layout: ClassifierConfig, label
     wanted = info["splits"][split]["lines"]
     files = [Path(p) for p in wanted]
     for p in files:
-        if not p.exists():
+        if not p.exists() and not joined_parts(p):
             raise ConfigError(f"{p}, a file {model_dir} trained from, is missing")
-        if sha256_file(p) != info["files"][str(p)]:
+        if data_file_hash(p) != info["files"][str(p)]:
             raise ConfigError(f"{p} changed since {model_dir} was trained (its hash differs): the {split} rows "
                               "cannot be recovered")
     # Rows are picked by (file, line), so a split column needs no filtering (IMDB's train and test share a file).
