@@ -439,3 +439,18 @@ def test_kaggle_jigsaw_layout_with_ids_and_a_separate_labels_file(tmp_path):
     assert all(s["file"] == f"{test}+{labels}" for s in data.skipped)
     with pytest.raises(ConfigError, match="needs both files; missing"):
         load_labeled_texts([f"{test}+{tmp_path / 'absent.csv'}"], layout)
+
+
+def test_a_dataset_folder_or_hub_id_loads_like_a_file(tmp_path):
+    folder = tmp_path / "imdb_like"
+    folder.mkdir()
+    rows = [{"text": "loved it", "label": 1}, {"text": "hated it", "label": 0}, {"text": "", "label": 1}]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    layout = ClassifierConfig(label_column="label", labels=["negative", "positive"])
+    data = load_labeled_texts([folder], layout)
+    assert data.texts == ["loved it", "hated it"] and data.targets == [[1], [0]] and data.problem_type == "single_label"
+    assert data.skipped[0]["line"] == 3 and "empty text" in data.skipped[0]["reason"]
+    with pytest.raises(RecordError, match=r"missing column\(s\) \['sentiment'\]"):
+        load_labeled_texts([folder], ClassifierConfig(label_column="sentiment", labels=["negative", "positive"]))
+    with pytest.raises(RecordError, match="cannot load the dataset"):  # offline here: a hub id fails by name
+        load_labeled_texts(["no-such-org/no-such-dataset:test"], layout)

@@ -280,6 +280,8 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
         parts = joined_parts(path)
         if parts:  # Kaggle's test.csv+test_labels.csv: texts in one file, labels in the other, by id
             table = _joined_rows(*parts, layout, required, skip)
+        elif is_dataset_ref(path):  # a hub id (stanfordnlp/imdb:test) or a dataset folder
+            table = _dataset_rows(path, required)
         else:
             table = read_table_rows(path, required, column_names=layout.column_names or None,
                                     on_bad=lambda line, why, p=path: skip(p, line, why))
@@ -347,6 +349,23 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
 JOIN_ID_COLUMN = "id"
 
 
+def is_dataset_ref(path) -> bool:
+    from .data import is_dataset_ref as is_ref
+
+    return is_ref(path)
+
+
+def _dataset_rows(ref, required: list[str]):
+    """(row number, row) of a hub dataset or dataset folder (`datasets.load_dataset`, split after a colon)."""
+    from .data import iter_data_objects
+
+    for row, obj in iter_data_objects(ref):
+        absent = [c for c in required if c not in obj]
+        if absent:
+            raise RecordError(ref, None, f"missing column(s) {absent}; the dataset has {sorted(obj)}")
+        yield row, obj
+
+
 def joined_parts(path) -> tuple[Path, Path] | None:
     """(texts file, labels file) of a `texts+labels` data entry (Kaggle's test.csv+test_labels.csv), else None."""
     from ..paths import resolve_input
@@ -366,7 +385,11 @@ def data_file_hash(path) -> str:
     from ..runs import sha256_file
 
     parts = joined_parts(path)
-    return "+".join(sha256_file(p) for p in parts) if parts else sha256_file(path)
+    if parts:
+        return "+".join(sha256_file(p) for p in parts)
+    if Path(path).is_file():
+        return sha256_file(path)
+    return "dataset reference (not hashed)"  # a hub id or dataset folder: its revision is the hub's
 
 
 def _joined_rows(text_path: Path, labels_path: Path, layout: ClassifierConfig, required: list[str], skip):
@@ -736,7 +759,7 @@ def load_split_rows(model_dir: Path, split: str, layout: ClassifierConfig, label
     wanted = info["splits"][split]["lines"]
     files = [Path(p) for p in wanted]
     for p in files:
-        if not p.exists() and not joined_parts(p):
+        if not p.exists() and not joined_parts(p) and not is_dataset_ref(p):
             raise ConfigError(f"{p}, a file {model_dir} trained from, is missing")
         if data_file_hash(p) != info["files"][str(p)]:
             raise ConfigError(f"{p} changed since {model_dir} was trained (its hash differs): the {split} rows "
