@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tunelab-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean-demo browser
+.PHONY: install demo test clean-demo browser bench bench-full results
 
 install: $(STAMP)
 
@@ -20,6 +20,19 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: $(STAMP)
 	$(BIN)/tunelab demo
+
+# Every benchmark in bench/ with one table, bench/results.json and bench/results.md: quick sizes
+# (minutes), or the full sizes the targets are set for (bench-full; the scoring and SFT runs are long).
+bench: $(STAMP)
+	$(BIN)/python bench/suite.py
+
+bench-full: $(STAMP)
+	$(BIN)/python bench/suite.py --full
+
+# The classifier recipes on ../shared/data (finished runs are skipped), then RESULTS.md from their records.
+results: $(STAMP)
+	$(BIN)/python evaluate/results.py run
+	$(BIN)/python evaluate/results.py report
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest -q

@@ -33,9 +33,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json"
 TARGET_SPEEDUP = 5.0
+# bench/suite.py's quick mode: 2 interleaved rounds instead of 3.
+QUICK = {"rounds": 2}
 
 
 def load_prompts(n: int, seed: int, tokenizer) -> tuple[list[str], str]:
@@ -61,7 +65,7 @@ def first_difference(a: str, b: str) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -72,8 +76,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    return parser
 
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Run the benchmark, print its figures, write --json; the results and the targets missed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -100,13 +107,13 @@ def main() -> int:
     chunks = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.0)
 
-    def run(chunk, batch_size):
+    def timed_generate(chunk, batch_size):
         start = time.perf_counter()
         out = generate_texts(model, tokenizer, [prompts[i] for i in chunk], params, batch_size=batch_size,
                              progress=False)
         return time.perf_counter() - start, out
 
-    run(chunks[-1][:2], 2)  # warm-up: first-call allocations and kernel selection
+    timed_generate(chunks[-1][:2], 2)  # warm-up: first-call allocations and kernel selection
     ratios, batched_s, single_s = [], [], []
     batched_text: dict[int, str] = {}
     single_text: dict[int, str] = {}
@@ -115,11 +122,11 @@ def main() -> int:
         tb = ts = 0.0
         tokens = 0
         for chunk in chunks:
-            dt, out = run(chunk, args.batch_size)
+            dt, out = timed_generate(chunk, args.batch_size)
             tb += dt
             batched_text.update(zip(chunk, (g.text for g in out)))
             tokens += sum(g.completion_tokens for g in out)
-            dt, out = run(chunk, 1)
+            dt, out = timed_generate(chunk, 1)
             ts += dt
             single_text.update(zip(chunk, (g.text for g in out)))
         batched_s.append(tb)
@@ -148,15 +155,39 @@ def main() -> int:
               f"batched {m['batched']!r} vs single {m['single']!r}")
     if args.json:
         Path(args.json).write_text(json.dumps(results | {"mismatch_details": mismatches}, indent=2) + "\n")
-    failed = False
+    missed = []
     if mismatches:
-        print(f"MISSED: {len(mismatches)} of {len(prompts)} greedy outputs differ between batched and one at a time",
-              file=sys.stderr)
-        failed = True
+        missed.append(f"{len(mismatches)} of {len(prompts)} greedy outputs differ between batched and one at a time")
     if speedup < TARGET_SPEEDUP:
-        print(f"MISSED: batched is {speedup:.2f}x one at a time, below {TARGET_SPEEDUP}x", file=sys.stderr)
-        failed = True
-    return 1 if failed else 0
+        missed.append(f"batched is {speedup:.2f}x one at a time, below {TARGET_SPEEDUP}x")
+    for line in missed:
+        print(f"MISSED: {line}", file=sys.stderr)
+    return results, missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, missed = measure(build_parser().parse_args(argv))
+    return 1 if missed else 0
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding."""
+    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
+    results, missed = measure(args)
+    return {
+        "measures": f"greedy generation of {results['prompts']} prompts x {args.max_new_tokens} new tokens, "
+                    f"{results['model']}, {results['threads']} thread(s)",
+        "figure": {"label": f"batched ({args.batch_size})", "value": statistics.median(results["batched_s"]),
+                   "unit": "s/pass"},
+        "baseline": {"label": "one at a time", "value": statistics.median(results["one_at_a_time_s"]),
+                     "unit": "s/pass"},
+        # the median of the rounds' ratios, each round's two sides timed batch by batch side by side
+        "ratio": {"value": results["speedup_median"], "label": "one at a time / batched"},
+        "target": f">= {TARGET_SPEEDUP:.0f}x, identical outputs", "met": not missed, "missed": missed,
+        "sizes": {"prompts": results["prompts"], "rounds": args.rounds, "batch_size": args.batch_size,
+                  "max_new_tokens": args.max_new_tokens},
+        "details": results,
+    }
 
 
 if __name__ == "__main__":

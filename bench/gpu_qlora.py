@@ -39,7 +39,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+
 ROOT = Path(__file__).resolve().parents[1]
+# bench/suite.py's quick mode: fewer steps; building, saving and loading the 7B model costs the same.
+QUICK = {"steps": 4, "warmup": 2}
 
 # config.json of meta-llama/Llama-2-7b-hf.
 LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -180,7 +184,7 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps per path")
     parser.add_argument("--warmup", type=int, default=3, help="steps before timing starts")
@@ -192,17 +196,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, help="reuse (or keep) the random model here instead of a temp folder")
     parser.add_argument("--smoke", action="store_true", help="a tiny config on any device, to check the script")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be at least 1")
+    return parser
 
+
+def invalid(args: argparse.Namespace) -> str | None:
+    return "--warmup and --steps must be at least 1" if args.warmup < 1 or args.steps < 1 else None
+
+
+def cuda_missing(args: argparse.Namespace) -> bool:
+    """True when there is no GPU to run on and no --smoke to run without one."""
+    import torch
+
+    return not torch.cuda.is_available() and not args.smoke
+
+
+def measure(args: argparse.Namespace) -> dict:
+    """Run the benchmark (on a GPU, or --smoke), print its figures, write --json; the results."""
     import torch
 
     cuda = torch.cuda.is_available()
-    if not cuda and not args.smoke:
-        print("SKIPPED: bench/gpu_qlora.py needs a CUDA GPU (4-bit Llama-2-7B training); none is visible here. "
-              "Run it on a GPU machine, or with --smoke to check the script on a tiny config.")
-        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.chdir(ROOT)  # the stage resolves data/ from here
@@ -228,10 +240,10 @@ def main(argv: list[str] | None = None) -> int:
             free_memory()
             print(f"built and saved the random model in {time.perf_counter() - start:.0f} s", flush=True)
         results = {}
-        for path, run in (("ours", run_ours), ("plain", run_plain)):
+        for path, train in (("ours", run_ours), ("plain", run_plain)):
             start = time.perf_counter()
             with contextlib.redirect_stdout(io.StringIO()):  # the stage's summary, the trainers' log lines
-                results[path] = run(model_dir, tmp / path, args, meter(args.warmup))
+                results[path] = train(model_dir, tmp / path, args, meter(args.warmup))
             free_memory()
             r = results[path]
             peak = f"{r['peak_gpu_bytes'] / 2**30:.1f} GiB" if r["peak_gpu_bytes"] is not None else "n/a (no GPU)"
@@ -251,7 +263,46 @@ def main(argv: list[str] | None = None) -> int:
                    plain_batch_size=args.plain_batch_size, plain_checkpointing=args.plain_checkpointing)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if problem := invalid(args):
+        parser.error(problem)
+    if cuda_missing(args):
+        print("SKIPPED: bench/gpu_qlora.py needs a CUDA GPU (4-bit Llama-2-7B training); none is visible here. "
+              "Run it on a GPU machine, or with --smoke to check the script on a tiny config.")
+        return 0
+    measure(args)
     return 0
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding.
+
+    Without a GPU (and without smoke=True) nothing runs: the result says why it is skipped.
+    """
+    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
+    if problem := invalid(args):
+        raise ValueError(problem)
+    if cuda_missing(args):
+        return {"skipped": "no CUDA GPU visible (4-bit Llama-2-7B training needs one)"}
+    results = measure(args)
+    ours, plain = results["ours"], results["plain"]
+    return {
+        "measures": f"QLoRA training real tokens/s, random {'tiny smoke' if args.smoke else 'Llama-2-7B'} model, "
+                    f"max_length {args.max_length}, {results['device']}"
+                    + (f"; peak memory ours / plain {results['ratio_peak_memory']:.2f}x"
+                       if "ratio_peak_memory" in results else ""),
+        "figure": {"label": "tunelab finetune stage", "value": ours["tokens_per_s"], "unit": "tokens/s"},
+        "baseline": {"label": "plain transformers + peft", "value": plain["tokens_per_s"], "unit": "tokens/s"},
+        "ratio": {"value": results["ratio_tokens_per_s"], "label": "ours / plain"},
+        "target": None, "met": None, "missed": [],
+        "sizes": {"steps": args.steps, "warmup": args.warmup, "smoke": args.smoke},
+        "details": results,
+    }
 
 
 if __name__ == "__main__":

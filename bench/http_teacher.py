@@ -22,8 +22,14 @@ from pathlib import Path
 from tunelab.teachers import RequestCache, SamplingParams, TeacherRequest, run_requests
 from tunelab.teachers.http_teacher import OpenAICompatibleTeacher
 
+from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
 
-def measure(base_url: str, in_flight: int, n: int, tag: str) -> float:
+TARGET_FRACTION = 0.8
+# bench/suite.py's quick mode: 1,000 concurrent requests, still ~16 full rounds of 64 in flight.
+QUICK = {"requests": 1000}
+
+
+def requests_per_second(base_url: str, in_flight: int, n: int, tag: str) -> float:
     teacher = OpenAICompatibleTeacher("bench-model", base_url, max_in_flight=in_flight, timeout_s=30)
     requests = [TeacherRequest(messages=[{"role": "user", "content": f"{tag} question {i}"}]) for i in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -35,23 +41,26 @@ def measure(base_url: str, in_flight: int, n: int, tag: str) -> float:
     return n / seconds
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--serial-requests", type=int, default=30)
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args()
+    return parser
 
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Run the benchmark, print its figures, write --json; the results and the targets missed."""
     server = subprocess.Popen([sys.executable, "-m", "tunelab.teachers.mock_server", "--port", "0",
                                "--latency", str(args.latency)], stdout=subprocess.PIPE, text=True)
     try:
         line = server.stdout.readline()
         base_url = line.split()[1]
-        measure(base_url, args.in_flight, 200, "warmup")
-        serial = measure(base_url, 1, args.serial_requests, "serial")
-        concurrent = measure(base_url, args.in_flight, args.requests, "concurrent")
+        requests_per_second(base_url, args.in_flight, 200, "warmup")
+        serial = requests_per_second(base_url, 1, args.serial_requests, "serial")
+        concurrent = requests_per_second(base_url, args.in_flight, args.requests, "concurrent")
     finally:
         server.terminate()
         server.wait()
@@ -60,17 +69,40 @@ def main() -> int:
         "latency_s": args.latency, "in_flight": args.in_flight, "requests": args.requests,
         "serial_req_per_s": round(serial, 1), "concurrent_req_per_s": round(concurrent, 1),
         "ideal_req_per_s": round(ideal, 1), "fraction_of_ideal": round(concurrent / ideal, 3),
-        "speedup_vs_serial": round(concurrent / serial, 1), "target_fraction": 0.8,
+        "speedup_vs_serial": round(concurrent / serial, 1), "target_fraction": TARGET_FRACTION,
     }
     width = max(map(len, results))
     for key, value in results.items():
         print(f"{key:<{width}}  {value}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
-    if results["fraction_of_ideal"] < 0.8:
-        print(f"MISSED: {concurrent:.0f} req/s is below 0.8 x {ideal:.0f}", file=sys.stderr)
-        return 1
-    return 0
+    missed = []
+    if results["fraction_of_ideal"] < TARGET_FRACTION:
+        missed.append(f"{concurrent:.0f} req/s is below {TARGET_FRACTION} x {ideal:.0f}")
+    for line in missed:
+        print(f"MISSED: {line}", file=sys.stderr)
+    return results, missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, missed = measure(build_parser().parse_args(argv))
+    return 1 if missed else 0
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding."""
+    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
+    results, missed = measure(args)
+    return {
+        "measures": f"teacher requests/s through run_requests, server latency {args.latency} s, "
+                    f"{args.in_flight} in flight (ideal {results['ideal_req_per_s']:,.0f}/s)",
+        "figure": {"label": f"{args.in_flight} in flight", "value": results["concurrent_req_per_s"], "unit": "req/s"},
+        "baseline": {"label": "serial (1 in flight)", "value": results["serial_req_per_s"], "unit": "req/s"},
+        "ratio": {"value": results["speedup_vs_serial"], "label": "concurrent / serial"},
+        "target": f">= {TARGET_FRACTION} x ideal rate", "met": not missed, "missed": missed,
+        "sizes": {"requests": args.requests, "serial_requests": args.serial_requests, "in_flight": args.in_flight},
+        "details": results,
+    }
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Measures, in one process, seeded with the 175 seed instructions of data/seed_tas
     the sample (target: naive estimate / fast measured >= 100).
 Exits 1 if the decisions differ or a target is missed.
 
-Run:  .venv/bin/python bench/novelty_filter.py [--alpaca PATH] [--sample 2000] [--json results.json]
+Run:  .venv/bin/python bench/novelty_filter.py [--alpaca PATH] [--sample 2000] [--limit N] [--json results.json]
 """
 
 from __future__ import annotations
@@ -23,12 +23,19 @@ from pathlib import Path
 
 from tunelab.generation.novelty import NaiveNoveltyFilter, NoveltyFilter
 
+from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _table import print_table
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_FAST_SECONDS = 60.0
 MIN_RATIO = 100.0
+# bench/suite.py's quick mode: every instruction still goes through the fast filter (~10 s), so the
+# estimate covers all of them; the naive loop's per-call cost is measured on a smaller sample.
+QUICK = {"sample": 500}
 
 
-def run(filter_cls: type, threshold: float, seeds: list[str], texts: list[str]) -> tuple[list[tuple[bool, float]], float]:
+def time_filter(filter_cls: type, threshold: float, seeds: list[str],
+                texts: list[str]) -> tuple[list[tuple[bool, float]], float]:
     """Every keep() result and the seconds taken, building the seeded filter included."""
     start = time.perf_counter()
     novelty = filter_cls(threshold, seeds)
@@ -50,27 +57,32 @@ def differences(fast: list[tuple[bool, float]], naive: list[tuple[bool, float]])
     return sum(f[0] != n[0] or (not n[0] and f[1] != n[1]) for f, n in zip(fast, naive, strict=True))
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--alpaca", type=Path, default=ROOT.parent / "shared/data/alpaca/alpaca_data.json")
     parser.add_argument("--seeds", type=Path, default=ROOT / "data/seed_tasks.jsonl")
     parser.add_argument("--sample", type=int, default=2000, help="instructions the naive loop is timed on")
+    parser.add_argument("--limit", type=int, help="use only the first N instructions (the speedup estimate then "
+                        "covers those N only)")
     parser.add_argument("--threshold", type=float, default=0.7)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Run the benchmark, print its table, write --json; the results and the targets missed."""
     seeds = [json.loads(line)["instruction"] for line in args.seeds.open() if line.strip()]
-    texts = [row["instruction"] for row in json.loads(args.alpaca.read_text())]
+    texts = [row["instruction"] for row in json.loads(args.alpaca.read_text())][: args.limit]
     sample = texts[: args.sample]
     print(f"{len(texts):,} instructions, {len(seeds)} seeds, threshold {args.threshold}, "
           f"naive sample {len(sample):,}; python {platform.python_version()}, {os.cpu_count()} CPUs", flush=True)
 
-    fast_full, fast_full_s = run(NoveltyFilter, args.threshold, seeds, texts)
+    fast_full, fast_full_s = time_filter(NoveltyFilter, args.threshold, seeds, texts)
     kept = sum(k for k, _ in fast_full)
     print(f"fast, all: {fast_full_s:.1f} s", flush=True)
-    naive_sample, naive_sample_s = run(NaiveNoveltyFilter, args.threshold, seeds, sample)
+    naive_sample, naive_sample_s = time_filter(NaiveNoveltyFilter, args.threshold, seeds, sample)
     print(f"naive, sample: {naive_sample_s:.1f} s", flush=True)
-    fast_sample, fast_sample_s = run(NoveltyFilter, args.threshold, seeds, sample)
+    fast_sample, fast_sample_s = time_filter(NoveltyFilter, args.threshold, seeds, sample)
 
     differ = differences(fast_sample, naive_sample) + differences(fast_full[: len(sample)], naive_sample)
     sample_calls = naive_calls(len(seeds), naive_sample)
@@ -100,10 +112,8 @@ def main(argv: list[str] | None = None) -> int:
          f"{full_calls:,} LCS calls x measured cost ({naive_full_est_s / 3600:.1f} h)"),
         ("estimated", "speedup on all", f"{ratio:,.0f}x", "naive estimate / fast measured"),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
     print()
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), row[3], sep="  ")
+    print_table(rows)
 
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
@@ -116,7 +126,34 @@ def main(argv: list[str] | None = None) -> int:
         missed.append(f"estimated speedup {ratio:.0f}x < {MIN_RATIO:.0f}x")
     for line in missed:
         print(f"MISSED: {line}", file=sys.stderr)
+    return results, missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, missed = measure(build_parser().parse_args(argv))
     return 1 if missed else 0
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding."""
+    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
+    results, missed = measure(args)
+    # The x100 target is for the whole file: the naive loop's cost grows with the instructions kept, so on
+    # the first --limit only differing decisions or a slow fast filter are a definite miss.
+    definite_miss = results["sample_decisions_differ"] or results["fast_full_seconds"] > MAX_FAST_SECONDS
+    met = False if definite_miss else None if args.limit is not None else not missed
+    return {
+        "measures": f"ROUGE-L novelty filter over {results['instructions']:,} Alpaca instructions "
+                    f"(seeded with {results['seeds']})",
+        "figure": {"label": "fast filter", "value": results["fast_full_seconds"], "unit": "s"},
+        "baseline": {"label": f"naive loop (estimated from {results['sample']:,} measured)",
+                     "value": results["naive_full_seconds_estimated"], "unit": "s"},
+        "ratio": {"value": results["full_speedup_estimated"], "label": "naive / fast"},
+        "target": f"fast <= {MAX_FAST_SECONDS:.0f} s, >= {MIN_RATIO:.0f}x on the whole file, identical decisions",
+        "met": met, "missed": missed,
+        "sizes": {"instructions": results["instructions"], "naive_sample": results["sample"]},
+        "details": results,
+    }
 
 
 if __name__ == "__main__":

@@ -34,8 +34,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _table import print_table
+
 ROOT = Path(__file__).resolve().parents[1]
 MIN_PACKED_EFFICIENCY = 0.95
+# bench/suite.py's quick mode: the first 5,000 records (tokenizing all 52,002 takes most of a full run).
+QUICK = {"limit": 5000}
 
 
 def load_tokenizer(name: str):
@@ -97,7 +102,7 @@ def packed_rows(lengths: list[int], max_length: int, map_batch_size: int | None 
     return packed["seq_lengths"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--alpaca", type=Path, default=ROOT.parent / "shared/data/alpaca/alpaca_data.json")
     parser.add_argument("--tokenizer", default="minilm", choices=["minilm", "tiny-llama"])
@@ -106,8 +111,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="use only the first N records (quick runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Run the benchmark, print its table, write --json; the results and the targets missed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     from datasets.utils.logging import disable_progress_bar
@@ -165,15 +173,38 @@ def main(argv: list[str] | None = None) -> int:
             missed.append(f"packing efficiency {efficiency:.1%} at max_length {max_length} < "
                           f"{MIN_PACKED_EFFICIENCY:.0%}")
 
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
     print()
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), row[3], sep="  ")
+    print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     for line in missed:
         print(f"MISSED: {line}", file=sys.stderr)
+    return results, missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, missed = measure(build_parser().parse_args(argv))
     return 1 if missed else 0
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding.
+
+    The figure is the max_length where packing does worst (the target holds at every length).
+    """
+    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
+    results, missed = measure(args)
+    max_length, worst = min(results["lengths"].items(), key=lambda item: item[1]["packed_efficiency"])
+    return {
+        "measures": f"real-token share of a training step on {results['examples']:,} Alpaca examples, "
+                    f"max_length {max_length} (lowest of {', '.join(results['lengths'])})",
+        "figure": {"label": "TRL bfd packing", "value": 100 * worst["packed_efficiency"], "unit": "%"},
+        "baseline": {"label": "padded batches", "value": 100 * worst["padded_efficiency"], "unit": "%"},
+        "ratio": {"value": worst["ratio_packed_to_padded"], "label": "packed / padded"},
+        "target": f"packed >= {MIN_PACKED_EFFICIENCY:.0%} at every max_length", "met": not missed, "missed": missed,
+        "sizes": {"examples": results["examples"], "max_lengths": args.lengths, "batch_size": args.batch_size},
+        "details": results,
+    }
 
 
 if __name__ == "__main__":

@@ -30,8 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _table import print_table
+
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 120.0
+TARGET_PAIRS = 10_000  # the pairs TARGET_SECONDS is set for
+# bench/suite.py's quick mode: a fifth of the pairs, and the naive way timed on half as many.
+QUICK = {"pairs": 2000, "subset": 200}
 
 
 def perturb(text: str, other: str, rng: random.Random) -> str:
@@ -160,18 +166,21 @@ def bleu_bootstrap(preds: list[str], refs: list[str], resamples: int, naive_resa
                 float(np.percentile(fast, 2.5)), float(np.percentile(fast, 97.5))]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--alpaca", type=Path, default=ROOT.parent / "shared/data/alpaca/alpaca_data.json")
-    parser.add_argument("--pairs", type=int, default=10_000)
+    parser.add_argument("--pairs", type=int, default=TARGET_PAIRS)
     parser.add_argument("--subset", type=int, default=400, help="random pairs the naive way is timed on")
     parser.add_argument("--bertscore_dtype", default="auto", choices=("auto", "float32", "bfloat16"),
                         help="the full path's BERTScore precision, score.py's default (the naive way is float32)")
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--naive_bleu_resamples", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Run the benchmark, print its table, write --json; the results and the targets missed."""
     pairs = build_pairs(args.alpaca, args.pairs)
     preds, refs = [p["prediction"] for p in pairs], [p["reference"] for p in pairs]
     load = os.getloadavg()
@@ -226,10 +235,8 @@ def main(argv: list[str] | None = None) -> int:
          "naive scoring + BLEU intervals by re-scoring"),
         ("estimated", "speedup, with intervals", f"{naive_est / total_s:.1f}x", "naive estimate / full path measured"),
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
     print()
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)), row[3], sep="  ")
+    print_table(rows)
     after = os.getloadavg()
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads; load average {after[0]:.1f} at the end; "
           f"scores: BLEU {scores['bleu']:.2f}, ROUGE-L {scores['rouge_l_f1']:.4f}, BERTScore {scores['bertscore_f1']:.4f}")
@@ -250,7 +257,36 @@ def main(argv: list[str] | None = None) -> int:
         missed.append("BLEU from statistics differs from sacrebleu re-scoring")
     for line in missed:
         print(f"MISSED: {line}", file=sys.stderr)
+    return results, missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, missed = measure(build_parser().parse_args(argv))
     return 1 if missed else 0
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding.
+
+    The baseline is the naive way's scoring alone (no intervals), the like-for-like part of the comparison.
+    """
+    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
+    results, missed = measure(args)
+    # The time target is for 10,000 pairs: fewer pairs can miss it (more would take longer still) but not
+    # meet it, so a run on fewer that misses nothing is left unjudged.
+    met = False if missed else None if args.pairs < TARGET_PAIRS else True
+    return {
+        "measures": f"evaluate/score.py's text path on {results['pairs']:,} Alpaca pairs (BLEU, ROUGE-L, "
+                    f"BERTScore, {results['resamples']} bootstrap resamples), model loading included",
+        "figure": {"label": "score path", "value": results["full_seconds"], "unit": "s"},
+        "baseline": {"label": f"naive scoring (estimated from {results['subset']} measured)",
+                     "value": results["naive_scoring_seconds_estimated"], "unit": "s"},
+        "ratio": {"value": results["naive_scoring_seconds_estimated"] / results["full_seconds"],
+                  "label": "naive / ours"},
+        "target": f"<= {TARGET_SECONDS:.0f} s for {TARGET_PAIRS:,} pairs", "met": met, "missed": missed,
+        "sizes": {"pairs": results["pairs"], "naive_subset": results["subset"]},
+        "details": results,
+    }
 
 
 if __name__ == "__main__":

@@ -36,8 +36,12 @@ import threading
 import time
 from pathlib import Path
 
+from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+
 ROOT = Path(__file__).resolve().parents[1]
 MAX_RATIO = 1.05
+# bench/suite.py's quick mode: 2 rounds (one with each path first) of 10 timed steps.
+QUICK = {"rounds": 2, "steps": 10}
 # Fields that name the run rather than change the training.
 RUN_NAMING = {"output_dir", "logging_dir", "run_name", "hub_model_id"}
 
@@ -156,7 +160,7 @@ def config_differences(out: Path, args) -> list[str]:
             if k not in RUN_NAMING and ours.get(k, "-") != plain.get(k, "-")]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4, help="runs of each path (alternating)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
@@ -171,8 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control", action="store_true", help="an A/A run: plain TRL in place of ours too, to "
                         "see the noise floor of this machine (the ratio should be 1)")
     parser.add_argument("--json", type=Path, help="also write the results here")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    """Run the benchmark, print its figures, write --json; the results and the targets missed."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.chdir(ROOT)  # the stage resolves data/ from here
@@ -201,7 +208,6 @@ def main(argv: list[str] | None = None) -> int:
               f"{torch.get_num_threads()} threads, python {platform.python_version()}, {os.cpu_count()} CPUs",
               flush=True)
         differences = config_differences(tmp / "cfg", args)
-        times: dict[str, list[float]] = {"ours": [], "plain": []}
         times: dict[str, list[float]] = {"ours": [], "plain": []}
         cpu: dict[str, list[float]] = {"ours": [], "plain": []}
         pair_ratios: list[float] = []
@@ -262,10 +268,35 @@ def main(argv: list[str] | None = None) -> int:
     print("config fields that differ: " + ("; ".join(differences) if differences else "none"))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
+    missed = []
     if ratio > MAX_RATIO:
-        print(f"MISSED: our step takes {ratio:.3f} x plain TRL's (> {MAX_RATIO})", file=sys.stderr)
-        return 1
-    return 0
+        missed.append(f"our step takes {ratio:.3f} x plain TRL's (> {MAX_RATIO})")
+    for line in missed:
+        print(f"MISSED: {line}", file=sys.stderr)
+    return results, missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    _, missed = measure(build_parser().parse_args(argv))
+    return 1 if missed else 0
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding."""
+    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
+    results, missed = measure(args)
+    return {
+        "measures": f"median SFT step time, LoRA on a random Llama (hidden {args.hidden}, {args.layers} layers), "
+                    f"batch {args.batch_size}, max_length {args.max_length}, packing {args.packing}"
+                    + (" (CONTROL: plain against plain)" if args.control else ""),
+        "figure": {"label": "tunelab finetune stage", "value": 1e3 * results["median_step_s_ours"], "unit": "ms/step"},
+        "baseline": {"label": "plain TRL SFTTrainer", "value": 1e3 * results["median_step_s_plain"],
+                     "unit": "ms/step"},
+        "ratio": {"value": results["ratio"], "label": "ours / plain (lower is better)"},
+        "target": f"<= {MAX_RATIO}", "met": not missed, "missed": missed,
+        "sizes": {"rounds": args.rounds, "steps": args.steps, "warmup": args.warmup},
+        "details": results,
+    }
 
 
 if __name__ == "__main__":
