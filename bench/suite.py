@@ -23,7 +23,6 @@ import datetime
 import importlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -112,37 +111,13 @@ def run_benchmark(name: str, quick: bool, sizes: dict) -> dict:
     return entry | {"status": "ok"} | result
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def hardware() -> dict:
+    """What the run records also hold (tunelab.runs.hardware), plus the torch version."""
     import torch  # here, not at the top: the parent stays light while the benchmarks run
 
-    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "ram_gib": round(ram / 2**30, 1),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform()}
+    from tunelab.runs import hardware as run_hardware
 
-
-def git_state() -> dict | None:
-    """The checked-out commit and whether tracked files differ from it; None outside a git checkout."""
-    # Read-only: with optional locks off, git never takes the index lock a concurrent git command may need.
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, env=env, capture_output=True, text=True)
-        diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], cwd=ROOT, env=env, capture_output=True)
-    except OSError:
-        return None
-    if head.returncode != 0:
-        return None
-    return {"commit": head.stdout.strip(), "uncommitted_changes": diff.returncode == 1}
+    return run_hardware() | {"torch": torch.__version__}
 
 
 def number(value: float) -> str:
@@ -192,15 +167,16 @@ def table_rows(entries: list[dict], labelled: bool) -> list[list[str]]:
 
 def hardware_line(report: dict) -> str:
     hw, load = report["hardware"], report["load_average"]
-    return (f"{hw['cpu']}, {hw['cores']} cores, {hw['ram_gib']} GiB RAM, GPU: {hw['gpu'] or 'none'}; "
+    gpus = ", ".join(hw.get("gpus") or []) or "none"
+    return (f"{hw['cpu']}, {hw['cpu_count']} cores, {hw.get('memory_gib')} GiB RAM, GPU: {gpus}; "
             f"torch {hw['torch']}, Python {hw['python']}; load average {load['start'][0]:.1f} at the start, "
             f"{load['end'][0]:.1f} at the end")
 
 
 def markdown(report: dict) -> str:
     git = report["git"]
-    commit = "no git checkout" if git is None else \
-        f"commit {git['commit'][:12]}" + (" with uncommitted changes" if git["uncommitted_changes"] else "")
+    commit = "no git checkout" if not git["commit"] else \
+        f"commit {git['commit'][:12]}" + (" with uncommitted changes" if git["dirty"] else "")
     header = ["Benchmark", "What is measured", "Figure", "Baseline (same run)", "Ratio", "Target", "Wall", "Sizes"]
     rows = []
     for e, row in zip(report["benchmarks"], table_rows(report["benchmarks"], labelled=True)):
@@ -233,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n=== {name} ({'quick' if quick else 'full'}): {BENCHMARKS[name]} ===", flush=True)
         entries.append(run_benchmark(name, quick, overrides[name]))
         print(f"=== {name}: {entries[-1]['status']} in {entries[-1]['wall_s']:.0f} s ===", flush=True)
+
+    from tunelab.runs import git_state
 
     report = {"date": date, "mode": "quick" if quick else "full", "git": git_state(), "hardware": hardware(),
               "load_average": {"start": [round(x, 2) for x in load_start],

@@ -46,8 +46,8 @@ def test_suite_writes_each_benchmark_with_figure_baseline_and_ratio(passing):
     assert report["mode"] == "quick"
     assert report["date"] and report["wall_s"] > 0
     hardware = report["hardware"]
-    assert hardware["cores"] == os.cpu_count() and hardware["ram_gib"] > 0 and hardware["cpu"]
-    assert hardware["torch"] and "gpu" in hardware
+    assert hardware["cpu_count"] == os.cpu_count() and hardware["memory_gib"] > 0 and hardware["cpu"]
+    assert hardware["torch"] and "cuda" in hardware
     assert "git" in report and len(report["load_average"]["start"]) == 3
 
     entries = by_name(report)
@@ -66,7 +66,7 @@ def test_suite_writes_each_benchmark_with_figure_baseline_and_ratio(passing):
     assert packing["met"] in (True, False) and novelty["met"] is None  # x100 is for the whole file
 
     markdown = out.with_suffix(".md").read_text()
-    assert "Hardware:" in markdown and f"{hardware['cores']} cores" in markdown
+    assert "Hardware:" in markdown and f"{hardware['cpu_count']} cores" in markdown
     for name, entry in entries.items():
         row = next(line for line in markdown.splitlines() if line.startswith(f"| {name} |"))
         ratio_cell = row.split(" | ")[4]  # name, measured, figure, baseline, ratio

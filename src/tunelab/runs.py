@@ -125,7 +125,9 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str |
 def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
     def git(*args: str) -> str | None:
         try:
-            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+            # No optional locks: reading never takes the index lock a concurrent git command may need.
+            out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10,
+                                 env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
         except (OSError, subprocess.TimeoutExpired):
             return None
         return out.stdout.strip() if out.returncode == 0 else None
