@@ -153,8 +153,14 @@ def _delta(entry: dict | None, digits: int = 3) -> str:
     return f"{entry['delta']:+.{digits}f} [{entry['ci_low']:+.{digits}f}, {entry['ci_high']:+.{digits}f}]{star}"
 
 
-def _minutes(seconds) -> str:
-    return "–" if seconds is None else f"{seconds / 60:.1f} min"
+def _minutes(provenance: dict) -> str:
+    """A run's wall time, with the machine's 1-minute load average at its end where recorded (a machine
+    shared with other work stretches it)."""
+    seconds = provenance.get("seconds")
+    if seconds is None:
+        return "–"
+    load = provenance.get("hardware", {}).get("load_average")
+    return f"{seconds / 60:.1f} min" + (f" (load {load[0]:.1f})" if load else "")
 
 
 def _hardware(provenance: dict) -> str:
@@ -211,7 +217,8 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD) -> 
              "bootstrap 95% confidence interval in brackets (1000 resamples of the test rows). The TF-IDF "
              "baseline (word 1-2 grams + logistic regression) is fitted on exactly the classifier's training "
              "rows in the same evaluation run; \"Δ vs TF-IDF\" is the paired difference, * where its interval "
-             "excludes zero.", ""]
+             "excludes zero. Times are wall-clock minutes of the whole command, with the machine's load average "
+             "where the run recorded it (2 cores shared with other work run slower).", ""]
     hardware = set()
     missing = []
     for task in tasks:
@@ -240,8 +247,7 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD) -> 
                        _delta(baseline.get("classifier_minus_baseline", {}).get(task.metrics[0]))]
                 if task.target:
                     row.append(_target_met(task, scores))
-                row += [_data_used(summary, found["config"]), _minutes(found["train"].get("seconds")),
-                        _minutes(ev["provenance"].get("seconds"))]
+                row += [_data_used(summary, found["config"]), _minutes(found["train"]), _minutes(ev["provenance"])]
                 rows.append(row)
                 hardware.add(_hardware(ev["provenance"]))
                 if per_label_source is None and task.per_label and name == task.evaluations[0].name:
@@ -256,12 +262,22 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD) -> 
             lines += [f"Per label ({method}, {task.evaluations[0].title or task.evaluations[0].name}; "
                       f"thresholds: {scores.get('threshold_source', 'argmax')}):", ""]
             baseline = scores.get("tfidf_baseline", {}).get("per_label", {})
+            multi = scores.get("problem_type") == "multi_label"
+            counts = ["tp", "fp", "fn", "tn"] if multi else []  # each label's 2x2 confusion matrix
             label_rows = []
             for label, v in scores["per_label"].items():
                 label_rows.append([label, *[_num(v.get(k)) for k in task.per_label], str(v.get("support", "")),
+                                   *[str(v.get(k, "")) for k in counts],
                                    _num(baseline.get(label, {}).get(task.per_label[-1]))])
-            lines += _table(["label", *task.per_label, "support", f"TF-IDF {task.per_label[-1]}"], label_rows)
+            lines += _table(["label", *task.per_label, "support", *counts, f"TF-IDF {task.per_label[-1]}"],
+                            label_rows)
             lines.append("")
+            if scores.get("confusion_matrix"):  # single-label: rows true, columns predicted
+                names = scores.get("confusion_matrix_labels") or list(scores["per_label"])
+                lines += ["Confusion matrix (rows: true class, columns: predicted):", ""]
+                lines += _table(["", *names], [[name, *map(str, row)]
+                                               for name, row in zip(names, scores["confusion_matrix"])])
+                lines.append("")
         if task.studies:
             lines += ["Reported in the original studies (../shared/studies/; other models, data and splits, so "
                       "for orientation, not a like-for-like comparison):", ""]

@@ -153,6 +153,8 @@ def hardware() -> dict[str, Any]:
                             "python": sys.version.split()[0]}
     try:
         info["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+        # Other work on the machine stretches every timing in the record: say how busy it was.
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     except (ValueError, OSError, AttributeError):
         pass
     try:
