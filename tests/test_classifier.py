@@ -397,11 +397,11 @@ def test_held_out_test_split_is_scored_beside_a_tfidf_baseline(tmp_path, capsys)
     assert (summary["examples"], summary["eval_examples"], summary["test_examples"], summary["unused_examples"]) == \
         (300, 300, 600, 1800)
     splits = json.loads((out / "data_splits.json").read_text())["splits"]
-    lines = {name: set(s["lines"][str(data)]) for name, s in splits.items()}
-    assert sum(map(len, lines.values())) == 3000 and len(set().union(*lines.values())) == 3000  # disjoint, complete
+    rows = {name: set(s["positions"][str(data)]) for name, s in splits.items()}
+    assert sum(map(len, rows.values())) == 3000 and len(set().union(*rows.values())) == 3000  # disjoint, complete
     threat = load_labeled_texts([data], ClassifierConfig(label_columns=JIGSAW_LABELS, text_column="comment_text"))
-    threat_lines = {line for (_, line), t in zip(threat.origins, threat.targets) if 3 in t}
-    assert len(threat_lines & lines["test"]) == round(14 * 0.2)  # stratified: the 14 threats split as the rows
+    threats = {at for (_, at), t in zip(threat.origins, threat.targets) if 3 in t}
+    assert len(threats & rows["test"]) == round(14 * 0.2)  # stratified: the 14 threats split as the rows
     assert json.loads((out / "tunelab_classifier.json").read_text())["truncation"] == "head_tail"
 
     scores = evaluate.score(["--task", "classification", "--model", str(out), "--split", "test", "--tfidf_baseline",
@@ -454,3 +454,26 @@ def test_a_dataset_folder_or_hub_id_loads_like_a_file(tmp_path):
         load_labeled_texts([folder], ClassifierConfig(label_column="sentiment", labels=["negative", "positive"]))
     with pytest.raises(RecordError, match="cannot load the dataset"):  # offline here: a hub id fails by name
         load_labeled_texts(["no-such-org/no-such-dataset:test"], layout)
+
+
+def test_split_rows_are_found_again_by_position_and_checked_by_digest(tmp_path):
+    from tunelab.training.classifier import load_split_rows, write_data_splits
+
+    layout = ClassifierConfig(labels=["a", "b"], problem_type="single_label")
+    records = [{"text": f"text {i}", "labels": ["b" if i % 2 else "a"]} for i in range(6)]
+    data = tmp_path / "rows.json"  # one line for every row: line numbers cannot tell them apart
+    data.write_text(json.dumps(records), encoding="utf-8")
+    folder = tmp_path / "dataset"  # a dataset folder (as a hub id): no file hash to compare
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    for source, run in ((data, tmp_path / "run_file"), (folder, tmp_path / "run_folder")):
+        run.mkdir()
+        rows = load_labeled_texts([source], layout)
+        write_data_splits(run, 0, {"train": rows.subset([0, 2, 3, 5]), "test": rows.subset([1, 4]), "eval": None},
+                          {"data": [source]})
+        test, files = load_split_rows(run, "test", layout, ("a", "b"), "single_label")
+        assert test.texts == ["text 1", "text 4"] and files == [source]
+    records[4]["text"] = "changed"  # same count, same labels: only the digest of the rows tells
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    with pytest.raises(ConfigError, match="are not the 2 recorded at training"):
+        load_split_rows(tmp_path / "run_folder", "test", layout, ("a", "b"), "single_label")

@@ -265,6 +265,9 @@ def test_label_probabilities_are_the_models_own_next_token_probabilities(tiny_ll
     answers = ["toxic, insult", "I cannot classify this."]
     assert label_slot_prefixes(answers[0], 4) == ["", "toxic, "]
     assert label_slot_prefixes("a; b and c\nd", 3) == ["", "a; ", "a; b and "]
+    # The space before the next label belongs to it, as the model writes it (", " + "insult" -> "," " insult").
+    context, cont = continuation_ids(tokenizer, "toxic, ", "insult")
+    assert tokenizer.decode(context) == "toxic," and tokenizer.decode(cont) == " insult"
 
     def by_hand(prompt, prefix, label):  # one sequence, one token at a time
         context, cont = continuation_ids(tokenizer, prefix, label)

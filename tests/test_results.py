@@ -93,3 +93,23 @@ def test_the_shipped_plan_names_shipped_configs():
         assert (STAGE_CONFIG_DIRS["finetune"] / f"{task.finetune}.yaml").exists()
         assert all((STAGE_CONFIG_DIRS["evaluate"] / f"{e.config}.yaml").exists() for e in task.evaluations)
         assert {"full", "lora"} <= set(task.methods)
+
+
+def test_interrupted_steps_resume_or_start_over_and_prepare_needs_its_folder(plan, tmp_path, capsys):
+    root = tmp_path / "runs"
+    run = root / "reviews_minilm_full"
+    (run / "checkpoint-4").mkdir(parents=True)  # training was killed after a checkpoint
+    (run / "scores").mkdir()
+    (run / "scores" / "config.yaml").write_text("task: classification\n")  # scoring died half way
+    results.run(plan, methods=["full"], root=root, dry_run=True)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].endswith("--resume true") and printed[1].endswith("--overwrite true")
+    (run / "checkpoint-4").rmdir()
+    results.run(plan, methods=["full"], root=root, dry_run=True)
+    assert capsys.readouterr().out.splitlines()[0].endswith("--overwrite true")  # nothing to resume from
+
+    text = (tmp_path / "plan.yaml").read_text()
+    (tmp_path / "plan.yaml").write_text(text.replace("    data: 80", "    prepare: [[python, generate/run.py]]\n"
+                                                                   "    data: 80"))
+    with pytest.raises(ConfigError, match="needs --output_dir"):
+        results.load_plan(tmp_path / "plan.yaml")

@@ -201,13 +201,14 @@ def continuation_logprobs(model, tokenizer, pairs: Sequence[tuple[list[int], lis
             ids[row, :len(seq)] = torch.tensor(seq)
             mask[row, :len(seq)] = 1
         with torch.no_grad():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         for row, (context, cont) in enumerate(batch):
-            # The token at position p is predicted by the logits at p - 1.
-            positions = torch.arange(len(context) - 1, len(context) + len(cont) - 1, device=logprobs.device)
-            targets = torch.tensor(cont, device=logprobs.device)
-            out.append(float(logprobs[row, positions, targets].sum()))
+            # The token at position p is predicted by the logits at p - 1; only those rows go to float32,
+            # never the whole batch x length x vocabulary.
+            positions = torch.arange(len(context) - 1, len(context) + len(cont) - 1, device=logits.device)
+            logprobs = torch.log_softmax(logits[row, positions].float(), dim=-1)
+            targets = torch.tensor(cont, device=logits.device)
+            out.append(float(logprobs[torch.arange(len(cont), device=logits.device), targets].sum()))
     return out
 
 

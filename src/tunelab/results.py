@@ -85,6 +85,9 @@ def load_plan(path: Path = PLAN) -> list[Task]:
                 prepare=[[str(a) for a in command] for command in entry.get("prepare") or []]))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"{path}: task {i} ({entry.get('name', '?')}): {e}") from e
+        for command in tasks[-1].prepare:  # its run record there says whether it finished
+            if "--output_dir" not in command[:-1]:
+                raise ConfigError(f"{path}: task {entry['name']}: prepare command {command} needs --output_dir")
     if not tasks:
         raise ConfigError(f"{path}: no tasks")
     return tasks
@@ -119,8 +122,12 @@ def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, re
             if finished(out) and not rerun:
                 print(f"results: {out} is finished; skipped ({text})")
                 continue
-            extra = ["--overwrite", "true"] if rerun and out.exists() and "finetune/train.py" in command else []
-            print(f"results: {text}", flush=True)
+            extra = []
+            if out.exists() and any(out.iterdir()):
+                # An interrupted training continues from its last checkpoint; anything else starts over.
+                resumable = "finetune/train.py" in command and not rerun and any(out.glob("checkpoint-*"))
+                extra = ["--resume", "true"] if resumable else ["--overwrite", "true"]
+            print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
             if dry_run:
                 continue
             started = time.monotonic()
@@ -214,7 +221,7 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD) -> 
              "(each run's provenance.json and scores.json); do not edit by hand. Rerun with "
              "`python evaluate/results.py run` (or `make results`).", "",
              "Every number is measured on the rows each run held out (or the official test split), with a "
-             "bootstrap 95% confidence interval in brackets (1000 resamples of the test rows). The TF-IDF "
+             "bootstrap 95% confidence interval in brackets (resamples of the test rows). The TF-IDF "
              "baseline (word 1-2 grams + logistic regression) is fitted on exactly the classifier's training "
              "rows in the same evaluation run; \"Δ vs TF-IDF\" is the paired difference, * where its interval "
              "excludes zero. Times are wall-clock minutes of the whole command, with the machine's load average "

@@ -231,15 +231,16 @@ def headline_resamples(y_true: np.ndarray, predicted: np.ndarray, probs: np.ndar
     full = numbers(columns.sum(axis=0), n)
     resampled = numbers(bootstrap.sums(columns), n)
     result = {name: (float(full[name]), resampled[name]) for name in full}
-    if probs is not None and bootstrap.resamples:
+    if probs is not None:
         ones = np.ones((1, n))
         per_label = [(_weighted_auc(truth[:, j], np.asarray(probs)[:, j], ones)[0],
                       np.concatenate([_weighted_auc(truth[:, j], np.asarray(probs)[:, j], c)
-                                      for c in bootstrap.counts(n)]))
+                                      for c in bootstrap.counts(n)]) if bootstrap.resamples else np.empty(0))
                      for j in range(k)]
         defined = [(v, r) for v, r in per_label if not np.isnan(v)]
         if defined:
-            with np.errstate(invalid="ignore"):
+            with np.errstate(invalid="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a resample with no positive of any label
                 stacked = np.stack([r for _, r in defined])
                 result["mean_roc_auc"] = (float(np.mean([v for v, _ in defined])), np.nanmean(stacked, axis=0))
     return result

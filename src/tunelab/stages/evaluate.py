@@ -264,6 +264,15 @@ def score_classification(cfg: ScoreConfig, record: RunRecord, out) -> dict:
         raise ConfigError(f"problem_type must be auto, single_label or multi_label, got {cfg.problem_type!r}")
     if cfg.model and cfg.predictions:
         raise ConfigError("give --model (a classifier folder) or --predictions (an LLM's answers), not both")
+    if cfg.predictions:  # settings of the encoder path would be silently ignored
+        given = [name for name, on in (("--split", cfg.split), ("--tfidf_baseline", cfg.tfidf_baseline),
+                                       ("--classifier_dtype", cfg.classifier_dtype != "float32")) if on]
+        if given:
+            raise ConfigError(f"{', '.join(given)} apply to an encoder classifier (--model), not to --predictions")
+    if cfg.baseline_label_probs and not cfg.baseline_model:
+        raise ConfigError("--baseline_label_probs scores a k-shot baseline's labels: it needs --baseline_model")
+    if cfg.split not in (None, "test", "eval"):
+        raise ConfigError(f"--split must be test or eval (the rows a classifier's run held out), got {cfg.split!r}")
     if cfg.baseline_model:  # settings checked before any scoring, not after
         if not cfg.shots or any(k < 0 for k in cfg.shots) or not cfg.seeds or len(set(cfg.seeds)) != len(cfg.seeds):
             raise ConfigError(f"baselines need shots >= 0 and distinct seeds, got shots {cfg.shots}, seeds {cfg.seeds}")
@@ -384,6 +393,8 @@ def _score_classifier(cfg: ScoreConfig, record: RunRecord, out) -> dict:
         y_matrix = y.astype(int)
     metrics = {"source": "classifier", "labels": list(labels), "examples": len(data),
                "split": cfg.split, "predict_seconds": predict_seconds, "dtype": cfg.classifier_dtype, **metrics}
+    if cfg.split == "eval" and metrics.get("threshold_source") == "tuned at training":
+        metrics["note"] = "thresholds were tuned on these eval rows at training: optimistic; score --split test"
     if data.other_split_rows:
         metrics["rows_in_other_splits"] = data.other_split_rows
     tuned_predicted = None

@@ -36,9 +36,9 @@ SWEEP_INDEX = "sweep.json"
 BACKENDS = ("transformers", "openai", "vllm")
 # Decoding settings that take lists, in the order their grid is expanded.
 GRID_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty")
-# Settings a resumed run may change: they change how answers are fetched, never what they are.
 LABEL_PROBS_METHOD = ("probability of writing the label's name (all its tokens) where a label can begin: the "
                       "answer's start or after a separator of the list written; the highest over those places")
+# Settings a resumed run may change: they change how answers are fetched, never what they are.
 OPERATIONAL_FIELDS = ("resume", "overwrite", "batch_size", "base_url", "api_key_env", "max_in_flight", "timeout_s",
                       "max_retries")
 

@@ -146,7 +146,10 @@ class LabeledTexts:
     skipped: list[dict] = field(default_factory=list)
     other_split_rows: int = 0
     label_source: Path | None = None
-    origins: list[tuple[str, int]] = field(default_factory=list)  # (file, line) of each row
+    # (file, position) of each row: its index among the rows its file yields (a line number is not unique
+    # in a one-line JSON array)
+    origins: list[tuple[str, int]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)  # each row's line (for messages)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -155,7 +158,8 @@ class LabeledTexts:
         indices = list(indices)
         return LabeledTexts([self.texts[i] for i in indices], [self.targets[i] for i in indices],
                             [self.ids[i] for i in indices], self.labels, self.problem_type, [], 0, self.label_source,
-                            [self.origins[i] for i in indices] if self.origins else [])
+                            [self.origins[i] for i in indices] if self.origins else [],
+                            [self.lines[i] for i in indices] if self.lines else [])
 
     def strata(self) -> list:
         """Each row's stratum for splitting: its class, or its rarest label (() for none)."""
@@ -191,6 +195,7 @@ class _Row:
     id: str
     text: str
     label: object  # the label cell, or the list of 0/1 cells of label_columns
+    position: int  # index among the rows the file yields
 
 
 def _label_tokens(value, separator: str) -> tuple[list, bool]:
@@ -285,7 +290,7 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
         else:
             table = read_table_rows(path, required, column_names=layout.column_names or None,
                                     on_bad=lambda line, why, p=path: skip(p, line, why))
-        for line, row in table:
+        for position, (line, row) in enumerate(table):
             if split_value is not None and layout.split_column and str(row[layout.split_column]).strip() != split_value:
                 other_split += 1
                 continue
@@ -297,7 +302,7 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
                 skip(path, line, f"empty text in column {layout.text_column!r}", rid)
             else:
                 label = [row[c] for c in layout.label_columns] if layout.label_columns else row[label_column]
-                rows.append(_Row(path, line, rid, text, label))
+                rows.append(_Row(path, line, rid, text, label, position))
 
     label_source = None
     if labels is None:
@@ -310,7 +315,7 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
             _label_tokens(r.label, layout.label_separator)[1] for r in rows) else "single_label"
 
     name_to_index = {name: i for i, name in enumerate(labels)}
-    texts, targets, ids, origins = [], [], [], []
+    texts, targets, ids, origins, lines = [], [], [], [], []
     for r in rows:
         if layout.label_columns:
             flags = [_flag(v, c) for v, c in zip(r.label, layout.label_columns)]
@@ -330,7 +335,8 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
         texts.append(r.text)
         targets.append(indices)
         ids.append(r.id)
-        origins.append((str(r.path), r.line))
+        origins.append((str(r.path), r.position))
+        lines.append(r.line)
     # Rows are judged in two passes (fields, then labels once the label set is known): list them in file order.
     order = {str(p): i for i, p in enumerate(paths)}
     skipped.sort(key=lambda s: (order.get(s["file"], 0), s["line"]))
@@ -343,7 +349,8 @@ def load_labeled_texts(paths, layout: ClassifierConfig, *, labels: tuple[str, ..
                           + (f" ({len(skipped)} bad rows skipped, the first {skipped[0]['file']}:{skipped[0]['line']}: "
                              f"{skipped[0]['reason']})" if skipped else "")
                           + (f" ({other_split} rows of other splits than {split_value!r})" if other_split else ""))
-    return LabeledTexts(texts, targets, ids, labels, problem_type, skipped, other_split, label_source, origins)
+    return LabeledTexts(texts, targets, ids, labels, problem_type, skipped, other_split, label_source, origins,
+                        lines)
 
 
 JOIN_ID_COLUMN = "id"
@@ -374,6 +381,8 @@ def joined_parts(path) -> tuple[Path, Path] | None:
     if "+" not in text or Path(text).exists():
         return None
     left, right = (resolve_input(part) for part in text.split("+", 1))
+    if not left.exists() and not right.exists():
+        return None  # a missing file that happens to hold a '+' in its name
     if not left.exists() or not right.exists():
         missing = [str(p) for p in (left, right) if not p.exists()]
         raise ConfigError(f"{text}: a texts+labels entry needs both files; missing {', '.join(missing)}")
@@ -726,20 +735,31 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_siz
 
 
 def write_data_splits(out: Path, seed: int, splits: dict[str, LabeledTexts | None], files: dict[str, list]) -> None:
-    """data_splits.json: which (file, line) rows each split holds, with the files' hashes, so the evaluate
-    stage can score exactly the held-out rows (`--split test`) and fit baselines on exactly the training rows."""
+    """data_splits.json: which rows of which files each split holds (each row's position among the rows its
+    file yields), the files' hashes and a digest of each split's texts and labels, so the evaluate stage can
+    score exactly the held-out rows (`--split test`) and fit baselines on exactly the training rows."""
     hashes = {str(p): data_file_hash(p) for group in files.values() for p in group}
     entry = {}
     for name, rows in splits.items():
         if rows is None:
             continue
         by_file: dict[str, list[int]] = {}
-        for path, line in rows.origins:
-            by_file.setdefault(path, []).append(line)
-        entry[name] = {"rows": len(rows), "lines": by_file}
+        for path, position in rows.origins:
+            by_file.setdefault(path, []).append(position)
+        entry[name] = {"rows": len(rows), "positions": by_file, "digest": rows_digest(rows)}
     (Path(out) / DATA_SPLITS).write_text(json.dumps(
         {"seed": seed, "stratified_by": "class (single_label) or a row's rarest label (multi_label)",
          "files": hashes, "splits": entry}), encoding="utf-8")
+
+
+def rows_digest(rows: LabeledTexts) -> str:
+    """SHA-256 of a split's texts and labels, in order: catches any change of the rows, hub datasets included."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for text, target in zip(rows.texts, rows.targets):
+        h.update(json.dumps([text, sorted(target)]).encode("utf-8"))
+    return h.hexdigest()
 
 
 def load_split_rows(model_dir: Path, split: str, layout: ClassifierConfig, labels: tuple[str, ...],
@@ -749,6 +769,8 @@ def load_split_rows(model_dir: Path, split: str, layout: ClassifierConfig, label
     The files are read again with the run's layout and checked against the hashes recorded at training
     time: a changed file would silently give other rows.
     """
+    from ..paths import resolve_input
+
     path = Path(model_dir) / DATA_SPLITS
     if not path.exists():
         raise ConfigError(f"{model_dir} has no {DATA_SPLITS} (trained before splits were recorded); give --data")
@@ -756,21 +778,26 @@ def load_split_rows(model_dir: Path, split: str, layout: ClassifierConfig, label
     if split not in info["splits"]:
         raise ConfigError(f"{model_dir} has no {split!r} split; it has {sorted(info['splits'])} "
                           "(a test split needs test_split at training)")
-    wanted = info["splits"][split]["lines"]
-    files = [Path(p) for p in wanted]
+    entry = info["splits"][split]
+    by_line = "lines" in entry  # folders written before positions were recorded
+    wanted = entry["lines"] if by_line else entry["positions"]
+    files = [resolve_input(p) for p in wanted]
     for p in files:
         if not p.exists() and not joined_parts(p) and not is_dataset_ref(p):
             raise ConfigError(f"{p}, a file {model_dir} trained from, is missing")
         if data_file_hash(p) != info["files"][str(p)]:
             raise ConfigError(f"{p} changed since {model_dir} was trained (its hash differs): the {split} rows "
                               "cannot be recovered")
-    # Rows are picked by (file, line), so a split column needs no filtering (IMDB's train and test share a file).
+    # Rows are picked by position, so a split column needs no filtering (IMDB's train and test share a file).
     rows = load_labeled_texts(files, layout, labels=labels, problem_type=problem_type)
-    keep = {(p, line) for p, lines in wanted.items() for line in lines}
-    chosen = rows.subset(i for i, origin in enumerate(rows.origins) if tuple(origin) in keep)
-    if len(chosen) != info["splits"][split]["rows"]:
-        raise ConfigError(f"{model_dir}: found {len(chosen)} of the {info['splits'][split]['rows']} {split} rows "
-                          "recorded at training")
+    if by_line:
+        rows.origins = [(path, line) for (path, _), line in zip(rows.origins, rows.lines)]
+    names = {str(f): key for f, key in zip(files, wanted)}  # as resolved here -> as recorded
+    keep = {(p, i) for p, indices in wanted.items() for i in indices}
+    chosen = rows.subset(i for i, (path, at) in enumerate(rows.origins) if (names.get(path, path), at) in keep)
+    if len(chosen) != entry["rows"] or ("digest" in entry and rows_digest(chosen) != entry["digest"]):
+        raise ConfigError(f"{model_dir}: the {split} rows read again ({len(chosen)}) are not the {entry['rows']} "
+                          f"recorded at training (the data changed since, e.g. a hub dataset's new revision)")
     return chosen, files
 
 
@@ -806,6 +833,8 @@ def finetune_classifier(ctx) -> dict:
     if train.label_source is not None:
         record.add_input("labels", train.label_source)
     skipped, other_split_rows = list(train.skipped), train.other_split_rows
+    if dcfg.max_examples is not None:  # as for students: the first N rows, before any split
+        train = train.subset(range(min(dcfg.max_examples, len(train))))
     seed = args.data_seed if args.data_seed is not None else args.seed
     evals = test = None
     eval_fraction = dcfg.eval_split if not dcfg.eval_data else 0.0
@@ -829,8 +858,6 @@ def finetune_classifier(ctx) -> dict:
 
         rest, kept = stratified_split(train.strata(), [ccfg.train_subset / len(train)], seed)
         unused, train = train.subset(rest), train.subset(kept)
-    if dcfg.max_examples is not None:
-        train = train.subset(range(min(dcfg.max_examples, len(train))))
     if dcfg.eval_data:
         eval_paths = [resolve_input(p) for p in dcfg.eval_data]
         for i, p in enumerate(eval_paths):
