@@ -435,7 +435,7 @@ def test_kaggle_jigsaw_layout_with_ids_and_a_separate_labels_file(tmp_path):
     data = load_labeled_texts([f"{test}+{labels}"], layout)
     assert data.ids == ["t1", "t2"] and data.targets == [[0, 4], []]
     reasons = {s["id"]: s["reason"] for s in data.skipped}
-    assert "-1 (unscored" in reasons["t3"] and reasons["t4"] == "id 't4' is not in test_labels.csv"
+    assert "-1 (unscored" in reasons["t3"] and reasons["t4"] == "test.csv: id 't4' is not in test_labels.csv"
     assert all(s["file"] == f"{test}+{labels}" for s in data.skipped)
     with pytest.raises(ConfigError, match="needs both files; missing"):
         load_labeled_texts([f"{test}+{tmp_path / 'absent.csv'}"], layout)

@@ -24,7 +24,8 @@ from pathlib import Path
 from .errors import ConfigError, RecordError
 from .generation.dedup import normalize
 from .paths import resolve_input
-from .records import read_table_rows, table_kind
+from .records import (DUPLICATE_ID, NO_LABELS_ROW, NO_TEXT_ROW, read_joined_rows,  # noqa: F401 (reasons)
+                      read_table_rows, table_kind)
 from .splits import stratified_split, stratum_keys
 from .taxonomy import SourceMapping, Taxonomy
 
@@ -39,10 +40,7 @@ NO_SOURCE_LABEL = "none"  # source_label of a Jigsaw row with all six columns 0
 EMPTY_TEXT = "empty text"
 UNKNOWN_LABEL = "unknown label"
 UNSCORED = "unscored (-1)"
-NO_LABELS_ROW = "no row in the labels file"
-NO_TEXT_ROW = "no row in the text file"
 BAD_ROW = "bad row"
-DUPLICATE_ID = "duplicate id"
 DUPLICATE_TEXT = "duplicate text"
 
 
@@ -103,27 +101,15 @@ def read_jigsaw(file: CorpusFile, skip: Skip) -> Iterator[SourceRow]:
             if (flags := _jigsaw_flags(row, file.path, line, skip, rid)) is not None:
                 yield SourceRow(rid, row["comment_text"], flags, file.path, line)
         return
-    texts = read_table_rows(file.path, ["id", "comment_text"], on_bad=on_bad(file.path))
-    labels: dict[str, tuple[int, dict]] = {}
-    for line, row in read_table_rows(file.labels_path, ["id", *JIGSAW_LABELS], on_bad=on_bad(file.labels_path)):
+    def unmatched(path, line, kind, detail, rid):
+        skip(path, line, kind, detail, rid)
+
+    for line, row, label_line in read_joined_rows(file.path, file.labels_path, ["comment_text"], JIGSAW_LABELS,
+                                                  on_bad=lambda p, line, why: skip(p, line, BAD_ROW, why),
+                                                  on_unmatched=unmatched):
         rid = str(row["id"]).strip()
-        if rid in labels:
-            skip(file.labels_path, line, DUPLICATE_ID, f"id also on line {labels[rid][0]}", rid)
-        else:
-            labels[rid] = (line, row)
-    used = set()
-    for line, row in texts:
-        rid = str(row["id"]).strip()
-        if rid not in labels:
-            skip(file.path, line, NO_LABELS_ROW, f"id {rid!r} is not in {file.labels_path.name}", rid)
-            continue
-        used.add(rid)
-        label_line, label_row = labels[rid]
-        if (flags := _jigsaw_flags(label_row, file.labels_path, label_line, skip, rid)) is not None:
+        if (flags := _jigsaw_flags(row, file.labels_path, label_line, skip, rid)) is not None:
             yield SourceRow(rid, row["comment_text"], flags, file.path, line)
-    for rid, (line, _) in labels.items():
-        if rid not in used:
-            skip(file.labels_path, line, NO_TEXT_ROW, f"id {rid!r} is not in {file.path.name}", rid)
 
 
 def read_davidson(file: CorpusFile, skip: Skip) -> Iterator[SourceRow]:

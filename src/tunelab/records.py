@@ -347,3 +347,58 @@ def alpaca_to_chat(record: Record | dict, system: str | None = None) -> dict:
     ]
     extras = {k: v for k, v in r.items() if k not in ("instruction", "input", "output")}
     return {"messages": messages, **extras}
+
+
+# ---- texts in one file, labels in another (Kaggle's test.csv + test_labels.csv) -------------------------
+
+def split_joined_path(spec: str | os.PathLike) -> tuple[Path, Path] | None:
+    """(texts file, labels file) of a `texts.csv+labels.csv` entry, else None.
+
+    An entry is a pair only when it names no file itself and at least one side names one (each side
+    resolved as `resolve_input` does); a missing file that just has a '+' in its name is not a pair.
+    """
+    from .paths import resolve_input
+
+    text = str(spec)
+    if "+" not in text or Path(text).exists():
+        return None
+    left, right = (resolve_input(part.strip()) for part in text.split("+", 1))
+    return (left, right) if left.exists() or right.exists() else None
+
+
+# What `read_joined_rows` reports besides unreadable rows: (kind, the file it is in).
+DUPLICATE_ID, NO_LABELS_ROW, NO_TEXT_ROW = "duplicate id", "no row in the labels file", "no row in the text file"
+
+
+def read_joined_rows(text_path: Path, labels_path: Path, text_columns: Sequence[str], label_columns: Sequence[str], *,
+                     id_column: str = "id", on_bad: Callable[[Path, int, str], None],
+                     on_unmatched: Callable[[Path, int, str, str, str], None]) -> Iterator[tuple[int, dict, int]]:
+    """Rows of `text_path` with the `label_columns` of `labels_path` joined by `id_column`:
+    (text file line, joined row, labels file line).
+
+    `on_bad(path, line, why)` gets rows that cannot be read. `on_unmatched(path, line, kind, detail, id)` gets
+    a second label row of an id (DUPLICATE_ID, the first is kept), a text row whose id has no label row
+    (NO_LABELS_ROW) and, after the text rows, a label row whose id has no text (NO_TEXT_ROW). A missing
+    column stops with a `RecordError` naming the file.
+    """
+    labels: dict[str, tuple[int, dict]] = {}
+    for line, row in read_table_rows(labels_path, [id_column, *label_columns],
+                                     on_bad=lambda line, why: on_bad(labels_path, line, why)):
+        rid = str(row[id_column]).strip()
+        if rid in labels:
+            on_unmatched(labels_path, line, DUPLICATE_ID, f"id also on line {labels[rid][0]}", rid)
+        else:
+            labels[rid] = (line, row)
+    used = set()
+    for line, row in read_table_rows(text_path, [id_column, *text_columns],
+                                     on_bad=lambda line, why: on_bad(text_path, line, why)):
+        rid = str(row[id_column]).strip()
+        if rid not in labels:
+            on_unmatched(text_path, line, NO_LABELS_ROW, f"id {rid!r} is not in {labels_path.name}", rid)
+            continue
+        used.add(rid)
+        label_line, label_row = labels[rid]
+        yield line, {**label_row, **row}, label_line
+    for rid, (line, _) in labels.items():
+        if rid not in used:
+            on_unmatched(labels_path, line, NO_TEXT_ROW, f"id {rid!r} is not in {text_path.name}", rid)

@@ -185,9 +185,11 @@ class RunRecord:
         self.started = time.time()
 
     def add_input(self, name: str, path: str | os.PathLike) -> None:
+        from .records import split_joined_path
+
+        parts = split_joined_path(path)
         path = Path(path)
-        parts = str(path).split("+", 1)
-        if not path.exists() and len(parts) == 2 and all(Path(p).is_file() for p in parts):  # texts+labels files
+        if parts and all(p.is_file() for p in parts):  # texts+labels files
             self.inputs[name] = " + ".join(f"{p} sha256:{sha256_file(p)}" for p in parts)
         elif path.is_file():
             self.inputs[name] = f"{path} sha256:{sha256_file(path)}"

@@ -375,18 +375,13 @@ def _dataset_rows(ref, required: list[str]):
 
 def joined_parts(path) -> tuple[Path, Path] | None:
     """(texts file, labels file) of a `texts+labels` data entry (Kaggle's test.csv+test_labels.csv), else None."""
-    from ..paths import resolve_input
+    from ..records import split_joined_path
 
-    text = str(path)
-    if "+" not in text or Path(text).exists():
-        return None
-    left, right = (resolve_input(part) for part in text.split("+", 1))
-    if not left.exists() and not right.exists():
-        return None  # a missing file that happens to hold a '+' in its name
-    if not left.exists() or not right.exists():
-        missing = [str(p) for p in (left, right) if not p.exists()]
-        raise ConfigError(f"{text}: a texts+labels entry needs both files; missing {', '.join(missing)}")
-    return left, right
+    parts = split_joined_path(path)
+    if parts and not all(p.exists() for p in parts):
+        missing = [str(p) for p in parts if not p.exists()]
+        raise ConfigError(f"{path}: a texts+labels entry needs both files; missing {', '.join(missing)}")
+    return parts
 
 
 def data_file_hash(path) -> str:
@@ -402,24 +397,16 @@ def data_file_hash(path) -> str:
 
 
 def _joined_rows(text_path: Path, labels_path: Path, layout: ClassifierConfig, required: list[str], skip):
-    """Rows of `text_path` with the label columns of `labels_path` joined by id; (text file line, row).
-    A text row whose id the labels file lacks is a bad row (named by its line); label rows of ids
-    without text are ignored."""
-    from ..records import read_table_rows
+    """(text file line, row) of `text_path` joined by id with the label columns of `labels_path`; rows
+    that do not pair up are bad rows, named by the joined entry and the line."""
+    from ..records import read_joined_rows
 
-    joined = str(text_path) + "+" + str(labels_path)
-    label_columns = [c for c in required if c != layout.text_column]
-    labels = {}
-    for line, row in read_table_rows(labels_path, [JOIN_ID_COLUMN, *label_columns],
-                                     on_bad=lambda line, why: skip(labels_path, line, why)):
-        labels.setdefault(str(row[JOIN_ID_COLUMN]).strip(), row)
-    for line, row in read_table_rows(text_path, [JOIN_ID_COLUMN, layout.text_column],
-                                     on_bad=lambda line, why: skip(joined, line, why)):
-        rid = str(row[JOIN_ID_COLUMN]).strip()
-        if rid not in labels:
-            skip(joined, line, f"id {rid!r} is not in {labels_path.name}", rid)
-            continue
-        yield line, {**labels[rid], **row}
+    joined = f"{text_path}+{labels_path}"
+    for line, row, _ in read_joined_rows(
+            text_path, labels_path, [layout.text_column], [c for c in required if c != layout.text_column],
+            id_column=JOIN_ID_COLUMN, on_bad=lambda path, line, why: skip(joined, line, f"{path.name}: {why}"),
+            on_unmatched=lambda path, line, kind, detail, rid: skip(joined, line, f"{path.name}: {detail}", rid)):
+        yield line, row
 
 
 def _label_names(layout: ClassifierConfig, rows: list[_Row], label_column: str | None):
