@@ -419,3 +419,14 @@ def test_baselines_on_tiny_llama_beside_the_main_scores(tmp_path, tiny_llama):
     rows = [json.loads(x) for x in (out / "baselines/2shot_seed1.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and {"id", "answer", "outcome", "reason", "reference", "predicted"} <= set(rows[0])
     assert set(rows[0]["label_probs"]) == set(JIGSAW) and all(0 < p < 1 for p in rows[0]["label_probs"].values())
+
+
+def test_settings_of_the_other_path_are_refused_not_ignored(tmp_path, capsys):
+    pred = write_jsonl(tmp_path / "p.jsonl", ROWS)
+    base = ["--task", "classification", "--predictions", str(pred), "--taxonomy", "jigsaw",
+            "--output_dir", str(tmp_path / "s")]
+    assert "--split, --tfidf_baseline apply to an encoder classifier" in _fails(
+        [*base, "--split", "test", "--tfidf_baseline", "true"], capsys)
+    assert "needs --baseline_model" in _fails([*base, "--baseline_label_probs", "true"], capsys)
+    assert "--split must be test or eval" in _fails(
+        ["--task", "classification", "--model", str(tmp_path), "--split", "train"], capsys)
