@@ -1,9 +1,23 @@
-"""How bench/suite.py sets a bench script's sizes: through the script's own argument parser."""
+"""What every bench script shares: sizes set through its own argument parser (for bench/suite.py), how a
+missed target is reported, and its command-line entry point."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
 from typing import Any
+
+
+def print_missed(missed: list[str]) -> None:
+    for line in missed:
+        print(f"MISSED: {line}", file=sys.stderr)
+
+
+def script_main(build_parser: Callable[[], argparse.ArgumentParser], measure: Callable, argv=None) -> int:
+    """Run a bench script from its command line: exit status 1 when it missed its target."""
+    _, missed = measure(build_parser().parse_args(argv))
+    return 1 if missed else 0
 
 
 def args_with(parser: argparse.ArgumentParser, sizes: dict[str, Any]) -> argparse.Namespace:

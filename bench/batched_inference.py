@@ -33,7 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_data.json"
@@ -160,14 +160,12 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
         missed.append(f"{len(mismatches)} of {len(prompts)} greedy outputs differ between batched and one at a time")
     if speedup < TARGET_SPEEDUP:
         missed.append(f"batched is {speedup:.2f}x one at a time, below {TARGET_SPEEDUP}x")
-    for line in missed:
-        print(f"MISSED: {line}", file=sys.stderr)
+    print_missed(missed)
     return results, missed
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, missed = measure(build_parser().parse_args(argv))
-    return 1 if missed else 0
+    return script_main(build_parser, measure, argv)
 
 
 def run(quick: bool = True, **sizes) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 from tunelab.teachers import RequestCache, SamplingParams, TeacherRequest, run_requests
 from tunelab.teachers.http_teacher import OpenAICompatibleTeacher
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
 
 TARGET_FRACTION = 0.8
 # bench/suite.py's quick mode: 1,000 concurrent requests, still ~16 full rounds of 64 in flight.
@@ -79,14 +79,12 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     missed = []
     if results["fraction_of_ideal"] < TARGET_FRACTION:
         missed.append(f"{concurrent:.0f} req/s is below {TARGET_FRACTION} x {ideal:.0f}")
-    for line in missed:
-        print(f"MISSED: {line}", file=sys.stderr)
+    print_missed(missed)
     return results, missed
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, missed = measure(build_parser().parse_args(argv))
-    return 1 if missed else 0
+    return script_main(build_parser, measure, argv)
 
 
 def run(quick: bool = True, **sizes) -> dict:

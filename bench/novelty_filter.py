@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tunelab.generation.novelty import NaiveNoveltyFilter, NoveltyFilter
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
 from _table import print_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,14 +124,12 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
         missed.append(f"fast full run took {fast_full_s:.1f} s > {MAX_FAST_SECONDS:.0f} s")
     if ratio < MIN_RATIO:
         missed.append(f"estimated speedup {ratio:.0f}x < {MIN_RATIO:.0f}x")
-    for line in missed:
-        print(f"MISSED: {line}", file=sys.stderr)
+    print_missed(missed)
     return results, missed
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, missed = measure(build_parser().parse_args(argv))
-    return 1 if missed else 0
+    return script_main(build_parser, measure, argv)
 
 
 def run(quick: bool = True, **sizes) -> dict:

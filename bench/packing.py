@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
 from _table import print_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,14 +177,12 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    for line in missed:
-        print(f"MISSED: {line}", file=sys.stderr)
+    print_missed(missed)
     return results, missed
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, missed = measure(build_parser().parse_args(argv))
-    return 1 if missed else 0
+    return script_main(build_parser, measure, argv)
 
 
 def run(quick: bool = True, **sizes) -> dict:

@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
 from _table import print_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,14 +255,12 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
         missed.append(f"full path took {total_s:.1f} s > {TARGET_SECONDS:.0f} s")
     if not boot["same_values"]:
         missed.append("BLEU from statistics differs from sacrebleu re-scoring")
-    for line in missed:
-        print(f"MISSED: {line}", file=sys.stderr)
+    print_missed(missed)
     return results, missed
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, missed = measure(build_parser().parse_args(argv))
-    return 1 if missed else 0
+    return script_main(build_parser, measure, argv)
 
 
 def run(quick: bool = True, **sizes) -> dict:

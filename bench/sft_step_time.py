@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_RATIO = 1.05
@@ -271,14 +271,12 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     missed = []
     if ratio > MAX_RATIO:
         missed.append(f"our step takes {ratio:.3f} x plain TRL's (> {MAX_RATIO})")
-    for line in missed:
-        print(f"MISSED: {line}", file=sys.stderr)
+    print_missed(missed)
     return results, missed
 
 
 def main(argv: list[str] | None = None) -> int:
-    _, missed = measure(build_parser().parse_args(argv))
-    return 1 if missed else 0
+    return script_main(build_parser, measure, argv)
 
 
 def run(quick: bool = True, **sizes) -> dict:
