@@ -65,8 +65,17 @@ def test_runs_are_the_stage_commands_and_results_md_comes_from_their_records(pla
     assert results.run(plan, methods=["full"], root=root) == []  # finished: skipped, nothing run again
     assert "is finished; skipped" in capsys.readouterr().out
 
-    text = results.report(plan, root=root, out=tmp_path / "RESULTS.md")
+    bench = tmp_path / "bench" / "results.json"  # what `make bench` leaves, a skipped GPU check in it
+    bench.parent.mkdir()
+    bench.write_text(json.dumps({"benchmarks": [{"name": "gpu_qlora", "compares": "GPU QLoRA", "status": "skipped",
+                                                 "reason": "no CUDA GPU visible"}]}))
+    bench.with_suffix(".md").write_text("# Benchmark results\n\n| Benchmark |\n| --- |\n| gpu_qlora |\n\n")
+    text = results.report(plan, root=root, out=tmp_path / "RESULTS.md", bench=bench)
     assert text == (tmp_path / "RESULTS.md").read_text()
+    summary = text.split("## Summary")[1].split("\n## ")[0]
+    assert "| Tiny reviews | full | held-out 30% | accuracy " in summary and "| lora |" not in summary
+    speed = text.split("## Speed (`make bench`)")[1]
+    assert "| gpu_qlora |" in speed and "- gpu_qlora (GPU QLoRA): not run: no CUDA GPU visible." in speed
     row = next(line for line in text.splitlines() if line.startswith("| full |"))
     accuracy = scores["intervals"]["accuracy"]
     assert f"{accuracy['value']:.3f} [{accuracy['ci_low']:.3f}, {accuracy['ci_high']:.3f}]" in row
