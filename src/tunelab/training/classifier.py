@@ -31,6 +31,7 @@ PROBLEM_TYPES = ("auto", "single_label", "multi_label")
 HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification"}
 CLASS_WEIGHTINGS = ("none", "balanced")
 TRUNCATIONS = ("head", "head_tail")
+HEAD_BIAS_INITS = ("prior", "zero")
 DATA_SPLITS = "data_splits.json"  # which rows of which files each split holds
 DEFAULT_LABEL_COLUMN = "labels"  # moderation records: {"text", "labels": [names]}
 _INT = re.compile(r"[+-]?\d+")
@@ -93,6 +94,12 @@ class ClassifierConfig:
     truncation: str = field(default="head", metadata={
         "help": "Texts longer than max_length: head keeps the start; head_tail keeps the first quarter and the last "
                 "three quarters of the tokens (long reviews state their verdict at the end). Saved with the model."})
+    head_bias_init: str = field(default="prior", metadata={
+        "help": "prior: the new head's biases start at the training rows' label log-odds (multi_label) or log "
+                "class frequencies (single_label), so the first steps learn from the text instead of spending "
+                "themselves on the label rates (with many rare labels, as GoEmotions' 28, a zero start can "
+                "leave the encoder predicting the rates alone for epochs); zero: the library's start. Left at "
+                "zero under class_weighting or balanced_sampling, whose loss does not see the raw rates."})
     # Thresholds.
     tune_thresholds: bool = field(default=True, metadata={
         "help": "multi_label with an eval set: after training, pick each label's threshold maximising its F1 on "
@@ -119,6 +126,8 @@ class ClassifierConfig:
             raise ValueError(f"test_split must be in [0, 1), got {self.test_split}")
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f"train_subset must be at least 1, got {self.train_subset}")
+        if self.head_bias_init not in HEAD_BIAS_INITS:
+            raise ValueError(f"head_bias_init must be one of {', '.join(HEAD_BIAS_INITS)}, got {self.head_bias_init!r}")
         if self.truncation not in TRUNCATIONS:
             raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         if self.max_class_weight is not None and self.max_class_weight <= 0:
@@ -542,8 +551,39 @@ def load_classifier_base(path: str, labels: tuple[str, ...], *, problem_type: st
     return model, sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
 
 
-def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg, *, trust_remote_code: bool = False):
-    """The model to train: the encoder with a new head, wrapped in LoRA when `mcfg.use_lora`.
+def label_prior_logits(data: "LabeledTexts") -> np.ndarray:
+    """The head biases that predict the training rows' label rates before any text is read: log-odds of
+    each label's share (multi_label, sigmoids) or log of each class's share (single_label, softmax).
+    Shares are clipped to [1e-4, 1 - 1e-4], so a label absent from the rows gets a finite bias."""
+    y = data.y()
+    if data.problem_type == "multi_label":
+        share = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
+        return np.log(share / (1 - share))
+    share = np.clip(np.bincount(y, minlength=len(data.labels)) / len(y), 1e-4, 1.0)
+    return np.log(share)
+
+
+def set_head_bias(model, bias: np.ndarray) -> str:
+    """Write `bias` into the classification head (the last linear layer with one output per label:
+    BERT's and DistilBERT's `classifier`, RoBERTa's `classifier.out_proj`, a decoder's `score`).
+    Returns the layer's name."""
+    import torch
+
+    heads = [(name, m) for name, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and m.out_features == len(bias) and m.bias is not None]
+    if not heads:
+        raise ConfigError(f"no linear head with a bias and {len(bias)} outputs in {type(model).__name__}; "
+                          "set head_bias_init: zero")
+    name, head = heads[-1]
+    with torch.no_grad():
+        head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
+    return name
+
+
+def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg, *, trust_remote_code: bool = False,
+                     head_bias: np.ndarray | None = None):
+    """The model to train: the encoder with a new head (its biases set to `head_bias` where given),
+    wrapped in LoRA when `mcfg.use_lora`.
 
     Under LoRA every newly initialised module is trained in full (`modules_to_save`): PEFT adds
     `classifier`/`score` (and by suffix DistilBERT's `pre_classifier`) by itself, but the pooler that
@@ -555,6 +595,8 @@ def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg
 
     model, new_modules = load_classifier_base(base, labels, problem_type=problem_type,
                                               trust_remote_code=trust_remote_code, with_new_modules=True)
+    if head_bias is not None:  # before LoRA, so the trained copy of the head (modules_to_save) starts there too
+        set_head_bias(model, head_bias)
     if not mcfg.use_lora:
         return model
     from peft import get_peft_model
@@ -875,7 +917,9 @@ def finetune_classifier(ctx) -> dict:
         print("finetune: the eval set is scored once after training; set eval_strategy (steps or epoch) "
               "for metrics during training")
 
-    model = classifier_model(base, train.labels, train.problem_type, mcfg, trust_remote_code=args.trust_remote_code)
+    prior_bias = (ccfg.head_bias_init == "prior" and ccfg.class_weighting == "none" and not ccfg.balanced_sampling)
+    model = classifier_model(base, train.labels, train.problem_type, mcfg, trust_remote_code=args.trust_remote_code,
+                             head_bias=label_prior_logits(train) if prior_bias else None)
     if skipped and is_main_process():  # written once data and model have loaded (the folder appears here)
         write_jsonl(out / SKIPPED_RECORDS, skipped)
         record.add_output("skipped_records", out / SKIPPED_RECORDS)
@@ -897,7 +941,7 @@ def finetune_classifier(ctx) -> dict:
                "rows_in_other_splits": other_split_rows,
                "overlength": len(over), "overlength_action": dcfg.overlength, "max_length": max_length,
                "class_weights": dict(zip(train.labels, map(float, weights))) if weights is not None else None,
-               "balanced_sampling": ccfg.balanced_sampling}
+               "balanced_sampling": ccfg.balanced_sampling, "head_bias_init": "prior" if prior_bias else "zero"}
     summary.update(train_and_save(trainer, ctx))
 
     thresholds = None
