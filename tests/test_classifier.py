@@ -369,6 +369,45 @@ def test_lora_trains_every_new_head_module_in_full(tmp_path):
     assert not any(n.endswith("query.base_layer.weight") for n in trainable)
 
 
+def test_the_heads_biases_start_at_the_training_label_rates(tmp_path):
+    """head_bias_init prior: before any step, the head predicts each label's share of the training rows
+    (sigmoids for multi_label, a softmax for single_label), under LoRA too; weighted losses keep zero."""
+    from transformers import BertConfig, BertModel
+
+    from tunelab.training.classifier import classifier_model, label_prior_logits
+
+    posts = tmp_path / "posts.jsonl"  # a: 9 of 12 rows, b: 3 of 12, c: none
+    posts.write_text("".join(json.dumps({"text": f"post {i}", "labels": labels}) + "\n"
+                             for i, labels in enumerate([["a"], ["a", "b"], [], ["a"]] * 3)), encoding="utf-8")
+    multi = load_labeled_texts([posts], ClassifierConfig(labels=["a", "b", "c"]))
+    assert multi.problem_type == "multi_label"
+    assert 1 / (1 + np.exp(-label_prior_logits(multi))) == pytest.approx([0.75, 0.25, 1e-4])
+    reviews = write_csv(tmp_path / "reviews.csv", ["text", "label"], [[f"review {i}", "good" if i % 4 else "bad"]
+                                                                       for i in range(12)])
+    single = load_labeled_texts([reviews], ClassifierConfig(label_column="label"))
+    assert np.exp(label_prior_logits(single)) == pytest.approx([0.25, 0.75])  # a softmax of these is the shares
+
+    BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=37)).save_pretrained(tmp_path / "bert")
+    bias = label_prior_logits(multi)
+    for use_lora in (False, True):
+        model = classifier_model(str(tmp_path / "bert"), multi.labels, "multi_label",
+                                 finetune.ModelConfig(base=str(tmp_path / "bert"), use_lora=use_lora), head_bias=bias)
+        heads = {n: p for n, p in model.named_parameters() if n.endswith("classifier.bias")
+                 or n.endswith("classifier.modules_to_save.default.bias")}
+        assert heads and all(torch.allclose(p, torch.tensor(bias, dtype=p.dtype)) for p in heads.values())
+
+    out = tmp_path / "run"  # through the stage: a step at learning rate 0 leaves the head as it started
+    summary = finetune.finetune([*RUN, "--data", str(posts), "--labels", "a", "b", "c", "--max_steps", "1",
+                                 "--learning_rate", "0", "--warmup_steps", "0", "--output_dir", str(out)])
+    model, _, _ = load_classifier(out)
+    assert summary["head_bias_init"] == "prior"
+    assert model.classifier.bias.detach().numpy() == pytest.approx(bias, abs=1e-5)
+    summary = finetune.finetune([*RUN, "--data", str(posts), "--labels", "a", "b", "c", "--max_steps", "1",
+                                 "--class_weighting", "balanced", "--output_dir", str(tmp_path / "weighted")])
+    assert summary["head_bias_init"] == "zero"
+
+
 def test_head_tail_truncation_keeps_the_start_and_the_end(minilm):
     from transformers import AutoTokenizer
 
