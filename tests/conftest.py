@@ -25,6 +25,16 @@ def tunelab_cache(tmp_path_factory):
         os.environ["TUNELAB_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def released_output_dirs():
+    """Stages called in process keep their output folders claimed (run_main lets go at the end of a
+    command); let go after each test, as a finished command would."""
+    from tunelab.runs import release_output_dirs
+
+    yield
+    release_output_dirs()
+
+
 @pytest.fixture(scope="session")
 def tiny_llama(tunelab_cache) -> str:
     """Folder of a tiny random Llama (2 layers, hidden 64) with a byte-level BPE tokenizer."""

@@ -37,3 +37,29 @@ def test_existing_output_folder_needs_overwrite(tmp_path):
         ensure_output_dir(tmp_path / "x", overwrite=False)
     ensure_output_dir(tmp_path / "x", overwrite=True)
     assert (tmp_path / "x" / "f").read_text() == "keep"
+
+
+def test_two_runs_cannot_write_one_folder_at_once(tmp_path):
+    """A folder another live process is writing is refused, overwrite or not; the claim dies with that
+    process (killed, no clean-up) and is let go by release_output_dirs."""
+    import subprocess
+
+    from tunelab.runs import check_output_dir, release_output_dirs
+
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from tunelab.runs import check_output_dir; "
+                               f"check_output_dir({str(out)!r}, False); print('held', flush=True); time.sleep(120)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(OutputExistsError, match=rf"being written by another run \(pid {holder.pid} on "):
+            check_output_dir(out, overwrite=True)
+    finally:
+        holder.kill()
+        holder.wait()
+    check_output_dir(out, overwrite=True)  # its lock went with it
+    check_output_dir(out, overwrite=True)  # this process holds it: a second check is fine
+    lock = tmp_path / ".run.lock"
+    assert lock.exists()
+    release_output_dirs()
+    assert not lock.exists()

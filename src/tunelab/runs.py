@@ -1,4 +1,4 @@
-"""Run folders: refuse to clobber, and record how every output was made.
+"""Run folders: refuse to clobber, one writer at a time, and record how every output was made.
 
 Each run writes next to its outputs:
 - `config.yaml`: the resolved config (YAML values after command-line overrides);
@@ -40,9 +40,56 @@ _TOKENIZER_FIELDS = {"pad_token", "eos_token", "bos_token", "unk_token", "sep_to
 MASK = "***"
 
 
+_CLAIMS: dict[Path, Any] = {}  # output folder -> the open lock file this process holds for it
+
+
+def claim_output_dir(path: str | os.PathLike) -> None:
+    """Take `path` for this process until `release_output_dirs()` (or exit): a second run writing the same
+    folder at the same time (two terminals, a restarted queue) is refused instead of mixing its files in.
+
+    The lock is an OS file lock on `.<name>.lock` beside the folder, so it dies with its process; the
+    folder itself need not exist yet. Under torchrun only rank 0 claims. No-op where the OS has no flock.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return
+    path = Path(path).resolve()
+    if path in _CLAIMS or int(os.environ.get("RANK", "0")) != 0:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path.parent / f".{path.name}.lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise OutputExistsError(f"{path} is being written by another run ({holder}); wait for it to finish, "
+                                "or give another output_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {platform.node()}")
+    handle.flush()
+    _CLAIMS[path] = handle
+
+
+def release_output_dirs() -> None:
+    """Let go of every folder this process claimed (each stage's entry point does, when the stage ends)."""
+    import fcntl
+
+    while _CLAIMS:
+        path, handle = _CLAIMS.popitem()
+        Path(handle.name).unlink(missing_ok=True)
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
 def check_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "output folder") -> Path:
-    """Refuse, before any slow work, when `path` already holds files and `overwrite` is off."""
+    """Refuse, before any slow work, when `path` already holds files and `overwrite` is off, or when
+    another run is writing it; otherwise claim it for this run."""
     path = Path(path)
+    claim_output_dir(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise OutputExistsError(f"{what} {path} already exists and is not empty; pass --overwrite to replace its outputs")
     return path
@@ -64,6 +111,7 @@ def check_resumable_run(path: str | os.PathLike, record: "RunRecord", *, ignore:
     from .errors import ConfigError
 
     path = Path(path)
+    claim_output_dir(path)
     saved_path = path / "config.yaml"
     if path.exists() and any(path.iterdir()):
         if not saved_path.exists():

@@ -29,10 +29,15 @@ def quiet_libraries() -> None:
 
 
 def run_main(body: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None) -> int:
-    """Run a stage; a `TunelabError` is printed as one clear line (exit 2), not a traceback."""
+    """Run a stage; a `TunelabError` is printed as one clear line (exit 2), not a traceback. The output
+    folders it claimed are let go when it ends."""
+    from ..runs import release_output_dirs
+
     try:
         body(argv)
     except TunelabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        release_output_dirs()
     return 0
