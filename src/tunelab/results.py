@@ -202,6 +202,11 @@ def _data_used(summary: dict, config: dict) -> str:
     parts.append(f"max {summary.get('max_length', config.get('max_length'))} tokens, {config.get('truncation', 'head')}")
     if config.get("bf16"):
         parts.append("bf16")
+    if summary.get("problem_type") == "multi_label":  # runs from before head_bias_init started at zero
+        parts.append(f"head biases from {'label rates' if summary.get('head_bias_init') == 'prior' else 'zero'}")
+    epochs = config.get("num_train_epochs", "?")
+    epochs = int(epochs) if isinstance(epochs, float) and epochs.is_integer() else epochs
+    parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}, lr {config.get('learning_rate', '?'):g}")
     return "; ".join(parts)
 
 
