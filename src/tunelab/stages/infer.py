@@ -26,7 +26,7 @@ from types import SimpleNamespace
 from ..errors import ConfigError, OutputExistsError, RecordError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
 from ..records import append_jsonl, drop_partial_last_line, iter_json_objects, read_records, write_json, write_jsonl
-from ..runs import RunRecord, check_resumable_run
+from ..runs import RunRecord, check_resumable_run, claim_output_dir
 from ..teachers.base import SamplingParams
 from .common import quiet_libraries, run_main
 
@@ -380,6 +380,7 @@ def prepare_output(cfg: InferenceConfig, record: RunRecord) -> tuple[Path, bool]
     and refused when its settings differ. A run that died before its first row starts over.
     """
     out = Path(cfg.output_dir)
+    claim_output_dir(out)  # another live run writing here is refused, whatever the folder holds
     if not out.exists() or not any(out.iterdir()):
         return out, False
     if cfg.overwrite:
