@@ -361,7 +361,7 @@ def test_lora_trains_every_new_head_module_in_full(tmp_path):
 
     BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37),
               add_pooling_layer=False).save_pretrained(tmp_path)
-    model = classifier_model(str(tmp_path), ("a", "b"), "single_label", finetune.ModelConfig(base=str(tmp_path)))
+    model, _ = classifier_model(str(tmp_path), ("a", "b"), "single_label", finetune.ModelConfig(base=str(tmp_path)))
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     for head in ("pooler.dense", "classifier"):
         assert any(f".{head}.modules_to_save." in n for n in trainable), head
@@ -374,7 +374,7 @@ def test_the_heads_biases_start_at_the_training_label_rates(tmp_path):
     (sigmoids for multi_label, a softmax for single_label), under LoRA too; weighted losses keep zero."""
     from transformers import BertConfig, BertModel
 
-    from tunelab.training.classifier import classifier_model, label_prior_logits
+    from tunelab.training.classifier import classifier_model, label_prior_logits, set_head_bias
 
     posts = tmp_path / "posts.jsonl"  # a: 9 of 12 rows, b: 3 of 12, c: none
     posts.write_text("".join(json.dumps({"text": f"post {i}", "labels": labels}) + "\n"
@@ -391,11 +391,19 @@ def test_the_heads_biases_start_at_the_training_label_rates(tmp_path):
                          intermediate_size=37)).save_pretrained(tmp_path / "bert")
     bias = label_prior_logits(multi)
     for use_lora in (False, True):
-        model = classifier_model(str(tmp_path / "bert"), multi.labels, "multi_label",
-                                 finetune.ModelConfig(base=str(tmp_path / "bert"), use_lora=use_lora), head_bias=bias)
+        model, bias_set = classifier_model(str(tmp_path / "bert"), multi.labels, "multi_label",
+                                           finetune.ModelConfig(base=str(tmp_path / "bert"), use_lora=use_lora),
+                                           head_bias=bias)
+        assert bias_set
         heads = {n: p for n, p in model.named_parameters() if n.endswith("classifier.bias")
                  or n.endswith("classifier.modules_to_save.default.bias")}
         assert heads and all(torch.allclose(p, torch.tensor(bias, dtype=p.dtype)) for p in heads.values())
+
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    llama = LlamaForSequenceClassification(LlamaConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                                                       num_attention_heads=2, intermediate_size=37, num_labels=3))
+    assert set_head_bias(llama, bias) is None  # a decoder's `score` has no bias: left as built, said so
 
     out = tmp_path / "run"  # through the stage: a step at learning rate 0 leaves the head as it started
     summary = finetune.finetune([*RUN, "--data", str(posts), "--labels", "a", "b", "c", "--max_steps", "1",

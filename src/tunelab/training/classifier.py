@@ -563,17 +563,16 @@ def label_prior_logits(data: "LabeledTexts") -> np.ndarray:
     return np.log(share)
 
 
-def set_head_bias(model, bias: np.ndarray) -> str:
-    """Write `bias` into the classification head (the last linear layer with one output per label:
-    BERT's and DistilBERT's `classifier`, RoBERTa's `classifier.out_proj`, a decoder's `score`).
-    Returns the layer's name."""
+def set_head_bias(model, bias: np.ndarray) -> str | None:
+    """Write `bias` into the classification head (the last linear layer with one output per label and a
+    bias: BERT's and DistilBERT's `classifier`, RoBERTa's `classifier.out_proj`). Returns the layer's
+    name, or None where the head has no bias (a decoder's `score`)."""
     import torch
 
     heads = [(name, m) for name, m in model.named_modules()
              if isinstance(m, torch.nn.Linear) and m.out_features == len(bias) and m.bias is not None]
     if not heads:
-        raise ConfigError(f"no linear head with a bias and {len(bias)} outputs in {type(model).__name__}; "
-                          "set head_bias_init: zero")
+        return None
     name, head = heads[-1]
     with torch.no_grad():
         head.bias.copy_(torch.as_tensor(bias, dtype=head.bias.dtype))
@@ -581,9 +580,9 @@ def set_head_bias(model, bias: np.ndarray) -> str:
 
 
 def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg, *, trust_remote_code: bool = False,
-                     head_bias: np.ndarray | None = None):
-    """The model to train: the encoder with a new head (its biases set to `head_bias` where given),
-    wrapped in LoRA when `mcfg.use_lora`.
+                     head_bias: np.ndarray | None = None) -> tuple[object, bool]:
+    """The model to train: the encoder with a new head, wrapped in LoRA when `mcfg.use_lora`, and
+    whether the head's biases were set to `head_bias` (not where none is given or the head has none).
 
     Under LoRA every newly initialised module is trained in full (`modules_to_save`): PEFT adds
     `classifier`/`score` (and by suffix DistilBERT's `pre_classifier`) by itself, but the pooler that
@@ -595,15 +594,17 @@ def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg
 
     model, new_modules = load_classifier_base(base, labels, problem_type=problem_type,
                                               trust_remote_code=trust_remote_code, with_new_modules=True)
-    if head_bias is not None:  # before LoRA, so the trained copy of the head (modules_to_save) starts there too
-        set_head_bias(model, head_bias)
+    # before LoRA, so the trained copy of the head (modules_to_save) starts there too
+    bias_set = head_bias is not None and set_head_bias(model, head_bias) is not None
+    if head_bias is not None and not bias_set:
+        print(f"finetune: the head of {type(model).__name__} has no bias; it starts as the library builds it")
     if not mcfg.use_lora:
-        return model
+        return model, bias_set
     from peft import get_peft_model
 
     config = lora_from_settings(mcfg, model_type(base), "classify", "SEQ_CLS")
     config.modules_to_save = sorted(set(config.modules_to_save or []) | set(new_modules)) or None
-    return get_peft_model(model, config)
+    return get_peft_model(model, config), bias_set
 
 
 def encode_texts(tokenizer, texts: list[str], max_length: int, truncation: str = "head") -> dict:
@@ -917,9 +918,11 @@ def finetune_classifier(ctx) -> dict:
         print("finetune: the eval set is scored once after training; set eval_strategy (steps or epoch) "
               "for metrics during training")
 
-    prior_bias = (ccfg.head_bias_init == "prior" and ccfg.class_weighting == "none" and not ccfg.balanced_sampling)
-    model = classifier_model(base, train.labels, train.problem_type, mcfg, trust_remote_code=args.trust_remote_code,
-                             head_bias=label_prior_logits(train) if prior_bias else None)
+    # weighted losses and balanced draws do not see the raw label rates: those heads start at zero
+    start_at_rates = ccfg.head_bias_init == "prior" and ccfg.class_weighting == "none" and not ccfg.balanced_sampling
+    model, prior_bias = classifier_model(base, train.labels, train.problem_type, mcfg,
+                                         trust_remote_code=args.trust_remote_code,
+                                         head_bias=label_prior_logits(train) if start_at_rates else None)
     if skipped and is_main_process():  # written once data and model have loaded (the folder appears here)
         write_jsonl(out / SKIPPED_RECORDS, skipped)
         record.add_output("skipped_records", out / SKIPPED_RECORDS)
