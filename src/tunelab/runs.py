@@ -76,6 +76,8 @@ def claim_output_dir(path: str | os.PathLike) -> None:
 
 def release_output_dirs() -> None:
     """Let go of every folder this process claimed (each stage's entry point does, when the stage ends)."""
+    if not _CLAIMS:  # also where the OS has no flock (nothing is ever claimed there)
+        return
     import fcntl
 
     while _CLAIMS:
