@@ -1,6 +1,11 @@
 """evaluate/results.py: the plan's commands run as a user would type them, and RESULTS.md from their records."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -122,3 +127,26 @@ def test_interrupted_steps_resume_or_start_over_and_prepare_needs_its_folder(pla
                                                                    "    data: 80"))
     with pytest.raises(ConfigError, match="needs --output_dir"):
         results.load_plan(tmp_path / "plan.yaml")
+
+
+def test_stopping_the_runner_stops_its_running_stage(tmp_path):
+    """A `kill` of the runner must not leave its training running alone, still writing the run folder."""
+    script = tmp_path / "runner.py"
+    script.write_text(f"""
+import sys
+from tunelab import results
+results.call_forwarding_termination([sys.executable, "-c", "import os, time; "
+    "open({str(tmp_path / 'child.pid')!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+open({str(tmp_path / 'next_step')!r}, 'w').write('started')  # must not be reached
+""")
+    runner = subprocess.Popen([sys.executable, str(script)])
+    pid_file = tmp_path / "child.pid"
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # gone, not orphaned (the runner waited, so it is reaped)
+        os.kill(child, 0)
+    assert not (tmp_path / "next_step").exists()

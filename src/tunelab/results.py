@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -132,12 +133,34 @@ def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, re
             if dry_run:
                 continue
             started = time.monotonic()
-            rc = subprocess.call([*command, *extra], cwd=PROJECT_ROOT)
+            rc = call_forwarding_termination([*command, *extra], cwd=PROJECT_ROOT)
             done.append({"command": text, "returncode": rc, "seconds": round(time.monotonic() - started, 1)})
             if rc != 0:
                 print(f"results: failed ({rc}): {text}", file=sys.stderr)
                 break
     return done
+
+
+def call_forwarding_termination(command: list[str], cwd=None) -> int:
+    """Run a stage and wait for it. A SIGTERM to the runner (a `kill`, a job scheduler's stop) reaches the
+    stage too, and the runner stops once the stage has, instead of starting the next step; otherwise the
+    training would go on alone, an orphan still writing its folder. (A stopped training continues from its
+    last checkpoint on the next `run`.)"""
+    child = subprocess.Popen(command, cwd=cwd)
+    received = []
+
+    def forward(signum, frame):
+        received.append(signum)
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        returncode = child.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if received:
+        raise SystemExit(128 + received[0])
+    return returncode
 
 
 # ---- RESULTS.md ------------------------------------------------------------------------------------
