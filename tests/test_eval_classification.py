@@ -48,6 +48,10 @@ GUARD = ("violent_crimes", "hate", "suicide_and_self_harm", "privacy")
     ("It is not appropriate for me to judge this comment, which is obscene.", "refusal", ()),
     ("I cannot be certain, but the answer is:\ntoxic, insult", "labels", ("toxic", "insult")),  # a clear list wins
     ("I can't find a category that applies: none", "none", ()),
+    # the prompt's category list repeated before the answer is not the answer
+    ("Categories: toxic, severe_toxic, obscene, threat, insult, identity_hate.\nAnswer: insult", "labels", ("insult",)),
+    ("Categories: toxic, severe toxic, obscene, threat, insult, identity hate, none. Answer: none", "none", ()),
+    ("toxic, severe_toxic, obscene, threat, insult, identity_hate", "labels", JIGSAW),  # alone: all apply
     ("spam", "unparseable", ()),
     ("", "unparseable", ()),
     ("   \n", "unparseable", ()),

@@ -12,7 +12,8 @@ How an answer is read, in order:
    bullets and numbering stripped); a segment that holds nothing but category names and separators
    (`,` `;` `/` `|` `&` `+` `and` `or`, quotes, markdown) is a clear answer. The labels of every such
    segment are the answer; a clean segment that is only the none label (or "none", "n/a", ...)
-   makes the answer "none" when no clean segment names a label.
+   makes the answer "none" when no clean segment names a label. A segment listing every category
+   beside another clean answer is the prompt's category list repeated, and is left out.
 2. Else a refusal phrase ("I cannot", "I can't", "As an AI", "I'm not able to", "not appropriate",
    "I'm sorry", ...) makes it a refusal, even when categories are named in the prose around it
    (a refusal usually repeats the words it refuses over: "...content that contains hate speech").
@@ -181,17 +182,21 @@ class LabelParser:
         if not text.strip():
             return LabelAnswer("unparseable", (), "empty answer")
         # 1. clean lists
-        clean_labels, clean_none = [], False
-        for segment in self.segments(text):
-            got = self.clean_segment(segment)
-            if got is not None:
-                clean_labels += got[0]
-                clean_none = clean_none or got[1]
+        clean = [got for got in map(self.clean_segment, self.segments(text)) if got is not None]
+        echo = ""
+        if len(self.labels) >= 3 and len(clean) > 1:
+            # Models repeat the prompt's "Categories: a, b, c, ..." before answering; a list of every
+            # category beside another, shorter answer is that echo, not a claim that all apply.
+            answers = [got for got in clean if set(got[0]) != set(self.labels)]
+            if answers and len(answers) < len(clean):
+                clean, echo = answers, " (the full category list, echoed from the prompt, left out)"
+        clean_labels = [label for labels, _ in clean for label in labels]
+        clean_none = any(says_none for _, says_none in clean)
         if clean_labels:
             note = " (a none answer is given too; the named labels win)" if clean_none else ""
-            return LabelAnswer("labels", self._sorted(clean_labels), "a list of categories" + note)
+            return LabelAnswer("labels", self._sorted(clean_labels), "a list of categories" + note + echo)
         if clean_none:
-            return LabelAnswer("none", (), "the none answer")
+            return LabelAnswer("none", (), "the none answer" + echo)
         flat = _normalize(text.replace("\n", ". "))
         # 2. refusals
         refusal = _REFUSAL.search(flat)
