@@ -200,7 +200,7 @@ def run(quick: bool = True, **sizes) -> dict:
         "baseline": {"label": "padded batches", "value": 100 * worst["padded_efficiency"], "unit": "%"},
         "ratio": {"value": worst["ratio_packed_to_padded"], "label": "packed / padded"},
         "target": f"packed >= {MIN_PACKED_EFFICIENCY:.0%} at every max_length", "met": not missed, "missed": missed,
-        "sizes": {"examples": results["examples"], "max_lengths": args.lengths, "batch_size": args.batch_size},
+        "sizes": {"examples": results["examples"], "lengths": args.lengths, "batch_size": args.batch_size},
         "details": results,
     }
 

@@ -61,8 +61,8 @@ def test_suite_writes_each_benchmark_with_figure_baseline_and_ratio(passing):
     packing, novelty = entries["packing"], entries["novelty_filter"]
     assert math.isclose(packing["ratio"]["value"], packing["figure"]["value"] / packing["baseline"]["value"])
     assert math.isclose(novelty["ratio"]["value"], novelty["baseline"]["value"] / novelty["figure"]["value"])
-    assert packing["sizes"]["examples"] == 150 and packing["sizes"]["max_lengths"] == [512]
-    assert novelty["sizes"] == {"instructions": 200, "naive_sample": 40}
+    assert packing["sizes"]["examples"] == 150 and packing["sizes"]["lengths"] == [512]
+    assert novelty["sizes"] == {"instructions": 200, "sample": 40}
     assert packing["met"] in (True, False) and novelty["met"] is None  # x100 is for the whole file
 
     markdown = out.with_suffix(".md").read_text()

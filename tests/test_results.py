@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,16 +71,16 @@ def test_runs_are_the_stage_commands_and_results_md_comes_from_their_records(pla
     assert results.run(plan, methods=["full"], root=root) == []  # finished: skipped, nothing run again
     assert "is finished; skipped" in capsys.readouterr().out
 
-    bench = tmp_path / "bench" / "results.json"  # what `make bench` leaves, a skipped GPU check in it
+    bench = tmp_path / "bench" / "results.json"  # what `make bench-full` leaves, a skipped GPU check in it
     bench.parent.mkdir()
-    bench.write_text(json.dumps({"benchmarks": [{"name": "gpu_qlora", "compares": "GPU QLoRA", "status": "skipped",
+    bench.write_text(json.dumps({"mode": "full", "benchmarks": [{"name": "gpu_qlora", "compares": "GPU QLoRA", "status": "skipped",
                                                  "reason": "no CUDA GPU visible"}]}))
     bench.with_suffix(".md").write_text("# Benchmark results\n\n| Benchmark |\n| --- |\n| gpu_qlora |\n\n")
     text = results.report(plan, root=root, out=tmp_path / "RESULTS.md", bench=bench)
     assert text == (tmp_path / "RESULTS.md").read_text()
     summary = text.split("## Summary")[1].split("\n## ")[0]
     assert "| Tiny reviews | full | held-out 30% | accuracy " in summary and "| lora |" not in summary
-    speed = text.split("## Speed (`make bench`)")[1]
+    speed = text.split("## Speed (`make bench-full`)")[1]  # the heading names the mode that ran
     assert "| gpu_qlora |" in speed and "- gpu_qlora (GPU QLoRA): not run: no CUDA GPU visible." in speed
     row = next(line for line in text.splitlines() if line.startswith("| full |"))
     accuracy = scores["intervals"]["accuracy"]
@@ -150,3 +151,37 @@ open({str(tmp_path / 'next_step')!r}, 'w').write('started')  # must not be reach
     with pytest.raises(ProcessLookupError):  # gone, not orphaned (the runner waited, so it is reaped)
         os.kill(child, 0)
     assert not (tmp_path / "next_step").exists()
+
+
+def test_rerun_remakes_the_runs_but_keeps_the_prepared_data(plan, tmp_path, capsys):
+    prepared = tmp_path / "prepared"
+    text = (tmp_path / "plan.yaml").read_text()
+    (tmp_path / "plan.yaml").write_text(text.replace(
+        "    data: 80", f"    prepare: [[python, generate/run.py, --output_dir, {prepared}]]\n    data: 80"))
+    tasks = results.load_plan(tmp_path / "plan.yaml")
+    root = tmp_path / "runs"
+    for folder in (prepared, root / "reviews_minilm_full", root / "reviews_minilm_full" / "scores"):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "provenance.json").write_text("{}")  # all finished
+    results.run(tasks, methods=["full"], root=root, dry_run=True, rerun=True)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith(f"results: {prepared} is finished; skipped")  # the other methods use it too
+    assert "finetune/train.py" in printed[1] and printed[1].endswith("--overwrite true")
+    assert "evaluate/score.py" in printed[2] and printed[2].endswith("--overwrite true")
+
+
+def test_the_runner_reads_its_runs_from_the_project_wherever_it_is_started(plan, tmp_path, monkeypatch, capsys):
+    from tunelab.paths import PROJECT_ROOT
+
+    monkeypatch.chdir(tmp_path)  # a plan path relative to where the user stands still works
+    assert results.main(["--plan", "plan.yaml", "run", "--dry_run", "--methods", "full"]) == 0
+    assert Path.cwd() == PROJECT_ROOT  # where the stage commands and runs/results/ are
+    assert "finetune/train.py" in capsys.readouterr().out
+
+
+def test_a_machine_is_listed_once_though_older_records_lack_its_cpu_name():
+    older = {"hardware": {"platform": "Linux-6", "cpu_count": 2}}
+    newer = {"hardware": {"platform": "Linux-6", "cpu_count": 2, "cpu": "AMD EPYC"}}
+    gpu = {"hardware": {"platform": "Linux-6", "cpu_count": 16, "gpus": ["NVIDIA H200"]}}
+    assert results._machines([older, newer, gpu]) == ["AMD EPYC, 2 cores, no GPU", "Linux-6, 16 cores, NVIDIA H200"]
+    assert results._machines([older]) == ["Linux-6, 2 cores, no GPU"]

@@ -14,6 +14,7 @@ run's provenance.json and scores.json and writes the tables.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import subprocess
@@ -118,16 +119,18 @@ def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, re
     done = []
     for task, method in select(tasks, only, methods):
         prepare = [[sys.executable, *c[1:]] if c[0] == "python" else c for c in task.prepare]
-        for command in [*prepare, *task.commands(method, root, python=sys.executable)]:
+        steps = [(c, False) for c in prepare] + [(c, rerun) for c in task.commands(method, root, python=sys.executable)]
+        for command, again in steps:
             out = Path(command[command.index("--output_dir") + 1])
             text = shlex.join(["python", *command[1:]])
-            if finished(out) and not rerun:
+            # The prepared data is shared by every method of the task, so --rerun of one method keeps it.
+            if finished(out) and not again:
                 print(f"results: {out} is finished; skipped ({text})")
                 continue
             extra = []
             if out.exists() and any(out.iterdir()):
                 # An interrupted training continues from its last checkpoint; anything else starts over.
-                resumable = "finetune/train.py" in command and not rerun and any(out.glob("checkpoint-*"))
+                resumable = "finetune/train.py" in command and not again and any(out.glob("checkpoint-*"))
                 extra = ["--resume", "true"] if resumable else ["--overwrite", "true"]
             print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
             if dry_run:
@@ -194,11 +197,16 @@ def _minutes(provenance: dict) -> str:
     return f"{seconds / 60:.1f} min" + (f" (load {load[0]:.1f})" if load else "")
 
 
-def _hardware(provenance: dict) -> str:
-    hw = provenance.get("hardware", {})
-    gpu = ", ".join(hw.get("gpus") or []) or "no GPU"
-    cpu = hw.get("cpu") or hw.get("platform", "?")
-    return f"{cpu}, {hw.get('cpu_count', '?')} cores, {gpu}"
+def _machines(provenances: list[dict]) -> list[str]:
+    """One line per machine (platform, cores, GPUs); the CPU's name where any of its records has it
+    (older records lack it, and would otherwise list the same machine twice)."""
+    names: dict[tuple, str] = {}
+    for provenance in provenances:
+        hw = provenance.get("hardware", {})
+        key = (hw.get("platform", "?"), hw.get("cpu_count", "?"), tuple(hw.get("gpus") or []))
+        names[key] = names.get(key) or hw.get("cpu") or ""
+    return sorted(f"{cpu or platform}, {count} cores, {', '.join(gpus) or 'no GPU'}"
+                  for (platform, count, gpus), cpu in names.items())
 
 
 def collect(task: Task, method: str, root: Path = RUNS_DIR) -> dict | None:
@@ -258,7 +266,7 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD,
              "where the run recorded it (2 cores shared with other work run slower).", ""]
     lines = []
     summary_rows = []  # one per (task, method, evaluation): the headline metric only
-    hardware = set()
+    provenances = []
     missing = []
     for task in tasks:
         lines += [f"## {task.title}", "", f"Data: {task.data}", ""]
@@ -275,7 +283,7 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD,
                 missing.append(f"{task.name} ({method})")
                 continue
             summary = found["train"].get("notes", {}).get("summary", {})
-            hardware.add(_hardware(found["train"]))
+            provenances.append(found["train"])
             for name, ev in found["evaluations"].items():
                 scores = ev["scores"]
                 intervals = scores.get("intervals", {})
@@ -294,7 +302,7 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD,
                                      _target_met(task, scores) or "none set"])
                 row += [_data_used(summary, found["config"]), _minutes(found["train"]), _minutes(ev["provenance"])]
                 rows.append(row)
-                hardware.add(_hardware(ev["provenance"]))
+                provenances.append(ev["provenance"])
                 if per_label_source is None and task.per_label and name == task.evaluations[0].name:
                     per_label_source = (method, scores)
         if rows:
@@ -334,7 +342,7 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD,
         for method in task.methods:
             lines += [shlex.join(c) for c in task.commands(method)]
         lines += ["```", ""]
-    lines += ["## Hardware", ""] + [f"- {h}" for h in sorted(hardware)] + [""]
+    lines += ["## Hardware", ""] + [f"- {h}" for h in _machines(provenances)] + [""]
     if bench is not None and bench.exists():
         lines += bench_section(bench)
     if missing:
@@ -348,7 +356,7 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD,
 
 
 def bench_section(bench: Path) -> list[str]:
-    """The benchmark suite's summary (bench/results.md, written by `make bench` beside results.json) under
+    """The benchmark suite's summary (bench/results.md, written by `make bench[-full]` beside results.json) under
     a heading of this file, and each benchmark it skipped, the GPU checks where there is no GPU, with
     the suite's reason."""
     summary = bench.with_suffix(".md")
@@ -359,9 +367,11 @@ def bench_section(bench: Path) -> list[str]:
         body = body[1:]
     while body and not body[-1].strip():
         body.pop()
-    lines = ["## Speed (`make bench`)", "", f"Copied from `bench/{summary.name}` (ratios are against a "
+    recorded = json.loads(bench.read_text(encoding="utf-8"))
+    target = "make bench-full" if recorded.get("mode") == "full" else "make bench"
+    lines = [f"## Speed (`{target}`)", "", f"Copied from `bench/{summary.name}` (ratios are against a "
              "baseline measured in the same run):", *body, ""]
-    entries = json.loads(bench.read_text(encoding="utf-8")).get("benchmarks", [])
+    entries = recorded.get("benchmarks", [])
     skipped = [f"- {e['name']} ({e.get('compares', '')}): not run: {e.get('reason', '')}."
                for e in entries if e.get("status") == "skipped"]
     if skipped:
@@ -387,12 +397,16 @@ def main(argv=None) -> int:
     run_p = sub.add_parser("run", help="train and score the plan's tasks (finished runs are skipped)")
     run_p.add_argument("--only", nargs="+", help="task names (default: all)")
     run_p.add_argument("--methods", nargs="+", help="methods (default: every one a task lists)")
-    run_p.add_argument("--rerun", action="store_true", help="run finished steps again, replacing their outputs")
+    run_p.add_argument("--rerun", action="store_true",
+                       help="train and score finished runs again, replacing them (after a config change: a finished "
+                            "run is not compared with its config); a task's prepared data is kept")
     run_p.add_argument("--dry_run", action="store_true", help="print the commands only")
     sub.add_parser("report", help=f"write {RESULTS_MD.name} from the finished runs")
     sub.add_parser("list", help="the plan's tasks, methods and commands")
     parser.add_argument("--plan", type=Path, default=PLAN)
     args = parser.parse_args(argv)
+    args.plan = args.plan.resolve()
+    os.chdir(PROJECT_ROOT)  # the plan's run folders and the stage commands are relative to the project
     try:
         tasks = load_plan(args.plan)
         if args.command == "run":
