@@ -159,6 +159,12 @@ def call_forwarding_termination(command: list[str], cwd=None) -> int:
     previous = signal.signal(signal.SIGTERM, forward)
     try:
         returncode = child.wait()
+    except KeyboardInterrupt:  # Ctrl-C reached the stage too (one process group): let it end, then stop
+        try:
+            child.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            child.kill()
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
     if received:
