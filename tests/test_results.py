@@ -185,3 +185,14 @@ def test_a_machine_is_listed_once_though_older_records_lack_its_cpu_name():
     gpu = {"hardware": {"platform": "Linux-6", "cpu_count": 16, "gpus": ["NVIDIA H200"]}}
     assert results._machines([older, newer, gpu]) == ["AMD EPYC, 2 cores, no GPU", "Linux-6, 16 cores, NVIDIA H200"]
     assert results._machines([older]) == ["Linux-6, 2 cores, no GPU"]
+
+
+def test_a_retrained_model_is_scored_again(plan, tmp_path, capsys):
+    """Scores on disk belong to the model they were made from: once training runs, so does scoring."""
+    root = tmp_path / "runs"
+    scores = root / "reviews_minilm_full" / "scores"
+    scores.mkdir(parents=True)
+    (scores / "provenance.json").write_text("{}")  # finished scores of an earlier model; training unfinished
+    results.run(plan, methods=["full"], root=root, dry_run=True)
+    printed = capsys.readouterr().out.splitlines()
+    assert "finetune/train.py" in printed[0] and printed[1].endswith("--overwrite true"), printed

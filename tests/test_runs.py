@@ -39,6 +39,21 @@ def test_existing_output_folder_needs_overwrite(tmp_path):
     assert (tmp_path / "x" / "f").read_text() == "keep"
 
 
+def test_a_run_replacing_another_never_reads_as_the_finished_old_one(tmp_path):
+    """--overwrite that stops half way must not leave the old provenance.json beside the new settings."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "provenance.json").write_text('{"stage": "finetune"}')  # the old, finished run
+    (out / "model.safetensors").write_text("old weights")
+    ensure_output_dir(out, overwrite=True)  # bad input may still stop the new run: the old one stays whole
+    assert (out / "provenance.json").exists()
+    RunRecord(out, "finetune", [Cfg()]).write_config()  # finetune and inference, as their work starts
+    assert not (out / "provenance.json").exists() and (out / "model.safetensors").exists()
+    record = RunRecord(out, "finetune", [Cfg()])
+    record.write()  # finishing writes it again
+    assert json.loads((out / "provenance.json").read_text())["stage"] == "finetune"
+
+
 def test_two_runs_cannot_write_one_folder_at_once(tmp_path):
     """A folder another live process is writing is refused, overwrite or not; the claim dies with that
     process (killed, no clean-up) and is let go by release_output_dirs."""

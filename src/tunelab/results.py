@@ -120,7 +120,9 @@ def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, re
     for task, method in select(tasks, only, methods):
         prepare = [[sys.executable, *c[1:]] if c[0] == "python" else c for c in task.prepare]
         steps = [(c, False) for c in prepare] + [(c, rerun) for c in task.commands(method, root, python=sys.executable)]
+        trained = False
         for command, again in steps:
+            again = again or trained  # scores of an earlier model are not this one's
             out = Path(command[command.index("--output_dir") + 1])
             text = shlex.join(["python", *command[1:]])
             # The prepared data is shared by every method of the task, so --rerun of one method keeps it.
@@ -133,6 +135,7 @@ def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, re
                 resumable = "finetune/train.py" in command and not again and any(out.glob("checkpoint-*"))
                 extra = ["--resume", "true"] if resumable else ["--overwrite", "true"]
             print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
+            trained = trained or "finetune/train.py" in command
             if dry_run:
                 continue
             started = time.monotonic()

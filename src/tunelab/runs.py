@@ -104,6 +104,14 @@ def ensure_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "
     return path
 
 
+def drop_finished_record(path: Path) -> None:
+    """provenance.json, written last, marks a finished run. A run replacing another removes the old one's
+    when it writes its own config.yaml (its inputs checked, its work about to start), so a replacement
+    that stops half way never reads as the old finished run beside the new settings (the results runner
+    would skip it, and RESULTS.md would pair the old scores with the new settings)."""
+    (Path(path) / "provenance.json").unlink(missing_ok=True)
+
+
 def check_resumable_run(path: str | os.PathLike, record: "RunRecord", *, ignore: Iterable[str] = ()) -> Path:
     """For `--resume`: the folder of an interrupted run whose resolved config matches this one.
 
@@ -263,6 +271,7 @@ class RunRecord:
         return yaml.safe_load(yaml.safe_dump(redact(merged), sort_keys=False))
 
     def write_config(self) -> Path:
+        drop_finished_record(self.out_dir)  # written again by write(), once this run has finished
         return atomic_write_text(self.out_dir / "config.yaml", yaml.safe_dump(self.resolved_config(), sort_keys=False))
 
     def write(self) -> Path:
