@@ -1,5 +1,6 @@
 """evaluate/results.py: the plan's commands run as a user would type them, and RESULTS.md from their records."""
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -151,6 +152,14 @@ open({str(tmp_path / 'next_step')!r}, 'w').write('started')  # must not be reach
     with pytest.raises(ProcessLookupError):  # gone, not orphaned (the runner waited, so it is reaped)
         os.kill(child, 0)
     assert not (tmp_path / "next_step").exists()
+
+
+def test_a_stage_runs_from_a_thread_other_than_the_main_one():
+    """Signal handlers belong to the main thread; a library caller in a worker thread still runs stages."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        returncode = pool.submit(results.call_forwarding_termination,
+                                 [sys.executable, "-c", "raise SystemExit(3)"]).result(timeout=60)
+    assert returncode == 3
 
 
 def test_rerun_remakes_the_runs_but_keeps_the_prepared_data(plan, tmp_path, capsys):

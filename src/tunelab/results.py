@@ -19,6 +19,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,8 +152,11 @@ def call_forwarding_termination(command: list[str], cwd=None) -> int:
     """Run a stage and wait for it. A SIGTERM to the runner (a `kill`, a job scheduler's stop) reaches the
     stage too, and the runner stops once the stage has, instead of starting the next step; otherwise the
     training would go on alone, an orphan still writing its folder. (A stopped training continues from its
-    last checkpoint on the next `run`.)"""
+    last checkpoint on the next `run`.) Python takes signal handlers only in the main thread; called from
+    another, the stage simply runs to its end."""
     child = subprocess.Popen(command, cwd=cwd)
+    if threading.current_thread() is not threading.main_thread():
+        return child.wait()
     received = []
 
     def forward(signum, frame):
