@@ -321,7 +321,10 @@ def test_multi_label_goemotions_tunes_saves_and_applies_thresholds(goemotions_sl
 
     model, tokenizer, _ = load_classifier(out)
     assert model.config.problem_type == "multi_label_classification"
-    assert predict_proba(model, tokenizer, ["thanks so much!"], 64).sum() > 1.5  # 28 sigmoids, not a softmax
+    with torch.no_grad():  # 28 sigmoids, not a softmax
+        logits = model(**tokenizer(["thanks so much!"], return_tensors="pt")).logits
+    assert predict_proba(model, tokenizer, ["thanks so much!"], 64) == pytest.approx(
+        torch.sigmoid(logits).numpy(), abs=1e-5)
 
     tuned = evaluate.score(["--task", "classification", "--model", str(out), "--data", str(dev_path),
                             "--output_dir", str(tmp_path / "tuned")])
@@ -334,7 +337,9 @@ def test_multi_label_goemotions_tunes_saves_and_applies_thresholds(goemotions_sl
     assert tuned["macro"]["f1"] >= fixed["macro"]["f1"] - 1e-9
     assert tuned["macro"]["f1"] > fixed["macro"]["f1"] or tuned["micro"]["f1"] != fixed["micro"]["f1"]
     rows = [json.loads(x) for x in (tmp_path / "tuned/predictions.jsonl").read_text().splitlines()]
-    assert all((k in r["predicted"]) == (p >= thresholds[k]) for r in rows for k, p in r["probs"].items())
+    # probs are written to 6 decimals: a row within that rounding of its threshold may read either way
+    assert all((k in r["predicted"]) == (p >= thresholds[k]) or abs(p - thresholds[k]) <= 5e-7
+               for r in rows for k, p in r["probs"].items())
 
 
 def test_bad_rows_are_skipped_into_the_run_folder_or_stop_the_run(tmp_path, capsys):
@@ -371,7 +376,8 @@ def test_lora_trains_every_new_head_module_in_full(tmp_path):
 
 def test_the_heads_biases_start_at_the_training_label_rates(tmp_path):
     """head_bias_init prior: before any step, the head predicts each label's share of the training rows
-    (sigmoids for multi_label, a softmax for single_label), under LoRA too; weighted losses keep zero."""
+    (sigmoids for multi_label, a softmax for single_label), under LoRA too; under weighted losses and
+    balanced draws, the rates as the loss sees them."""
     from transformers import BertConfig, BertModel
 
     from tunelab.training.classifier import classifier_model, label_prior_logits, set_head_bias
@@ -411,9 +417,21 @@ def test_the_heads_biases_start_at_the_training_label_rates(tmp_path):
     model, _, _ = load_classifier(out)
     assert summary["head_bias_init"] == "prior"
     assert model.classifier.bias.detach().numpy() == pytest.approx(bias, abs=1e-5)
+    # pos_weight = negatives / positives (a: 1/3, b: 3) evens the odds; capped at 2, b keeps 2/3 of even
+    absent = np.log(1e-4 / (1 - 1e-4))
+    assert label_prior_logits(multi, class_weights(multi)) == pytest.approx([0, 0, absent])
+    assert label_prior_logits(multi, class_weights(multi, cap=2.0)) == pytest.approx([0, np.log(2 / 3), absent])
+    # balanced draws: 1 / count of a row's rarest label (6 rows of a alone: 1/9, 3 of a+b: 1/3, 3 of none:
+    # 1/3; 8/3 in all): a is drawn in (6/9 + 1) / (8/3) = 5/8 of them, b in 3/8
+    assert 1 / (1 + np.exp(-label_prior_logits(multi, draw_weights=sample_weights(multi)))) == pytest.approx(
+        [5 / 8, 3 / 8, 1e-4])
+    assert label_prior_logits(single, class_weights(single)) == pytest.approx(np.log([0.5, 0.5]))
     summary = finetune.finetune([*RUN, "--data", str(posts), "--labels", "a", "b", "c", "--max_steps", "1",
-                                 "--class_weighting", "balanced", "--output_dir", str(tmp_path / "weighted")])
-    assert summary["head_bias_init"] == "zero"
+                                 "--learning_rate", "0", "--warmup_steps", "0", "--class_weighting", "balanced",
+                                 "--max_class_weight", "2", "--output_dir", str(tmp_path / "weighted")])
+    model, _, _ = load_classifier(tmp_path / "weighted")
+    assert summary["head_bias_init"] == "prior"
+    assert model.classifier.bias.detach().numpy() == pytest.approx([0, np.log(2 / 3), absent], abs=1e-5)
 
 
 def test_head_tail_truncation_keeps_the_start_and_the_end(minilm):

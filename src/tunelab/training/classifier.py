@@ -98,8 +98,9 @@ class ClassifierConfig:
         "help": "prior: the new head's biases start at the training rows' label log-odds (multi_label) or log "
                 "class frequencies (single_label), so the first steps learn from the text instead of spending "
                 "themselves on the label rates (with many rare labels, as GoEmotions' 28, a zero start can "
-                "leave the encoder predicting the rates alone for epochs); zero: the library's start. Left at "
-                "zero under class_weighting or balanced_sampling, whose loss does not see the raw rates."})
+                "leave the encoder predicting the rates alone for epochs); zero: the library's start. Under "
+                "class_weighting and balanced_sampling, the rates as the loss weighs and draws them (fully "
+                "balanced: even odds)."})
     # Thresholds.
     tune_thresholds: bool = field(default=True, metadata={
         "help": "multi_label with an eval set: after training, pick each label's threshold maximising its F1 on "
@@ -551,15 +552,25 @@ def load_classifier_base(path: str, labels: tuple[str, ...], *, problem_type: st
     return model, sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
 
 
-def label_prior_logits(data: "LabeledTexts") -> np.ndarray:
-    """The head biases that predict the training rows' label rates before any text is read: log-odds of
-    each label's share (multi_label, sigmoids) or log of each class's share (single_label, softmax).
-    Shares are clipped to [1e-4, 1 - 1e-4], so a label absent from the rows gets a finite bias."""
+def label_prior_logits(data: "LabeledTexts", loss_weights: np.ndarray | None = None,
+                       draw_weights: np.ndarray | None = None) -> np.ndarray:
+    """The head biases that minimise the training loss before any text is read, so the first steps learn
+    from the text: log-odds of each label's share (multi_label, sigmoids) or log of each class's share
+    (single_label, softmax). Shares are clipped to [1e-4, 1 - 1e-4], so a label absent from the rows gets
+    a finite bias.
+
+    The loss sees the rows as drawn (`draw_weights`, balanced sampling: shares are weighted means) and
+    weighted (`loss_weights`: BCE's pos_weight w multiplies a label's odds; CE's class weight w_c its
+    share), so fully balanced weights give a head that starts at even odds, as from zero.
+    """
     y = data.y()
+    draws = np.ones(len(y)) if draw_weights is None else np.asarray(draw_weights, dtype=np.float64)
     if data.problem_type == "multi_label":
-        share = np.clip(y.mean(axis=0), 1e-4, 1 - 1e-4)
-        return np.log(share / (1 - share))
-    share = np.clip(np.bincount(y, minlength=len(data.labels)) / len(y), 1e-4, 1.0)
+        share = np.clip(draws @ y / draws.sum(), 1e-4, 1 - 1e-4)
+        odds = share / (1 - share) * (1.0 if loss_weights is None else loss_weights)
+        return np.log(odds)
+    share = np.bincount(y, weights=draws, minlength=len(data.labels)) / draws.sum()
+    share = np.clip(share, 1e-4, 1.0) * (1.0 if loss_weights is None else loss_weights)
     return np.log(share)
 
 
@@ -918,16 +929,15 @@ def finetune_classifier(ctx) -> dict:
         print("finetune: the eval set is scored once after training; set eval_strategy (steps or epoch) "
               "for metrics during training")
 
-    # weighted losses and balanced draws do not see the raw label rates: those heads start at zero
-    start_at_rates = ccfg.head_bias_init == "prior" and ccfg.class_weighting == "none" and not ccfg.balanced_sampling
+    weights = class_weights(train, ccfg.max_class_weight) if ccfg.class_weighting == "balanced" else None
+    draws = sample_weights(train) if ccfg.balanced_sampling else None
+    prior = label_prior_logits(train, weights, draws) if ccfg.head_bias_init == "prior" else None
     model, prior_bias = classifier_model(base, train.labels, train.problem_type, mcfg,
-                                         trust_remote_code=args.trust_remote_code,
-                                         head_bias=label_prior_logits(train) if start_at_rates else None)
+                                         trust_remote_code=args.trust_remote_code, head_bias=prior)
     if skipped and is_main_process():  # written once data and model have loaded (the folder appears here)
         write_jsonl(out / SKIPPED_RECORDS, skipped)
         record.add_output("skipped_records", out / SKIPPED_RECORDS)
         print(f"finetune: {len(skipped)} row(s) left out; see {out / SKIPPED_RECORDS}")
-    weights = class_weights(train, ccfg.max_class_weight) if ccfg.class_weighting == "balanced" else None
     trainer = build_classifier_trainer(model, tokenizer, train, evals, args, max_length, loss_weights=weights,
                                        balanced_sampling=ccfg.balanced_sampling,
                                        callbacks=early_stopping_callbacks(args) + ctx.callbacks,
