@@ -2,7 +2,7 @@
 
     python evaluate/results.py list                 # the plan's commands
     python evaluate/results.py run --only jigsaw    # train and score (finished runs are skipped)
-    python evaluate/results.py report               # RESULTS.md from runs/results/
+    python evaluate/results.py report               # RESULTS.md from evaluate/records/
 """
 
 import sys

@@ -62,22 +62,30 @@ tasks:
 
 
 def test_runs_are_the_stage_commands_and_results_md_comes_from_their_records(plan, tmp_path, capsys):
-    root = tmp_path / "runs"
-    ran = results.run(plan, methods=["full"], root=root)
+    root, records = tmp_path / "runs", tmp_path / "records"
+    ran = results.run(plan, methods=["full"], root=root, records=records)
     assert [r["returncode"] for r in ran] == [0, 0]
     assert "finetune/train.py --config" in ran[0]["command"] and "evaluate/score.py --config" in ran[1]["command"]
     scores = json.loads((root / "reviews_minilm_full/scores/scores.json").read_text())
     assert scores["examples"] == 24 and scores["tfidf_baseline"]["train_rows"] == 40
+    # the kept records: the small files the report reads, in the runs' layout, no weights
+    kept = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
+    assert kept == ["reviews_minilm_full/config.yaml", "reviews_minilm_full/provenance.json",
+                    "reviews_minilm_full/scores/config.yaml", "reviews_minilm_full/scores/provenance.json",
+                    "reviews_minilm_full/scores/scores.json"]
 
-    assert results.run(plan, methods=["full"], root=root) == []  # finished: skipped, nothing run again
+    assert results.run(plan, methods=["full"], root=root, records=records) == []  # finished: nothing run again
     assert "is finished; skipped" in capsys.readouterr().out
+    # the runs folder may go (a fresh clone has none): the report reads the kept records alone
+    assert results.report(plan, root=root, out=tmp_path / "from_runs.md", bench=None) == \
+        results.report(plan, root=records, out=tmp_path / "from_records.md", bench=None)
 
     bench = tmp_path / "bench" / "results.json"  # what `make bench-full` leaves, a skipped GPU check in it
     bench.parent.mkdir()
     bench.write_text(json.dumps({"mode": "full", "benchmarks": [{"name": "gpu_qlora", "compares": "GPU QLoRA", "status": "skipped",
                                                  "reason": "no CUDA GPU visible"}]}))
     bench.with_suffix(".md").write_text("# Benchmark results\n\n| Benchmark |\n| --- |\n| gpu_qlora |\n\n")
-    text = results.report(plan, root=root, out=tmp_path / "RESULTS.md", bench=bench)
+    text = results.report(plan, root=records, out=tmp_path / "RESULTS.md", bench=bench)
     assert text == (tmp_path / "RESULTS.md").read_text()
     summary = text.split("## Summary")[1].split("\n## ")[0]
     assert "| Tiny reviews | full | held-out 30% | accuracy " in summary and "| lora |" not in summary
@@ -205,3 +213,29 @@ def test_a_retrained_model_is_scored_again(plan, tmp_path, capsys):
     results.run(plan, methods=["full"], root=root, dry_run=True)
     printed = capsys.readouterr().out.splitlines()
     assert "finetune/train.py" in printed[0] and printed[1].endswith("--overwrite true"), printed
+
+
+def test_records_are_kept_only_from_a_whole_run_and_replace_the_older_copy(plan, tmp_path):
+    root, records = tmp_path / "runs", tmp_path / "records"
+    run, task = root / "reviews_minilm_full", plan[0]
+    (run / "scores").mkdir(parents=True)
+    (run / "provenance.json").write_text('{"run": "new"}')
+    (run / "config.yaml").write_text("learning_rate: 0.001\n")
+    (run / "model.safetensors").write_bytes(b"weights")
+    old = records / "reviews_minilm_full" / "scores"
+    old.mkdir(parents=True)
+    (old / "scores.json").write_text('{"run": "old"}')
+    (old / "provenance.json").write_text("{}")
+    assert results.keep_records(task, "full", root, records) == records / "reviews_minilm_full"
+    kept = records / "reviews_minilm_full"
+    assert json.loads((kept / "provenance.json").read_text()) == {"run": "new"}
+    assert not (kept / "model.safetensors").exists()
+    assert not (kept / "scores").exists()  # the new model has no finished scores: the old ones are not its
+    assert results.keep_records(task, "lora", root, records) is None  # never trained: nothing to keep
+
+    # a failed step keeps nothing: an older evaluation's scores could sit beside a newer model
+    (run / "provenance.json").unlink()
+    (tmp_path / "score.yaml").write_text("task: classification\nsplit: nope\n")
+    ran = results.run(plan, methods=["full"], root=root, records=tmp_path / "after_failure")
+    assert ran[-1]["returncode"] != 0 and not (tmp_path / "after_failure").exists()
+

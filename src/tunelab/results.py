@@ -5,7 +5,9 @@ The plan (evaluate/results.yaml) lists each task: its finetune and evaluate conf
 compared (full fine-tuning, LoRA) as command-line overrides, what data it uses, its headline metrics,
 its target and what the original studies reported. `run` executes each (task, method) as the two
 commands a user would type, skipping runs that already finished; `report` reads every finished
-run's provenance.json and scores.json and writes the tables.
+run's records and writes the tables. The run folders (runs/results/, weights included) stay out of the
+repository; each finished run's provenance.json, config.yaml and scores.json are kept in
+evaluate/records/, which the report reads, so a fresh clone remakes RESULTS.md exactly.
 
     python evaluate/results.py run --only jigsaw dbpedia
     python evaluate/results.py report
@@ -30,6 +32,10 @@ from .paths import PROJECT_ROOT
 
 PLAN = PROJECT_ROOT / "evaluate" / "results.yaml"
 RUNS_DIR = Path("runs/results")
+# The small part of each finished run that RESULTS.md is made from, kept in the repository: the run
+# folders (weights, checkpoints) are not, so without these a fresh clone could not remake the report.
+RECORDS_DIR = PROJECT_ROOT / "evaluate" / "records"
+RECORD_FILES = ("provenance.json", "config.yaml", "scores.json")
 RESULTS_MD = PROJECT_ROOT / "RESULTS.md"
 BENCH_RESULTS = PROJECT_ROOT / "bench" / "results.json"  # written by `make bench` (bench/suite.py)
 
@@ -113,38 +119,76 @@ def finished(folder: Path) -> bool:
     return (folder / "provenance.json").exists()
 
 
+def keep_records(task: Task, method: str, root: Path = RUNS_DIR, records: Path = RECORDS_DIR) -> Path | None:
+    """Copy a finished (task, method)'s records (the training run's provenance.json and config.yaml,
+    each finished evaluation's scores.json and provenance.json) from `root` to `records`, in the same
+    layout, replacing what was kept of it before. Returns the kept folder, or None where the training
+    has not finished."""
+    import shutil
+
+    run_dir = task.run_dir(method, root)
+    if not finished(run_dir):
+        return None
+    kept = task.run_dir(method, records)
+    folders = [run_dir] + [d for e in task.evaluations if finished(d := task.scores_dir(method, e, root))]
+    staging = kept.with_name(f".{kept.name}.new")  # a half-written copy never replaces the old one
+    shutil.rmtree(staging, ignore_errors=True)
+    for folder in folders:
+        target = staging / folder.relative_to(run_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (folder / name).exists():
+                shutil.copyfile(folder / name, target / name)
+    shutil.rmtree(kept, ignore_errors=True)
+    staging.rename(kept)
+    return kept
+
+
 def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, rerun: bool = False,
-        dry_run: bool = False) -> list[dict]:
+        dry_run: bool = False, records: Path | None = RECORDS_DIR) -> list[dict]:
     """Train and score each (task, method) in turn with the stage commands; a finished step is skipped
-    (its run record is there) unless `rerun`. A failed step stops that task's method, not the others."""
+    (its run record is there) unless `rerun`. A failed step stops that task's method, not the others.
+    Each finished (task, method)'s records are then kept under `records` (None: not kept)."""
     done = []
     for task, method in select(tasks, only, methods):
-        prepare = [[sys.executable, *c[1:]] if c[0] == "python" else c for c in task.prepare]
-        steps = [(c, False) for c in prepare] + [(c, rerun) for c in task.commands(method, root, python=sys.executable)]
-        trained = False
-        for command, again in steps:
-            again = again or trained  # scores of an earlier model are not this one's
-            out = Path(command[command.index("--output_dir") + 1])
-            text = shlex.join(["python", *command[1:]])
-            # The prepared data is shared by every method of the task, so --rerun of one method keeps it.
-            if finished(out) and not again:
-                print(f"results: {out} is finished; skipped ({text})")
-                continue
-            extra = []
-            if out.exists() and any(out.iterdir()):
-                # An interrupted training continues from its last checkpoint; anything else starts over.
-                resumable = "finetune/train.py" in command and not again and any(out.glob("checkpoint-*"))
-                extra = ["--resume", "true"] if resumable else ["--overwrite", "true"]
-            print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
-            trained = trained or "finetune/train.py" in command
-            if dry_run:
-                continue
-            started = time.monotonic()
-            rc = call_forwarding_termination([*command, *extra], cwd=PROJECT_ROOT)
-            done.append({"command": text, "returncode": rc, "seconds": round(time.monotonic() - started, 1)})
-            if rc != 0:
-                print(f"results: failed ({rc}): {text}", file=sys.stderr)
-                break
+        steps = _run_steps(task, method, root, rerun, dry_run)
+        done += steps
+        # after a failed step an older evaluation's scores may still sit beside a new model: keep nothing
+        if records is not None and not dry_run and not any(r["returncode"] for r in steps):
+            if kept := keep_records(task, method, root, records):
+                print(f"results: records kept in {kept}")
+    return done
+
+
+def _run_steps(task: Task, method: str, root: Path, rerun: bool, dry_run: bool) -> list[dict]:
+    """One (task, method)'s commands (the task's data preparation first), each finished one skipped."""
+    done = []
+    prepare = [[sys.executable, *c[1:]] if c[0] == "python" else c for c in task.prepare]
+    steps = [(c, False) for c in prepare] + [(c, rerun) for c in task.commands(method, root, python=sys.executable)]
+    trained = False
+    for command, again in steps:
+        again = again or trained  # scores of an earlier model are not this one's
+        out = Path(command[command.index("--output_dir") + 1])
+        text = shlex.join(["python", *command[1:]])
+        # The prepared data is shared by every method of the task, so --rerun of one method keeps it.
+        if finished(out) and not again:
+            print(f"results: {out} is finished; skipped ({text})")
+            continue
+        extra = []
+        if out.exists() and any(out.iterdir()):
+            # An interrupted training continues from its last checkpoint; anything else starts over.
+            resumable = "finetune/train.py" in command and not again and any(out.glob("checkpoint-*"))
+            extra = ["--resume", "true"] if resumable else ["--overwrite", "true"]
+        print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
+        trained = trained or "finetune/train.py" in command
+        if dry_run:
+            continue
+        started = time.monotonic()
+        rc = call_forwarding_termination([*command, *extra], cwd=PROJECT_ROOT)
+        done.append({"command": text, "returncode": rc, "seconds": round(time.monotonic() - started, 1)})
+        if rc != 0:
+            print(f"results: failed ({rc}): {text}", file=sys.stderr)
+            break
     return done
 
 
@@ -263,14 +307,15 @@ def _target_met(task: Task, scores: dict) -> str:
     return "yes" if value >= task.target["at_least"] else "**no**"
 
 
-def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD,
+def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESULTS_MD,
            bench: Path | None = BENCH_RESULTS) -> str:
-    """RESULTS.md from the run records under `root` (and the benchmark suite's results, where `bench`
-    exists); tasks or methods without a finished run are listed as not run. Returns the markdown."""
+    """RESULTS.md from the run records under `root` (the kept records by default; a runs folder has the
+    same layout) and the benchmark suite's results, where `bench` exists; tasks or methods without a
+    finished run are listed as not run. Returns the markdown, also written to `out` unless None."""
     intro = ["# Results", "",
-             "Generated by `python evaluate/results.py report` from the run records under `runs/results/` "
-             "(each run's provenance.json and scores.json); do not edit by hand. Rerun with "
-             "`python evaluate/results.py run` (or `make results`).", "",
+             "Generated by `python evaluate/results.py report` from the run records kept in `evaluate/records/` "
+             "(each run's provenance.json, config.yaml and scores.json, copied there from `runs/results/` by "
+             "`python evaluate/results.py run`, or `make results`); do not edit by hand.", "",
              "Every number is measured on the rows each run held out (or the official test split), with a "
              "bootstrap 95% confidence interval in brackets (resamples of the test rows). The TF-IDF "
              "baseline (word 1-2 grams + logistic regression) is fitted on exactly the classifier's training "
@@ -364,7 +409,8 @@ def report(tasks: list[Task], root: Path = RUNS_DIR, out: Path = RESULTS_MD,
     summary += _table(["task", "method", "evaluated on", "headline", "TF-IDF", "Δ vs TF-IDF", "target met"],
                       summary_rows) if summary_rows else ["No finished runs yet."]
     text = "\n".join(intro + summary + [""] + lines)
-    out.write_text(text, encoding="utf-8")
+    if out is not None:
+        out.write_text(text, encoding="utf-8")
     return text
 
 
@@ -414,11 +460,15 @@ def main(argv=None) -> int:
                        help="train and score finished runs again, replacing them (after a config change: a finished "
                             "run is not compared with its config); a task's prepared data is kept")
     run_p.add_argument("--dry_run", action="store_true", help="print the commands only")
-    sub.add_parser("report", help=f"write {RESULTS_MD.name} from the finished runs")
+    report_p = sub.add_parser("report", help=f"write {RESULTS_MD.name} from the kept run records")
+    report_p.add_argument("--records", type=Path, default=RECORDS_DIR,
+                          help="the records folder (default: evaluate/records; runs/results reads the run folders)")
     sub.add_parser("list", help="the plan's tasks, methods and commands")
     parser.add_argument("--plan", type=Path, default=PLAN)
     args = parser.parse_args(argv)
     args.plan = args.plan.resolve()
+    if getattr(args, "records", None):
+        args.records = args.records.resolve()  # before the chdir: relative to where it was typed
     os.chdir(PROJECT_ROOT)  # the plan's run folders and the stage commands are relative to the project
     try:
         tasks = load_plan(args.plan)
@@ -426,8 +476,8 @@ def main(argv=None) -> int:
             results = run(tasks, args.only, args.methods, rerun=args.rerun, dry_run=args.dry_run)
             return 1 if any(r["returncode"] for r in results) else 0
         if args.command == "report":
-            report(tasks)
-            print(f"results: wrote {RESULTS_MD}")
+            report(tasks, root=args.records)
+            print(f"results: wrote {RESULTS_MD} from {args.records}")
             return 0
         for task in tasks:
             for command in task.prepare:
