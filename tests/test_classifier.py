@@ -434,6 +434,58 @@ def test_the_heads_biases_start_at_the_training_label_rates(tmp_path):
     assert model.classifier.bias.detach().numpy() == pytest.approx([0, np.log(2 / 3), absent], abs=1e-5)
 
 
+def test_mean_pooling_reads_the_average_of_the_encoders_outputs_and_reloads(minilm, tmp_path):
+    """pooling mean: the head reads the masked mean of the token outputs (the sentence embedding
+    all-MiniLM-L6-v2 was trained to give), so padding never changes a text's scores; trained (full and
+    LoRA) and reloaded through the stages, the folder gives the same probabilities it was saved with."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from tunelab.training.classifier import classifier_model, load_classifier_base
+    from tunelab.training.mean_pooling import MeanPooledClassifier
+
+    model, new = load_classifier_base(minilm, ("a", "b", "c"), with_new_modules=True, pooling="mean")
+    assert isinstance(model, MeanPooledClassifier) and new == ["classifier"]
+    assert not any(n.startswith("encoder.pooler") for n, _ in model.named_parameters())  # nothing left untrained
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    texts = ["thanks so much!", "this is a much longer sentence with many more words in it"]
+    batch = tokenizer(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = AutoModel.from_pretrained(minilm)(**tokenizer(texts[:1], return_tensors="pt")).last_hidden_state
+        expected = model.classifier(hidden.mean(dim=1))
+        alone = model(**tokenizer(texts[:1], return_tensors="pt")).logits
+        padded = model(**batch).logits[:1]  # the short text padded to the long one's length
+    assert alone == pytest.approx(expected, abs=1e-5) and padded == pytest.approx(alone, abs=1e-5)
+
+    lora, _ = classifier_model(minilm, ("a", "b"), "single_label", finetune.ModelConfig(base=minilm, use_lora=True),
+                               pooling="mean")
+    trainable = {n for n, p in lora.named_parameters() if p.requires_grad}
+    assert any(".classifier.modules_to_save." in n for n in trainable) and any("query.lora_A" in n for n in trainable)
+
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text("".join(json.dumps({"text": f"{word} post {i}", "labels": labels}) + "\n"
+                             for i in range(4) for word, labels in (("kind", []), ("rude", ["a"]), ("vile", ["a", "b"]))),
+                     encoding="utf-8")
+    for use_lora in ("false", "true"):
+        out = tmp_path / f"lora_{use_lora}"
+        summary = finetune.finetune([*RUN, "--data", str(posts), "--labels", "a", "b", "--max_steps", "2",
+                                     "--pooling", "mean", "--use_lora", use_lora, "--output_dir", str(out)])
+        assert summary["pooling"] == "mean"
+        info = json.loads((out / "tunelab_classifier.json").read_text())
+        assert info["pooling"] == "mean"
+        reloaded, tok, _ = load_classifier(out)
+        assert isinstance(reloaded.base_model.model if use_lora == "true" else reloaded, MeanPooledClassifier)
+        probs = predict_proba(reloaded, tok, texts, 64)
+        again = predict_proba(load_classifier(out)[0], tok, texts, 64)
+        assert probs.shape == (2, 2) and probs == pytest.approx(again, abs=1e-6)
+        scores = evaluate.score(["--task", "classification", "--model", str(out), "--data", str(posts),
+                                 "--output_dir", str(tmp_path / f"scores_{use_lora}"), "--plots", "false"])
+        assert scores["examples"] == 12
+    with pytest.raises(ConfigError, match="pooling must be one of model, mean"):
+        finetune.finetune([*RUN, "--data", str(posts), "--labels", "a", "b", "--pooling", "cls",
+                           "--output_dir", str(tmp_path / "bad")])
+
+
 def test_head_tail_truncation_keeps_the_start_and_the_end(minilm):
     from transformers import AutoTokenizer
 

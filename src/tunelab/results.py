@@ -290,6 +290,8 @@ def _data_used(summary: dict, config: dict) -> str:
     parts.append(f"max {summary.get('max_length', config.get('max_length'))} tokens, {config.get('truncation', 'head')}")
     if config.get("bf16"):
         parts.append("bf16")
+    if summary.get("pooling") == "mean":
+        parts.append("mean pooling")
     if summary.get("problem_type") == "multi_label":  # runs from before head_bias_init started at zero
         parts.append(f"head biases from {'label rates' if summary.get('head_bias_init') == 'prior' else 'zero'}")
     epochs = config.get("num_train_epochs", "?")

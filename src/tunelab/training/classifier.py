@@ -32,6 +32,7 @@ HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label"
 CLASS_WEIGHTINGS = ("none", "balanced")
 TRUNCATIONS = ("head", "head_tail")
 HEAD_BIAS_INITS = ("prior", "zero")
+POOLINGS = ("model", "mean")
 DATA_SPLITS = "data_splits.json"  # which rows of which files each split holds
 DEFAULT_LABEL_COLUMN = "labels"  # moderation records: {"text", "labels": [names]}
 _INT = re.compile(r"[+-]?\d+")
@@ -101,6 +102,12 @@ class ClassifierConfig:
                 "leave the encoder predicting the rates alone for epochs); zero: the library's start. Under "
                 "class_weighting and balanced_sampling, the rates as the loss weighs and draws them (fully "
                 "balanced: even odds)."})
+    pooling: str = field(default="model", metadata={
+        "help": "model: the model's own sequence-classification head (BERT: its pooler over [CLS]; DistilBERT: the "
+                "first token; decoders: the last). mean: one linear layer over the encoder's outputs averaged over "
+                "the attention mask, as sentence-embedding models (all-MiniLM-L6-v2) were trained to be read; their "
+                "[CLS] output was not. Saved with the model (tunelab's loader reads it; plain "
+                "AutoModelForSequenceClassification does not)."})
     # Thresholds.
     tune_thresholds: bool = field(default=True, metadata={
         "help": "multi_label with an eval set: after training, pick each label's threshold maximising its F1 on "
@@ -129,6 +136,8 @@ class ClassifierConfig:
             raise ValueError(f"train_subset must be at least 1, got {self.train_subset}")
         if self.head_bias_init not in HEAD_BIAS_INITS:
             raise ValueError(f"head_bias_init must be one of {', '.join(HEAD_BIAS_INITS)}, got {self.head_bias_init!r}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {self.pooling!r}")
         if self.truncation not in TRUNCATIONS:
             raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got {self.truncation!r}")
         if self.max_class_weight is not None and self.max_class_weight <= 0:
@@ -534,19 +543,24 @@ def _trainer_class():
 # ---- model, training, metrics --------------------------------------------------------------------
 
 def load_classifier_base(path: str, labels: tuple[str, ...], *, problem_type: str = "multi_label",
-                         trust_remote_code: bool = False, with_new_modules: bool = False):
-    """A sequence-classification model with a fresh head of len(labels) outputs.
+                         trust_remote_code: bool = False, with_new_modules: bool = False, pooling: str = "model"):
+    """A sequence-classification model with a fresh head of len(labels) outputs: the model's own
+    (`pooling` model) or a linear layer over the mean of its outputs (mean, `MeanPooledClassifier`).
 
     `with_new_modules`: also return the names of the modules the checkpoint did not hold (the new
     head: BERT's `classifier`, DistilBERT's `pre_classifier` and `classifier`, a missing pooler).
     """
+    settings = dict(num_labels=len(labels), problem_type=HF_PROBLEM_TYPES[problem_type],
+                    id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+    if pooling == "mean":
+        from .mean_pooling import mean_pooled_from_encoder
+
+        model, new_modules = mean_pooled_from_encoder(path, trust_remote_code=trust_remote_code, **settings)
+        return (model, new_modules) if with_new_modules else model
     from transformers import AutoModelForSequenceClassification
 
     model, loading = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=len(labels), problem_type=HF_PROBLEM_TYPES[problem_type],
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
-        use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True,
-    )
+        path, **settings, use_safetensors=True, trust_remote_code=trust_remote_code, output_loading_info=True)
     if not with_new_modules:
         return model
     return model, sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
@@ -591,7 +605,7 @@ def set_head_bias(model, bias: np.ndarray) -> str | None:
 
 
 def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg, *, trust_remote_code: bool = False,
-                     head_bias: np.ndarray | None = None) -> tuple[object, bool]:
+                     head_bias: np.ndarray | None = None, pooling: str = "model") -> tuple[object, bool]:
     """The model to train: the encoder with a new head, wrapped in LoRA when `mcfg.use_lora`, and
     whether the head's biases were set to `head_bias` (not where none is given or the head has none).
 
@@ -603,7 +617,7 @@ def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg
     from ..models import model_type
     from .lora import lora_from_settings
 
-    model, new_modules = load_classifier_base(base, labels, problem_type=problem_type,
+    model, new_modules = load_classifier_base(base, labels, problem_type=problem_type, pooling=pooling,
                                               trust_remote_code=trust_remote_code, with_new_modules=True)
     # before LoRA, so the trained copy of the head (modules_to_save) starts there too
     bias_set = head_bias is not None and set_head_bias(model, head_bias) is not None
@@ -706,12 +720,12 @@ def overlength_rows(texts: list[str], tokenizer, max_length: int) -> list[int]:
 
 def save_classifier_info(out_dir: Path, *, base: str, labels: tuple[str, ...], problem_type: str, max_length: int,
                          lora: bool, layout: dict, thresholds: dict | None = None, label_source: str | None = None,
-                         truncation: str = "head"):
+                         truncation: str = "head", pooling: str = "model"):
     """What a classifier folder is: base, labels and problem type, thresholds, and the data layout it read."""
     (Path(out_dir) / CLASSIFIER_INFO).write_text(json.dumps(
         {"base": base, "labels": list(labels), "problem_type": problem_type, "thresholds": thresholds,
-         "max_length": max_length, "truncation": truncation, "lora": lora, "label_source": label_source,
-         "layout": layout}, indent=2),
+         "max_length": max_length, "truncation": truncation, "pooling": pooling, "lora": lora,
+         "label_source": label_source, "layout": layout}, indent=2),
         encoding="utf-8")
 
 
@@ -731,12 +745,17 @@ def load_classifier(model_dir: str | Path):
     info = json.loads(info_path.read_text(encoding="utf-8"))
     info.setdefault("problem_type", "multi_label")  # folders from before single_label existed
     labels = tuple(info["labels"])
+    pooling = info.get("pooling", "model")  # folders from before pooling existed used the model's head
     if info["lora"]:
         from peft import PeftModel
 
         from ..models import resolve_model
-        model = PeftModel.from_pretrained(
-            load_classifier_base(resolve_model(info["base"]), labels, problem_type=info["problem_type"]), model_dir)
+        model = PeftModel.from_pretrained(load_classifier_base(resolve_model(info["base"]), labels, pooling=pooling,
+                                                               problem_type=info["problem_type"]), model_dir)
+    elif pooling == "mean":
+        from .mean_pooling import load_mean_pooled
+
+        model = load_mean_pooled(model_dir)
     else:
         from transformers import AutoModelForSequenceClassification
 
@@ -932,7 +951,7 @@ def finetune_classifier(ctx) -> dict:
     weights = class_weights(train, ccfg.max_class_weight) if ccfg.class_weighting == "balanced" else None
     draws = sample_weights(train) if ccfg.balanced_sampling else None
     prior = label_prior_logits(train, weights, draws) if ccfg.head_bias_init == "prior" else None
-    model, prior_bias = classifier_model(base, train.labels, train.problem_type, mcfg,
+    model, prior_bias = classifier_model(base, train.labels, train.problem_type, mcfg, pooling=ccfg.pooling,
                                          trust_remote_code=args.trust_remote_code, head_bias=prior)
     if skipped and is_main_process():  # written once data and model have loaded (the folder appears here)
         write_jsonl(out / SKIPPED_RECORDS, skipped)
@@ -954,7 +973,8 @@ def finetune_classifier(ctx) -> dict:
                "rows_in_other_splits": other_split_rows,
                "overlength": len(over), "overlength_action": dcfg.overlength, "max_length": max_length,
                "class_weights": dict(zip(train.labels, map(float, weights))) if weights is not None else None,
-               "balanced_sampling": ccfg.balanced_sampling, "head_bias_init": "prior" if prior_bias else "zero"}
+               "balanced_sampling": ccfg.balanced_sampling, "head_bias_init": "prior" if prior_bias else "zero",
+               "pooling": ccfg.pooling}
     summary.update(train_and_save(trainer, ctx))
 
     thresholds = None
@@ -974,6 +994,6 @@ def finetune_classifier(ctx) -> dict:
     save_classifier_info(out, base=mcfg.base, labels=train.labels, problem_type=train.problem_type,
                          max_length=max_length, lora=mcfg.use_lora, layout=ccfg.layout, thresholds=thresholds,
                          label_source=str(train.label_source) if train.label_source else None,
-                         truncation=ccfg.truncation)
+                         truncation=ccfg.truncation, pooling=ccfg.pooling)
     record.add_output("classifier_info", out / CLASSIFIER_INFO)
     return summary
