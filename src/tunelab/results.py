@@ -293,7 +293,11 @@ def _data_used(summary: dict, config: dict) -> str:
     if summary.get("pooling") == "mean":
         parts.append("mean pooling")
     if summary.get("problem_type") == "multi_label":  # runs from before head_bias_init started at zero
-        parts.append(f"head biases from {'label rates' if summary.get('head_bias_init') == 'prior' else 'zero'}")
+        start = "zero"
+        if summary.get("head_bias_init") == "prior":
+            start = "label rates" + (" as weighted" if summary.get("class_weights") or summary.get("balanced_sampling")
+                                     else "")
+        parts.append(f"head biases from {start}")
     epochs = config.get("num_train_epochs", "?")
     epochs = int(epochs) if isinstance(epochs, float) and epochs.is_integer() else epochs
     parts.append(f"{epochs} epoch{'' if epochs == 1 else 's'}, lr {config.get('learning_rate', '?'):g}")

@@ -33,6 +33,7 @@ class MeanPooledClassifier(PreTrainedModel):
     config_class = PretrainedConfig
     base_model_prefix = "encoder"
     accepts_loss_kwargs = False  # the loss is a batch mean: the Trainer scales it for accumulation
+    supports_gradient_checkpointing = True  # the encoder's own layers checkpoint (on by default on CUDA)
 
     def __init__(self, config: PretrainedConfig):
         super().__init__(config)
