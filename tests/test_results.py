@@ -239,3 +239,11 @@ def test_records_are_kept_only_from_a_whole_run_and_replace_the_older_copy(plan,
     ran = results.run(plan, methods=["full"], root=root, records=tmp_path / "after_failure")
     assert ran[-1]["returncode"] != 0 and not (tmp_path / "after_failure").exists()
 
+
+def test_results_md_is_what_the_kept_records_make():
+    """RESULTS.md is never typed: remade from evaluate/records/ (and bench/results.md), it is unchanged."""
+    from tunelab.paths import PROJECT_ROOT
+
+    made = results.report(results.load_plan(), out=None)
+    assert made == (PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8"), \
+        "RESULTS.md differs from its records: run python evaluate/results.py report"
