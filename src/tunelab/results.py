@@ -120,10 +120,9 @@ def finished(folder: Path) -> bool:
 
 
 def keep_records(task: Task, method: str, root: Path = RUNS_DIR, records: Path = RECORDS_DIR) -> Path | None:
-    """Copy a finished (task, method)'s records (the training run's provenance.json and config.yaml,
-    each finished evaluation's scores.json and provenance.json) from `root` to `records`, in the same
-    layout, replacing what was kept of it before. Returns the kept folder, or None where the training
-    has not finished."""
+    """Copy a finished (task, method)'s records (RECORD_FILES of its training folder and of each finished
+    evaluation's folder) from `root` to `records`, in the same layout, replacing what was kept of it
+    before. Returns the kept folder, or None where the training has not finished."""
     import shutil
 
     run_dir = task.run_dir(method, root)
