@@ -595,3 +595,59 @@ def test_split_rows_are_found_again_by_position_and_checked_by_digest(tmp_path):
     (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
     with pytest.raises(ConfigError, match="are not the 2 recorded at training"):
         load_split_rows(tmp_path / "run_folder", "test", layout, ("a", "b"), "single_label")
+
+
+def test_held_out_key_meets_copies_that_differ_in_spacing_punctuation_and_accents():
+    from tunelab.training.classifier import held_out_key
+
+    # one DBpedia abstract as the 5k sample and the 14k sample spell it
+    five_k = "Witowice Dolne [vʲitɔˈvʲit͡sɛ ˈdɔlnɛ] is a village in Gmina Łososina Dolna. It lies 5 kilometres (3 mi) north."
+    fourteen_k = "Witowice Dolne [ vitvits dln ] is a village in Gmina ososina Dolna .\tIt lies 5 kilometres ( 3 mi ) north ."
+    assert held_out_key(five_k) == held_out_key(fourteen_k)
+    assert held_out_key(five_k) != held_out_key(five_k.replace("5 kilometres", "6 kilometres"))
+
+
+@needs_shared
+def test_extra_train_data_joins_training_only_and_never_repeats_a_held_out_row(tmp_path):
+    """The DBpedia recipe's shape: a split sample plus a second file for training alone. The second file here
+    holds a reformatted copy of every sample row (as the 14k file spells them) and 50 rows of its own: copies
+    of eval and test rows are left out, copies of training rows stay."""
+    sample = SHARED / "dbpedia_14/dhim_val_5k.csv"
+    with sample.open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header, rows = next(reader), [r for _, r in zip(range(200), reader)]
+    with (SHARED / "dbpedia_14/train_14k.csv").open(newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        next(reader)
+        own = [r for _, r in zip(range(50), reader)]
+
+    def as_14k(text: str) -> str:
+        spaced = text.encode("ascii", "ignore").decode()
+        for mark in "().,":
+            spaced = spaced.replace(mark, f" {mark} ")
+        return " ".join(spaced.split())
+
+    data = write_csv(tmp_path / "sample.csv", header, rows)
+    extra = write_csv(tmp_path / "extra.csv", header, [[r[0], r[1], as_14k(r[2])] for r in rows] + own)
+    out = tmp_path / "dbpedia"
+    summary = finetune.finetune([*RUN, "--data", str(data), "--extra_train_data", str(extra), "--text_column", "content",
+                                 "--label_column", "label", "--label_index_start", "1", "--labels_file",
+                                 str(SHARED / "dbpedia_14/classes.txt"), "--eval_split", "0.1", "--test_split", "0.2",
+                                 "--max_length", "32", "--max_steps", "1", "--output_dir", str(out)])
+    assert (summary["eval_examples"], summary["test_examples"]) == (20, 40)
+    assert summary["extra_train_held_out_copies"] == 60 and summary["extra_train_examples"] == 140 + 50
+    assert summary["examples"] == 140 + 190
+    splits = json.loads((out / "data_splits.json").read_text())["splits"]
+    held_out = set(splits["eval"]["positions"][str(data)]) | set(splits["test"]["positions"][str(data)])
+    assert str(extra) not in splits["eval"]["positions"] and str(extra) not in splits["test"]["positions"]
+    kept_copies = {at for at in splits["train"]["positions"][str(extra)] if at < 200}
+    assert kept_copies == set(range(200)) - held_out  # the copy at position i is sample row i
+    skipped = [json.loads(line) for line in (out / "skipped_records.jsonl").read_text().splitlines()]
+    assert len(skipped) == 60 and all(s["file"] == str(extra) for s in skipped)
+    assert {s["line"] - 2 for s in skipped} == held_out  # a header line, then row 0 on line 2
+    assert all(s["reason"].startswith(("extra_train_data row repeats eval row",
+                                       "extra_train_data row repeats test row")) for s in skipped)
+
+    scores = evaluate.score(["--task", "classification", "--model", str(out), "--split", "test", "--tfidf_baseline",
+                             "true", "--bootstrap_resamples", "50", "--output_dir", str(tmp_path / "scores")])
+    assert scores["examples"] == 40 and scores["tfidf_baseline"]["train_rows"] == 330  # the same training rows

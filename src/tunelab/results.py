@@ -282,6 +282,10 @@ def collect(task: Task, method: str, root: Path = RUNS_DIR) -> dict | None:
 
 def _data_used(summary: dict, config: dict) -> str:
     parts = [f"train {summary.get('examples', '?'):,}" if isinstance(summary.get("examples"), int) else "train ?"]
+    if summary.get("extra_train_examples"):
+        copies = summary.get("extra_train_held_out_copies")
+        parts[0] += (f" ({summary['extra_train_examples']:,} from extra_train_data"
+                     + (f", {copies:,} copies of held-out rows left out)" if copies else ")"))
     if summary.get("eval_examples"):
         parts.append(f"eval {summary['eval_examples']:,}")
     if summary.get("unused_examples"):

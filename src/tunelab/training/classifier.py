@@ -89,6 +89,13 @@ class ClassifierConfig:
         "help": "Hold out this fraction of the data rows as a test set: never trained on, never used for thresholds "
                 "or early stopping. Its rows are listed in data_splits.json; `evaluate/score.py --model <run> "
                 "--split test` scores them. With eval_split, both are fractions of all rows (0.1 + 0.2: 70/10/20)."})
+    extra_train_data: list[str] = field(default_factory=list, metadata={
+        "help": "More training rows, read with the data files' layout (their train_split_value rows under "
+                "split_column), added after the splits: never in eval or test. A row whose text is also an eval or "
+                "test row's (compared on its lower-cased ASCII letters and digits alone, so copies differing in "
+                "spacing, punctuation or stripped accents meet) is left out and listed in skipped_records; a test "
+                "file scored later (not a test_split) is not known here. train_subset draws from the training rows "
+                "with these added."})
     train_subset: int | None = field(default=None, metadata={
         "help": "Train on a stratified random N of the training rows (after the splits), for a CPU budget; the "
                 "rest are unused (listed as such in data_splits.json)."})
@@ -179,6 +186,15 @@ class LabeledTexts:
                             [self.ids[i] for i in indices], self.labels, self.problem_type, [], 0, self.label_source,
                             [self.origins[i] for i in indices] if self.origins else [],
                             [self.lines[i] for i in indices] if self.lines else [])
+
+    def concat(self, other: LabeledTexts) -> LabeledTexts:
+        """These rows, then other's (same labels and problem type)."""
+        if other.labels != self.labels or other.problem_type != self.problem_type:
+            raise ValueError("rows of different label sets or problem types cannot be joined")
+        return LabeledTexts(self.texts + other.texts, self.targets + other.targets, self.ids + other.ids,
+                            self.labels, self.problem_type, [], 0, self.label_source,
+                            self.origins + other.origins if self.origins and other.origins else [],
+                            self.lines + other.lines if self.lines and other.lines else [])
 
     def strata(self) -> list:
         """Each row's stratum for splitting: its class, or its rarest label (() for none)."""
@@ -794,6 +810,31 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_siz
     return probs
 
 
+def held_out_key(text: str) -> str:
+    """A text as compared with held-out rows: lower-cased ASCII letters and digits alone (one copy of
+    DBpedia keeps "Łososina ( 3 mi )", another "ososina (3 mi)")."""
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def drop_held_out_copies(rows: LabeledTexts,
+                         held_out: dict[str, LabeledTexts | None]) -> tuple[LabeledTexts, list[dict]]:
+    """rows without those whose text is a held-out row's (held_out_key), and a skipped-record entry for each."""
+    seen = {}
+    for split, part in held_out.items():
+        for text, rid in zip(part.texts if part is not None else [], part.ids if part is not None else []):
+            seen.setdefault(held_out_key(text), (split, rid))
+    keep, copies = [], []
+    for i, text in enumerate(rows.texts):
+        match = seen.get(held_out_key(text))
+        if match is None:
+            keep.append(i)
+        else:
+            path, _ = rows.origins[i] if rows.origins else (None, None)
+            copies.append({"file": path, "line": rows.lines[i] if rows.lines else None, "id": rows.ids[i],
+                           "reason": f"extra_train_data row repeats {match[0]} row {match[1]}"})
+    return rows.subset(keep), copies
+
+
 def write_data_splits(out: Path, seed: int, splits: dict[str, LabeledTexts | None], files: dict[str, list]) -> None:
     """data_splits.json: which rows of which files each split holds (each row's position among the rows its
     file yields), the files' hashes and a digest of each split's texts and labels, so the evaluate stage can
@@ -912,12 +953,6 @@ def finetune_classifier(ctx) -> dict:
         train = whole.subset(named["train"])
         evals = whole.subset(named["eval"]) if "eval" in named else None
         test = whole.subset(named["test"]) if "test" in named else None
-    unused = None
-    if ccfg.train_subset is not None and ccfg.train_subset < len(train):
-        from ..splits import stratified_split
-
-        rest, kept = stratified_split(train.strata(), [ccfg.train_subset / len(train)], seed)
-        unused, train = train.subset(rest), train.subset(kept)
     if dcfg.eval_data:
         eval_paths = [resolve_input(p) for p in dcfg.eval_data]
         for i, p in enumerate(eval_paths):
@@ -926,6 +961,27 @@ def finetune_classifier(ctx) -> dict:
                                    split_value=ccfg.eval_split_value if split else None, bad_records=dcfg.bad_records)
         skipped += evals.skipped
         other_split_rows += evals.other_split_rows
+    extra_paths = [resolve_input(p) for p in ccfg.extra_train_data]
+    extra_rows = held_out_copies = 0
+    if extra_paths:
+        for i, p in enumerate(extra_paths):
+            record.add_input(f"extra_train_data[{i}]", p)
+        extra = load_labeled_texts(extra_paths, ccfg, labels=train.labels, problem_type=train.problem_type,
+                                   split_value=ccfg.train_split_value if split else None, bad_records=dcfg.bad_records)
+        skipped += extra.skipped
+        other_split_rows += extra.other_split_rows
+        extra, copies = drop_held_out_copies(extra, {"eval": evals, "test": test})
+        skipped += copies
+        extra_rows, held_out_copies = len(extra), len(copies)
+        if copies:
+            print(f"finetune: {len(copies)} extra_train_data row(s) repeat an eval or test row; left out")
+        train = train.concat(extra) if len(extra) else train
+    unused = None
+    if ccfg.train_subset is not None and ccfg.train_subset < len(train):
+        from ..splits import stratified_split
+
+        rest, kept = stratified_split(train.strata(), [ccfg.train_subset / len(train)], seed)
+        unused, train = train.subset(rest), train.subset(kept)
 
     tokenizer = load_tokenizer(base, trust_remote_code=args.trust_remote_code)
     max_length = _effective_max_length(args, tokenizer)
@@ -963,10 +1019,12 @@ def finetune_classifier(ctx) -> dict:
                                        truncation=ccfg.truncation)
     if is_main_process():
         write_data_splits(out, seed, {"train": train, "eval": evals, "test": test, "unused": unused},
-                          {"data": train_paths, "eval_data": [resolve_input(p) for p in dcfg.eval_data]})
+                          {"data": train_paths, "eval_data": [resolve_input(p) for p in dcfg.eval_data],
+                           "extra_train_data": extra_paths})
         record.add_output("data_splits", out / DATA_SPLITS)
     summary = {"examples": len(train), "eval_examples": len(evals) if evals else 0,
                "test_examples": len(test) if test else 0, "unused_examples": len(unused) if unused else 0,
+               "extra_train_examples": extra_rows, "extra_train_held_out_copies": held_out_copies,
                "truncation": ccfg.truncation,
                "labels": len(train.labels), "problem_type": train.problem_type,
                "skipped_records": sum(s["file"] is not None for s in skipped),
