@@ -953,24 +953,27 @@ def finetune_classifier(ctx) -> dict:
         train = whole.subset(named["train"])
         evals = whole.subset(named["eval"]) if "eval" in named else None
         test = whole.subset(named["test"]) if "test" in named else None
+
+    def load_more(setting: str, files: list[str], split_value: str) -> LabeledTexts:
+        """The rows of eval_data or extra_train_data, read with the training rows' layout and labels."""
+        nonlocal other_split_rows
+        paths = [resolve_input(p) for p in files]
+        for i, p in enumerate(paths):
+            record.add_input(f"{setting}[{i}]", p)
+        rows = load_labeled_texts(paths, ccfg, labels=train.labels, problem_type=train.problem_type,
+                                  split_value=split_value if split else None, bad_records=dcfg.bad_records)
+        skipped.extend(rows.skipped)
+        other_split_rows += rows.other_split_rows
+        return rows
+
     if dcfg.eval_data:
-        eval_paths = [resolve_input(p) for p in dcfg.eval_data]
-        for i, p in enumerate(eval_paths):
-            record.add_input(f"eval_data[{i}]", p)
-        evals = load_labeled_texts(eval_paths, ccfg, labels=train.labels, problem_type=train.problem_type,
-                                   split_value=ccfg.eval_split_value if split else None, bad_records=dcfg.bad_records)
-        skipped += evals.skipped
-        other_split_rows += evals.other_split_rows
+        evals = load_more("eval_data", dcfg.eval_data, ccfg.eval_split_value)
     extra_paths = [resolve_input(p) for p in ccfg.extra_train_data]
     extra_rows = held_out_copies = 0
     if extra_paths:
-        for i, p in enumerate(extra_paths):
-            record.add_input(f"extra_train_data[{i}]", p)
-        extra = load_labeled_texts(extra_paths, ccfg, labels=train.labels, problem_type=train.problem_type,
-                                   split_value=ccfg.train_split_value if split else None, bad_records=dcfg.bad_records)
-        skipped += extra.skipped
-        other_split_rows += extra.other_split_rows
-        extra, copies = drop_held_out_copies(extra, {"eval": evals, "test": test})
+        extra, copies = drop_held_out_copies(load_more("extra_train_data", ccfg.extra_train_data,
+                                                       ccfg.train_split_value),
+                                             {"eval": evals, "test": test})
         skipped += copies
         extra_rows, held_out_copies = len(extra), len(copies)
         if copies:
