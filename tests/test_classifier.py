@@ -605,6 +605,7 @@ def test_held_out_key_meets_copies_that_differ_in_spacing_punctuation_and_accent
     fourteen_k = "Witowice Dolne [ vitvits dln ] is a village in Gmina ososina Dolna .\tIt lies 5 kilometres ( 3 mi ) north ."
     assert held_out_key(five_k) == held_out_key(fourteen_k)
     assert held_out_key(five_k) != held_out_key(five_k.replace("5 kilometres", "6 kilometres"))
+    assert held_out_key("Привет, мир!") == held_out_key("привет мир") != held_out_key("Пока, мир!")  # no ASCII at all
 
 
 @needs_shared

@@ -812,8 +812,11 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_siz
 
 def held_out_key(text: str) -> str:
     """A text as compared with held-out rows: lower-cased ASCII letters and digits alone (one copy of
-    DBpedia keeps "Łososina ( 3 mi )", another "ososina (3 mi)")."""
-    return re.sub(r"[^a-z0-9]", "", text.lower())
+    DBpedia keeps "Łososina ( 3 mi )", another "ososina (3 mi)"); a text with none of them (another
+    script) by its normalised words, so such texts do not all meet as one empty key."""
+    from ..generation.dedup import normalize
+
+    return re.sub(r"[^a-z0-9]", "", text.lower()) or normalize(text)
 
 
 def drop_held_out_copies(rows: LabeledTexts,
@@ -821,8 +824,9 @@ def drop_held_out_copies(rows: LabeledTexts,
     """rows without those whose text is a held-out row's (held_out_key), and a skipped-record entry for each."""
     seen = {}
     for split, part in held_out.items():
-        for text, rid in zip(part.texts if part is not None else [], part.ids if part is not None else []):
-            seen.setdefault(held_out_key(text), (split, rid))
+        if part is not None:
+            for text, rid in zip(part.texts, part.ids):
+                seen.setdefault(held_out_key(text), (split, rid))
     keep, copies = [], []
     for i, text in enumerate(rows.texts):
         match = seen.get(held_out_key(text))
@@ -978,7 +982,7 @@ def finetune_classifier(ctx) -> dict:
         extra_rows, held_out_copies = len(extra), len(copies)
         if copies:
             print(f"finetune: {len(copies)} extra_train_data row(s) repeat an eval or test row; left out")
-        train = train.concat(extra) if len(extra) else train
+        train = train.concat(extra)
     unused = None
     if ccfg.train_subset is not None and ccfg.train_subset < len(train):
         from ..splits import stratified_split
