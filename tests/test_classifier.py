@@ -247,6 +247,14 @@ def _trainer(tiny_bert, tmp_path, data, **kwargs):
     return build_classifier_trainer(tiny_bert[0], tiny_bert[1], data, None, args, 16, **kwargs)
 
 
+def test_balanced_sampling_refuses_a_second_sampler(tmp_path):
+    posts = write_csv(tmp_path / "posts.csv", ["text", "label"], [["good", "a"], ["bad", "b"]])
+    with pytest.raises(ConfigError, match="cannot be combined with train_sampling_strategy group_by_length"):
+        finetune.finetune([*RUN, "--data", str(posts), "--balanced_sampling", "true",
+                           "--train_sampling_strategy", "group_by_length", "--output_dir", str(tmp_path / "run")])
+    assert not (tmp_path / "run").exists()
+
+
 def test_balanced_sampler_draws_classes_evenly(tiny_bert, tmp_path):
     data = _texts([[0]] * 90 + [[1]] * 10, "single_label")
     plain = _trainer(tiny_bert, tmp_path, data)

@@ -926,6 +926,10 @@ def finetune_classifier(ctx) -> dict:
     from .sft import SKIPPED_RECORDS
 
     mcfg, dcfg, ccfg, args, record, out = ctx.model, ctx.data, ctx.classifier, ctx.train, ctx.record, ctx.out
+    if ccfg.balanced_sampling and args.train_sampling_strategy != "random":
+        # both choose the training rows' order; the weighted draw would silently replace the other
+        raise ConfigError(f"balanced_sampling draws the training rows itself: it cannot be combined with "
+                          f"train_sampling_strategy {args.train_sampling_strategy}")
     base = resolve_model(mcfg.base)
     record.models["base"] = mcfg.base
     split = ccfg.split_column is not None
