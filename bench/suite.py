@@ -43,6 +43,8 @@ BENCHMARKS = {
     "batched_inference": "inference: batched vs one at a time",
     "score_text": "scoring text pairs: evaluate/score.py vs the naive way",
     "gpu_qlora": "GPU QLoRA: tunelab vs plain transformers + peft (CUDA only)",
+    "gpu_teacher": "GPU 34B teacher in 4-bit: batched vs one-at-a-time decoding (CUDA only)",
+    "gpu_llava_qlora": "GPU LLaVA-1.5-7B QLoRA: peak memory, 4-bit vs bf16 LoRA (CUDA only)",
 }
 RESULT_KEYS = {"measures", "figure", "baseline", "ratio", "target", "met", "sizes"}
 

@@ -85,8 +85,9 @@ def test_suite_shows_each_benchmarks_own_output_and_one_table(passing):
 
 def test_failing_benchmark_is_recorded_the_others_still_run_and_the_exit_is_non_zero(tmp_path):
     out = tmp_path / "results.json"
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # gpu_qlora then has no GPU on any machine
-    process = run_suite(out, "--only", "novelty_filter", "http_teacher", "gpu_qlora", *TINY_HTTP,
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # the GPU benchmarks then have none on any machine
+    process = run_suite(out, "--only", "novelty_filter", "http_teacher", "gpu_qlora", "gpu_teacher",
+                        "gpu_llava_qlora", *TINY_HTTP,
                         "--size", f"novelty_filter.alpaca={tmp_path / 'missing.json'}", env=env)
     assert process.returncode == 1, process.stdout[-3000:] + process.stderr[-3000:]
     assert "FAILED: novelty_filter" in process.stderr
@@ -96,7 +97,8 @@ def test_failing_benchmark_is_recorded_the_others_still_run_and_the_exit_is_non_
     assert "missing.json" in entries["novelty_filter"]["error"]
     assert entries["http_teacher"]["status"] == "ok"  # ran after the failure
     assert entries["http_teacher"]["ratio"]["value"] > 1  # 64 requests in flight beat one at a time
-    assert entries["gpu_qlora"]["status"] == "skipped" and "CUDA" in entries["gpu_qlora"]["reason"]
+    for gpu in ("gpu_qlora", "gpu_teacher", "gpu_llava_qlora"):
+        assert entries[gpu]["status"] == "skipped" and "CUDA" in entries[gpu]["reason"]
     markdown = out.with_suffix(".md").read_text()
     assert "| novelty_filter |" in markdown and "FAILED" in markdown and "SKIPPED" in markdown
 

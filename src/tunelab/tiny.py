@@ -137,21 +137,21 @@ def _text_config(tokenizer, hidden_size: int = 64, layers: int = 2):
     )
 
 
-def _vlm_config_kwargs(tokenizer) -> dict:
+def _vlm_config_kwargs(tokenizer, vision: dict = _VISION, text_config=None) -> dict:
     """What LLaVA 1.5 and 1.6 configs share: CLS dropped ("default"), features from the second-last layer."""
     from transformers import CLIPVisionConfig
 
     return dict(
-        vision_config=CLIPVisionConfig(**_VISION), text_config=_text_config(tokenizer),
+        vision_config=CLIPVisionConfig(**vision), text_config=text_config or _text_config(tokenizer),
         image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN), vision_feature_select_strategy="default",
         vision_feature_layer=-2, projector_hidden_act="gelu", tie_word_embeddings=False,
     )
 
 
-def _processor_kwargs(tokenizer) -> dict:
+def _processor_kwargs(tokenizer, vision: dict = _VISION) -> dict:
     # num_additional_image_tokens=1 with "default" strategy: the CLS feature is counted, then dropped,
     # exactly as the llava-hf processors do, so the placeholder count matches the features.
-    return dict(tokenizer=tokenizer, patch_size=_VISION["patch_size"], vision_feature_select_strategy="default",
+    return dict(tokenizer=tokenizer, patch_size=vision["patch_size"], vision_feature_select_strategy="default",
                 num_additional_image_tokens=1, image_token=IMAGE_TOKEN, chat_template=tokenizer.chat_template)
 
 
@@ -194,16 +194,30 @@ def build_tiny_llava_next(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
                      "LLaVA 1.6 (LLaVA-NeXT)")
 
 
-def build_tiny_llava(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
-    """Save a random LLaVA 1.5 (CLIP tower, one 32x32 tile per image, Llama text model) and its processor."""
-    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+def llava_parts(vision: dict = _VISION, text_sizes: dict | None = None):
+    """(config, processor, tokenizer) of a LLaVA 1.5: CLIP tower of `vision` sizes, one square tile per
+    image, Llama text model of `text_sizes` (LlamaConfig arguments; default the tiny one's) with the tiny
+    tokenizer, whose ids fit any larger vocabulary."""
+    from transformers import LlamaConfig, LlavaConfig, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     tokenizer = _vision_tokenizer(LLAVA_CHAT_TEMPLATE)
-    side = _VISION["image_size"]
+    side = vision["image_size"]
     image_processor = CLIPImageProcessorPil(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
-    processor = LlavaProcessor(image_processor=image_processor, **_processor_kwargs(tokenizer))
-    config = LlavaConfig(**_vlm_config_kwargs(tokenizer))
+    processor = LlavaProcessor(image_processor=image_processor, **_processor_kwargs(tokenizer, vision))
+    text_config = None
+    if text_sizes is not None:
+        assert len(tokenizer) <= text_sizes["vocab_size"]
+        text_config = LlamaConfig(**text_sizes, bos_token_id=tokenizer.bos_token_id,
+                                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return LlavaConfig(**_vlm_config_kwargs(tokenizer, vision, text_config)), processor, tokenizer
+
+
+def build_tiny_llava(out_dir: str | os.PathLike, *, seed: int = 0) -> Path:
+    """Save a random LLaVA 1.5 (CLIP tower, one 32x32 tile per image, Llama text model) and its processor."""
+    from transformers import LlavaForConditionalGeneration
+
+    config, processor, tokenizer = llava_parts()
     return _save_vlm(LlavaForConditionalGeneration, config, processor, tokenizer, Path(out_dir), seed, "LLaVA 1.5")
 
 
