@@ -71,26 +71,26 @@ def quantize_linears(model, skip: tuple[str, ...] = ("lm_head",)):
     import bitsandbytes as bnb
     import torch
 
-    replaced = 0
-    for parent_name, parent in list(model.named_modules()):
-        for name, child in list(parent.named_children()):
-            full_name = f"{parent_name}.{name}" if parent_name else name
-            if not isinstance(child, torch.nn.Linear) or full_name in skip:
-                continue
-            layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
-                                      quant_storage=torch.uint8, device="meta")
-            weight = child.weight.data
-            layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True, quant_type="nf4",
-                                             quant_storage=torch.uint8).to(weight.device)  # .to() quantizes
-            if child.bias is not None:
-                layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
-            layer.train(child.training)  # on CPUs bitsandbytes picks its kernel by mode
-            setattr(parent, name, layer)
-            del child, weight
-            replaced += 1
+    # names, not modules: a list of the modules would keep every bf16 weight alive until the end
+    names = [name for name, module in model.named_modules()
+             if isinstance(module, torch.nn.Linear) and name not in skip]
+    for full_name in names:
+        parent_name, _, name = full_name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        child = getattr(parent, name)
+        layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                  compute_dtype=torch.bfloat16, compress_statistics=True, quant_type="nf4",
+                                  quant_storage=torch.uint8, device="meta")
+        weight = child.weight.data
+        layer.weight = bnb.nn.Params4bit(weight, requires_grad=False, compress_statistics=True, quant_type="nf4",
+                                         quant_storage=torch.uint8).to(weight.device)  # .to() quantizes
+        if child.bias is not None:
+            layer.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+        layer.train(child.training)  # on CPUs bitsandbytes picks its kernel by mode
+        setattr(parent, name, layer)
+        del child, weight  # the bf16 weight goes with the old layer
     model.is_loaded_in_4bit = True
-    return replaced
+    return len(names)
 
 
 def check_same_as_loading(tokenizer) -> float:
