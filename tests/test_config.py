@@ -35,6 +35,7 @@ class Toy:
     rate: float = 0.1
     tags: list[str] = field(default_factory=list)
     flag: bool = False
+    limit: int | None = None
 
 
 def write(tmp_path, text) -> Path:
@@ -94,3 +95,36 @@ def test_demo_config_has_no_file_but_parses():
 def test_scripts_folders_are_not_packages():
     for folder in ("generate", "finetune", "evaluate"):
         assert not (PROJECT_ROOT / folder / "__init__.py").exists()
+
+
+def test_none_on_the_command_line_unsets_an_optional_setting(tmp_path):
+    path = write(tmp_path, "limit: 100\nname: b\n")
+    (toy,), _ = parse_config((Toy,), ["--config", str(path)])
+    assert toy.limit == 100
+    for spelling in ("none", "None", "null"):
+        (toy,), _ = parse_config((Toy,), ["--config", str(path), "--limit", spelling])
+        assert toy.limit is None
+    (toy,), _ = parse_config((Toy,), ["--config", str(write(tmp_path, "limit: none\n"))])
+    assert toy.limit is None
+    # a setting that cannot be None keeps "none" as a value (a name here) or refuses it (a number)
+    (toy,), _ = parse_config((Toy,), ["--name", "none"])
+    assert toy.name == "none"
+    with pytest.raises(SystemExit):
+        parse_config((Toy,), ["--steps", "none"])
+
+
+def test_none_is_not_a_number_for_an_optional_number(capsys):
+    with pytest.raises(SystemExit):
+        parse_config((Toy,), ["--limit", "many"])
+    assert "invalid int value: 'many'" in capsys.readouterr().err
+
+
+def test_train_subset_none_uses_every_training_row():
+    configs, _ = parse_config(finetune.CONFIG_TYPES, ["--config", "imdb_minilm"],
+                              configs_dir=STAGE_CONFIG_DIRS["finetune"])
+    (classifier,) = [c for c in configs if hasattr(c, "train_subset")]
+    assert classifier.train_subset == 10000
+    configs, _ = parse_config(finetune.CONFIG_TYPES, ["--config", "imdb_minilm", "--train_subset", "none"],
+                              configs_dir=STAGE_CONFIG_DIRS["finetune"])
+    (classifier,) = [c for c in configs if hasattr(c, "train_subset")]
+    assert classifier.train_subset is None

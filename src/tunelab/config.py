@@ -67,6 +67,34 @@ def _coerce(action: argparse.Action, key: str, value: Any, source: Path) -> Any:
     return converted if isinstance(value, list) else converted[0]
 
 
+NONE_SPELLINGS = ("none", "null")
+
+
+def _optional_fields(dataclass_types: Sequence[type]) -> set[str]:
+    """Names of the fields whose type admits None (`int | None`, `Optional[str]`, ...)."""
+    import typing
+
+    names = set()
+    for dtype in dataclass_types:
+        hints = typing.get_type_hints(dtype)
+        for f in dataclasses.fields(dtype):
+            if type(None) in typing.get_args(hints.get(f.name)):
+                names.add(f.name)
+    return names
+
+
+def _none_or(parse):
+    """`parse`, except that `none` / `null` mean None: an optional setting a config file sets (a
+    subset, a limit) can then be unset from the command line, as `null` unsets it in YAML."""
+    def parse_or_none(text):
+        if isinstance(text, str) and text.lower() in NONE_SPELLINGS:
+            return None
+        return parse(text) if parse is not None else text
+
+    parse_or_none.__name__ = getattr(parse, "__name__", "str")  # argparse names it in "invalid int value"
+    return parse_or_none
+
+
 def parse_config(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None = None,
@@ -85,6 +113,10 @@ def parse_config(
     parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
     shipped = f" (shipped: {', '.join(sorted(p.stem for p in configs_dir.glob('*.yaml')))})" if configs_dir and configs_dir.is_dir() else ""
     parser.add_argument("--config", default=None, help=f"YAML file, or the name of a shipped config{shipped}")
+    optional = _optional_fields(dataclass_types)
+    for action in parser._actions:
+        if action.dest in optional and action.nargs not in ("+", "*"):
+            action.type = _none_or(action.type)
 
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
