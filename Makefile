@@ -7,7 +7,7 @@ STAMP := $(VENV)/.tunelab-installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test clean-demo browser bench bench-full results
+.PHONY: install demo test clean-demo browser bench bench-full bench-gpu results
 
 install: $(STAMP)
 
@@ -28,6 +28,11 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/python bench/suite.py --full
+
+# The GPU checks alone, at full size, on a CUDA machine: bench/results_gpu.json and .md (RESULTS.md copies them).
+GPU_BENCHMARKS := gpu_qlora gpu_teacher gpu_llava_qlora
+bench-gpu: $(STAMP)
+	$(BIN)/python bench/suite.py --full --only $(GPU_BENCHMARKS) --out bench/results_gpu.json
 
 # The classifier recipes on ../shared/data (finished runs are skipped), then RESULTS.md from their records.
 results: $(STAMP)

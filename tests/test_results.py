@@ -85,8 +85,9 @@ def test_runs_are_the_stage_commands_and_results_md_comes_from_their_records(pla
     bench.write_text(json.dumps({"mode": "full", "benchmarks": [{"name": "gpu_qlora", "compares": "GPU QLoRA", "status": "skipped",
                                                  "reason": "no CUDA GPU visible"}]}))
     bench.with_suffix(".md").write_text("# Benchmark results\n\n| Benchmark |\n| --- |\n| gpu_qlora |\n\n")
-    text = results.report(plan, root=records, out=tmp_path / "RESULTS.md", bench=bench)
-    assert text == (tmp_path / "RESULTS.md").read_text()
+    text = results.report(plan, root=records, out=tmp_path / "RESULTS.md", bench=bench,
+                          bench_gpu=tmp_path / "bench" / "results_gpu.json")  # none: no GPU checks section
+    assert text == (tmp_path / "RESULTS.md").read_text() and "GPU checks" not in text
     summary = text.split("## Summary")[1].split("\n## ")[0]
     assert "| Tiny reviews | full | held-out 30% | accuracy " in summary and "| lora |" not in summary
     speed = text.split("## Speed (`make bench-full`)")[1]  # the heading names the mode that ran
@@ -98,6 +99,14 @@ def test_runs_are_the_stage_commands_and_results_md_comes_from_their_records(pla
     assert "| label | precision | recall | f1 | support | TF-IDF f1 |" in text
     assert "- a study's number" in text and "reviews (lora)" in text.split("## Not run")[1]
     assert "cores" in text.split("## Hardware")[1]
+
+    gpu = tmp_path / "bench" / "results_gpu.json"  # what `make bench-gpu` leaves on a GPU machine
+    gpu.write_text(json.dumps({"mode": "full", "benchmarks": [{"name": "gpu_teacher", "status": "ok"}]}))
+    gpu.with_suffix(".md").write_text("# Benchmark results\n\nHardware: NVIDIA H200\n\n| gpu_teacher | 4-bit |\n")
+    text = results.report(plan, root=records, out=None, bench=bench, bench_gpu=gpu)
+    checks = text.split("## GPU checks (`make bench-gpu`)")[1]
+    assert "Copied from `bench/results_gpu.md`" in checks and "| gpu_teacher | 4-bit |" in checks
+    assert "NVIDIA H200" in checks and "Not run on this machine" not in checks
 
 
 def test_unknown_tasks_and_broken_plans_are_named(plan, tmp_path):
