@@ -12,12 +12,16 @@ tiles of 14-pixel patches: 576 image tokens) around the tiny model's tokenizer. 
 Data: --images generated pictures (shapes on a background, several sizes), each with a question and an
 answer about it, written as the generate stage's moderation_qa.chat.jsonl records.
 Runs, one after the other, the finetune stage in process as `python finetune/train.py --config llava_student`
-runs it (LoRA r 16 on the language model's projections; vision tower and projector frozen; on CUDA bf16,
-activation checkpointing and paged 8-bit AdamW; 4 images per device step, 4 accumulated):
-  * QLoRA: the config's 4-bit NF4 language model;
-  * bf16 LoRA: the same with --quantization none, as the baseline.
+runs it (LoRA r 16 on the language model's projections; vision tower and projector frozen; on CUDA bf16 and
+activation checkpointing; 4 images per device step, 4 accumulated):
+  * QLoRA: the config's 4-bit NF4 language model, with the stage's QLoRA optimizer, paged 8-bit AdamW;
+  * bf16 LoRA: the same with --quantization none, as the baseline, given the same optimizer on a GPU so
+    that only the weights differ. (The QLoRA run's peft `prepare_model_for_kbit_training` also keeps the
+    vision tower, projector, embeddings and lm_head in fp32, about 1.2 GB: part of what QLoRA costs.)
 Figures: peak GPU memory while training (`torch.cuda.max_memory_allocated`, reset when training starts,
-so the weights count), seconds per optimizer step and tokens per second over the steps after --warmup
+so the weights count; paged optimizer states live outside it and are small for LoRA), the memory held when
+training starts (a run that left memory behind would show there), seconds per optimizer step and tokens
+per second over the steps after --warmup
 (every token of the batches: image tokens, and the little padding the records' near-equal lengths need).
 """
 
@@ -118,6 +122,8 @@ def run_stage(model_dir: Path, data: Path, out: Path, quantization: str, args, m
             "--include_num_input_tokens_seen", "true", "--output_dir", str(out), "--overwrite", "true"]
     if args.smoke:  # a CPU: small steps
         argv += ["--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1"]
+    else:  # the same optimizer for both runs (the stage picks it for 4-bit bases only)
+        argv += ["--optim", "paged_adamw_8bit"]
     finetune.finetune(argv, callbacks=[meter])
     return meter.figures()
 
@@ -182,7 +188,8 @@ def measure(args: argparse.Namespace) -> dict:
                 results[run] = run_stage(model_dir, data, tmp / run, quantization, args, meter(args.warmup))
             free_memory()
             r = results[run]
-            peak = f"{r['peak_gpu_bytes'] / GiB:.1f} GiB" if r["peak_gpu_bytes"] is not None else "n/a (no GPU)"
+            peak = (f"{r['peak_gpu_bytes'] / GiB:.1f} GiB ({r['gpu_bytes_at_start'] / GiB:.1f} GiB at the start)"
+                    if r["peak_gpu_bytes"] is not None else "n/a (no GPU)")
             print(f"{run:>9}: peak {peak}, {r['seconds_per_step']:.2f} s/step, {r['tokens_per_s']:,.0f} tokens/s "
                   f"({r['timed_tokens'] / r['timed_steps']:,.0f} tokens/step), attention {r['attn_implementation']}; "
                   f"{time.perf_counter() - start:.0f} s with loading", flush=True)

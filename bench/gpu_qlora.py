@@ -88,12 +88,15 @@ def meter(warmup: int):
         def __init__(self):
             self.marks: list[tuple[float, int]] = []
             self.peak = None
+            self.at_start = None
             self.attn = None
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
+                # what the model (and anything a previous run left behind) holds before the first step
+                self.at_start = torch.cuda.memory_allocated()
             if model is not None:
                 self.attn = model.config._attn_implementation
 
@@ -111,7 +114,7 @@ def meter(warmup: int):
             steps = len(self.marks) - warmup
             return {"tokens_per_s": (n1 - n0) / (t1 - t0), "timed_steps": steps, "timed_tokens": n1 - n0,
                     "seconds_per_step": (t1 - t0) / steps, "peak_gpu_bytes": self.peak,
-                    "attn_implementation": self.attn}
+                    "gpu_bytes_at_start": self.at_start, "attn_implementation": self.attn}
 
     return Meter()
 
@@ -246,7 +249,8 @@ def measure(args: argparse.Namespace) -> dict:
                 results[path] = train(model_dir, tmp / path, args, meter(args.warmup))
             free_memory()
             r = results[path]
-            peak = f"{r['peak_gpu_bytes'] / 2**30:.1f} GiB" if r["peak_gpu_bytes"] is not None else "n/a (no GPU)"
+            peak = (f"{r['peak_gpu_bytes'] / 2**30:.1f} GiB ({r['gpu_bytes_at_start'] / 2**30:.1f} GiB at the start)"
+                    if r["peak_gpu_bytes"] is not None else "n/a (no GPU)")
             print(f"{path:>5}: {r['tokens_per_s']:,.0f} real tokens/s ({r['seconds_per_step']:.2f} s/step, "
                   f"{r['timed_tokens'] / r['timed_steps']:,.0f} tokens/step), peak {peak}, "
                   f"attention {r['attn_implementation']}; {time.perf_counter() - start:.0f} s with loading",

@@ -36,6 +36,7 @@ class Toy:
     tags: list[str] = field(default_factory=list)
     flag: bool = False
     limit: int | None = None
+    reporter: str | None = "none"  # "none" is this one's value (as TrainingArguments' report_to)
 
 
 def write(tmp_path, text) -> Path:
@@ -111,6 +112,11 @@ def test_none_on_the_command_line_unsets_an_optional_setting(tmp_path):
     assert toy.name == "none"
     with pytest.raises(SystemExit):
         parse_config((Toy,), ["--steps", "none"])
+    # an optional setting whose default is the word "none" keeps it
+    (toy,), _ = parse_config((Toy,), [])
+    assert toy.reporter == "none"
+    (toy,), _ = parse_config((Toy,), ["--reporter", "none"])
+    assert toy.reporter == "none"
 
 
 def test_none_is_not_a_number_for_an_optional_number(capsys):

@@ -101,12 +101,14 @@ def test_runs_are_the_stage_commands_and_results_md_comes_from_their_records(pla
     assert "cores" in text.split("## Hardware")[1]
 
     gpu = tmp_path / "bench" / "results_gpu.json"  # what `make bench-gpu` leaves on a GPU machine
-    gpu.write_text(json.dumps({"mode": "full", "benchmarks": [{"name": "gpu_teacher", "status": "ok"}]}))
+    gpu.write_text(json.dumps({"mode": "full", "benchmarks": [{"name": "gpu_qlora", "status": "ok"}]}))
     gpu.with_suffix(".md").write_text("# Benchmark results\n\nHardware: NVIDIA H200\n\n| gpu_teacher | 4-bit |\n")
     text = results.report(plan, root=records, out=None, bench=bench, bench_gpu=gpu)
     checks = text.split("## GPU checks (`make bench-gpu`)")[1]
     assert "Copied from `bench/results_gpu.md`" in checks and "| gpu_teacher | 4-bit |" in checks
     assert "NVIDIA H200" in checks and "Not run on this machine" not in checks
+    speed = text.split("## Speed (`make bench-full`)")[1].split("## GPU checks")[0]
+    assert "- gpu_qlora: run on a GPU machine, below." in speed and "no CUDA GPU visible" not in speed
 
 
 def test_unknown_tasks_and_broken_plans_are_named(plan, tmp_path):

@@ -78,7 +78,9 @@ def _optional_fields(dataclass_types: Sequence[type]) -> set[str]:
     for dtype in dataclass_types:
         hints = typing.get_type_hints(dtype)
         for f in dataclasses.fields(dtype):
-            if type(None) in typing.get_args(hints.get(f.name)):
+            # a default spelled "none" is a value, not a missing one (argparse parses string defaults too)
+            spelled_none = isinstance(f.default, str) and f.default.lower() in NONE_SPELLINGS
+            if type(None) in typing.get_args(hints.get(f.name)) and not spelled_none:
                 names.add(f.name)
     return names
 

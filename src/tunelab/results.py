@@ -412,8 +412,12 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
             lines += [shlex.join(c) for c in task.commands(method)]
         lines += ["```", ""]
     lines += ["## Hardware", ""] + [f"- {h}" for h in _machines(provenances)] + [""]
+    gpu_ran = set()
+    if bench_gpu is not None and bench_gpu.exists():
+        gpu_ran = {e["name"] for e in json.loads(bench_gpu.read_text(encoding="utf-8")).get("benchmarks", [])
+                   if e.get("status") == "ok"}
     if bench is not None and bench.exists():
-        lines += bench_section(bench)
+        lines += bench_section(bench, ran_elsewhere=gpu_ran)
     if bench_gpu is not None and bench_gpu.exists():
         lines += bench_section(bench_gpu, heading="GPU checks (`make bench-gpu`)")
     if missing:
@@ -427,10 +431,11 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
     return text
 
 
-def bench_section(bench: Path, heading: str | None = None) -> list[str]:
+def bench_section(bench: Path, heading: str | None = None, ran_elsewhere: set[str] = frozenset()) -> list[str]:
     """The benchmark suite's summary (bench/results.md, written by `make bench[-full]` beside results.json) under
     a heading of this file, and each benchmark it skipped, the GPU checks where there is no GPU, with
-    the suite's reason. `heading` names another run of the suite (the GPU checks' file)."""
+    the suite's reason (unless `ran_elsewhere`: the GPU checks' file has it). `heading` names another run
+    of the suite (the GPU checks' file)."""
     summary = bench.with_suffix(".md")
     if not summary.exists():
         return []
@@ -445,6 +450,7 @@ def bench_section(bench: Path, heading: str | None = None) -> list[str]:
              "baseline measured in the same run):", *body, ""]
     entries = recorded.get("benchmarks", [])
     skipped = [f"- {e['name']} ({e.get('compares', '')}): not run: {e.get('reason', '')}."
+               if e["name"] not in ran_elsewhere else f"- {e['name']}: run on a GPU machine, below."
                for e in entries if e.get("status") == "skipped"]
     if skipped:
         lines += ["Not run on this machine:", "", *skipped, ""]
