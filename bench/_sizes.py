@@ -48,3 +48,37 @@ def args_with(parser: argparse.ArgumentParser, sizes: dict[str, Any]) -> argpars
         if value is None:
             setattr(args, dest, None)
     return args
+
+
+def cuda_missing(args: argparse.Namespace) -> bool:
+    """A GPU benchmark's arguments: True when there is no GPU to run on and no --smoke to run without one."""
+    import torch
+
+    return not torch.cuda.is_available() and not args.smoke
+
+
+def gpu_script_main(script: str, needs: str, build_parser: Callable[[], argparse.ArgumentParser],
+                    invalid: Callable, measure: Callable, argv=None) -> int:
+    """A GPU benchmark's command line: measure, or say why it is skipped (exit 0) where there is no GPU."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if problem := invalid(args):
+        parser.error(problem)
+    if cuda_missing(args):
+        print(f"SKIPPED: bench/{script} needs a CUDA GPU ({needs}); none is visible here. "
+              "Run it on a GPU machine, or with --smoke to check the script on a tiny config.")
+        return 0
+    measure(args)
+    return 0
+
+
+def gpu_suite_run(build_parser: Callable[[], argparse.ArgumentParser], invalid: Callable, measure: Callable,
+                  suite_entry: Callable, needs: str, sizes: dict[str, Any]) -> dict:
+    """A GPU benchmark's `run()` for bench/suite.py: `sizes` through its parser, checked as its command line
+    is; without a GPU (and without smoke) nothing runs and the result says why it is skipped."""
+    args = args_with(build_parser(), sizes)
+    if problem := invalid(args):
+        raise ValueError(problem)
+    if cuda_missing(args):
+        return {"skipped": f"no CUDA GPU visible ({needs} needs one)"}
+    return suite_entry(args, measure(args))

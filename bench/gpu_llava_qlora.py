@@ -37,11 +37,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import gpu_script_main, gpu_suite_run  # bench/ helpers (bench/ is on sys.path)
 from gpu_qlora import LLAMA2_7B, free_memory, meter
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = {"steps": 3, "warmup": 2}
+NEEDS = "4-bit LLaVA-1.5-7B training"  # why it needs a GPU, for the SKIPPED line
 
 # vision_config of llava-hf/llava-1.5-7b-hf: openai/clip-vit-large-patch14-336.
 CLIP_L_336 = dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
@@ -145,12 +146,6 @@ def invalid(args: argparse.Namespace) -> str | None:
     return None
 
 
-def cuda_missing(args: argparse.Namespace) -> bool:
-    """True when there is no GPU to run on and no --smoke to run without one."""
-    import torch
-
-    return not torch.cuda.is_available() and not args.smoke
-
 
 def measure(args: argparse.Namespace) -> dict:
     """Run the benchmark (on a GPU, or --smoke), print its figures, write --json; the results."""
@@ -208,29 +203,11 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if problem := invalid(args):
-        parser.error(problem)
-    if cuda_missing(args):
-        print("SKIPPED: bench/gpu_llava_qlora.py needs a CUDA GPU (4-bit LLaVA-1.5-7B training); none is visible "
-              "here. Run it on a GPU machine, or with --smoke to check the script on a tiny config.")
-        return 0
-    measure(args)
-    return 0
+    return gpu_script_main("gpu_llava_qlora.py", NEEDS, build_parser, invalid, measure, argv)
 
 
-def run(quick: bool = True, **sizes) -> dict:
-    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding.
-
-    Without a GPU (and without smoke=True) nothing runs: the result says why it is skipped.
-    """
-    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
-    if problem := invalid(args):
-        raise ValueError(problem)
-    if cuda_missing(args):
-        return {"skipped": "no CUDA GPU visible (4-bit LLaVA-1.5-7B training needs one)"}
-    results = measure(args)
+def suite_entry(args: argparse.Namespace, results: dict) -> dict:
+    """What bench/suite.py records of a measured run."""
     qlora, bf16 = results["qlora"], results["bf16_lora"]
     if "ratio_peak_memory" in results:
         figure = {"label": "QLoRA peak memory", "value": qlora["peak_gpu_bytes"] / GiB, "unit": "GiB"}
@@ -249,6 +226,11 @@ def run(quick: bool = True, **sizes) -> dict:
         "sizes": {"steps": args.steps, "warmup": args.warmup, "images": args.images, "smoke": args.smoke},
         "details": results,
     }
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: QUICK sizes (or the command line's defaults), `sizes` overriding."""
+    return gpu_suite_run(build_parser, invalid, measure, suite_entry, NEEDS, {**(QUICK if quick else {}), **sizes})
 
 
 if __name__ == "__main__":

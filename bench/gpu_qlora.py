@@ -39,11 +39,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import gpu_script_main, gpu_suite_run  # bench/ helpers (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 # bench/suite.py's quick mode: fewer steps; building, saving and loading the 7B model costs the same.
 QUICK = {"steps": 4, "warmup": 2}
+NEEDS = "4-bit Llama-2-7B training"  # why it needs a GPU, for the SKIPPED line
 
 # config.json of meta-llama/Llama-2-7b-hf.
 LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
@@ -206,12 +207,6 @@ def invalid(args: argparse.Namespace) -> str | None:
     return "--warmup and --steps must be at least 1" if args.warmup < 1 or args.steps < 1 else None
 
 
-def cuda_missing(args: argparse.Namespace) -> bool:
-    """True when there is no GPU to run on and no --smoke to run without one."""
-    import torch
-
-    return not torch.cuda.is_available() and not args.smoke
-
 
 def measure(args: argparse.Namespace) -> dict:
     """Run the benchmark (on a GPU, or --smoke), print its figures, write --json; the results."""
@@ -271,29 +266,11 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if problem := invalid(args):
-        parser.error(problem)
-    if cuda_missing(args):
-        print("SKIPPED: bench/gpu_qlora.py needs a CUDA GPU (4-bit Llama-2-7B training); none is visible here. "
-              "Run it on a GPU machine, or with --smoke to check the script on a tiny config.")
-        return 0
-    measure(args)
-    return 0
+    return gpu_script_main("gpu_qlora.py", NEEDS, build_parser, invalid, measure, argv)
 
 
-def run(quick: bool = True, **sizes) -> dict:
-    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding.
-
-    Without a GPU (and without smoke=True) nothing runs: the result says why it is skipped.
-    """
-    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
-    if problem := invalid(args):
-        raise ValueError(problem)
-    if cuda_missing(args):
-        return {"skipped": "no CUDA GPU visible (4-bit Llama-2-7B training needs one)"}
-    results = measure(args)
+def suite_entry(args: argparse.Namespace, results: dict) -> dict:
+    """What bench/suite.py records of a measured run."""
     ours, plain = results["ours"], results["plain"]
     return {
         "measures": f"QLoRA training real tokens/s, random {'tiny smoke' if args.smoke else 'Llama-2-7B'} model, "
@@ -307,6 +284,11 @@ def run(quick: bool = True, **sizes) -> dict:
         "sizes": {"steps": args.steps, "warmup": args.warmup, "smoke": args.smoke},
         "details": results,
     }
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: QUICK sizes (or the command line's defaults), `sizes` overriding."""
+    return gpu_suite_run(build_parser, invalid, measure, suite_entry, NEEDS, {**(QUICK if quick else {}), **sizes})
 
 
 if __name__ == "__main__":

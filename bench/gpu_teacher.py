@@ -32,11 +32,12 @@ import sys
 import time
 from pathlib import Path
 
-from _sizes import args_with  # bench/ helpers: this folder is on sys.path when a script in it runs
+from _sizes import gpu_script_main, gpu_suite_run  # bench/ helpers (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 # bench/suite.py's quick mode: fewer and shorter answers; building the model costs the same.
 QUICK = {"prompts": 32, "baseline_prompts": 4, "max_new_tokens": 64}
+NEEDS = "a 34B teacher in 4-bit"  # why it needs a GPU, for the SKIPPED line
 
 # text_config of llava-hf/llava-v1.6-34b-hf (Nous-Hermes-2-Yi-34B).
 YI_34B = dict(vocab_size=64064, hidden_size=7168, intermediate_size=20480, num_hidden_layers=60,
@@ -179,12 +180,6 @@ def invalid(args: argparse.Namespace) -> str | None:
     return None
 
 
-def cuda_missing(args: argparse.Namespace) -> bool:
-    """True when there is no GPU to run on and no --smoke to run without one."""
-    import torch
-
-    return not torch.cuda.is_available() and not args.smoke
-
 
 def measure(args: argparse.Namespace) -> dict:
     """Run the benchmark (on a GPU, or --smoke), print its figures, write --json; the results."""
@@ -247,29 +242,11 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if problem := invalid(args):
-        parser.error(problem)
-    if cuda_missing(args):
-        print("SKIPPED: bench/gpu_teacher.py needs a CUDA GPU (a 34B model in 4-bit); none is visible here. "
-              "Run it on a GPU machine, or with --smoke to check the script on a tiny config.")
-        return 0
-    measure(args)
-    return 0
+    return gpu_script_main("gpu_teacher.py", NEEDS, build_parser, invalid, measure, argv)
 
 
-def run(quick: bool = True, **sizes) -> dict:
-    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding.
-
-    Without a GPU (and without smoke=True) nothing runs: the result says why it is skipped.
-    """
-    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
-    if problem := invalid(args):
-        raise ValueError(problem)
-    if cuda_missing(args):
-        return {"skipped": "no CUDA GPU visible (a 34B teacher in 4-bit needs one)"}
-    results = measure(args)
+def suite_entry(args: argparse.Namespace, results: dict) -> dict:
+    """What bench/suite.py records of a measured run."""
     weights = results.get("weights_gpu_bytes")
     return {
         "measures": f"4-bit teacher decoding of text prompts, completion tokens/s, random {results['model']}, "
@@ -285,6 +262,11 @@ def run(quick: bool = True, **sizes) -> dict:
                   "max_new_tokens": args.max_new_tokens, "smoke": args.smoke},
         "details": results,
     }
+
+
+def run(quick: bool = True, **sizes) -> dict:
+    """bench/suite.py's entry: QUICK sizes (or the command line's defaults), `sizes` overriding."""
+    return gpu_suite_run(build_parser, invalid, measure, suite_entry, NEEDS, {**(QUICK if quick else {}), **sizes})
 
 
 if __name__ == "__main__":

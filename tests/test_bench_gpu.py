@@ -1,7 +1,8 @@
 """The GPU benchmarks' --smoke runs: each script's whole path on a tiny config, on the CPU CI has.
 
-On a GPU machine the same scripts run the real sizes (bench/gpu_*.py); here they check the plumbing,
-and the 34B teacher's in-memory 4-bit quantization against transformers' own 4-bit loading."""
+On a GPU machine the same scripts run the real sizes (bench/gpu_*.py); here they check the plumbing (one
+through bench/suite.py, one from its own command line), and the 34B teacher's in-memory 4-bit
+quantization against transformers' own 4-bit loading."""
 
 from __future__ import annotations
 
@@ -24,9 +25,24 @@ def run_bench(script: str, *args: str, tmp_path) -> dict:
     return json.loads(out.read_text())
 
 
+def run_in_suite(name: str, sizes: dict, tmp_path) -> dict:
+    """The benchmark as `make bench` runs it (its run() in a process of its own), at `sizes`."""
+    out = tmp_path / "results.json"
+    flags = [arg for key, value in sizes.items() for arg in ("--size", f"{name}.{key}={json.dumps(value)}")]
+    process = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "suite.py"), "--only", name, *flags,
+                              "--out", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+                             env=CPU_ONLY)
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    (entry,) = json.loads(out.read_text())["benchmarks"]
+    assert entry["status"] == "ok", entry
+    return entry
+
+
 def test_teacher_quantized_in_memory_matches_transformers_4bit_load_and_decodes(tmp_path):
-    results = run_bench("gpu_teacher", "--prompts", "4", "--batch-size", "2", "--baseline-prompts", "1",
-                        "--max-new-tokens", "4", tmp_path=tmp_path)
+    entry = run_in_suite("gpu_teacher", {"smoke": True, "prompts": 4, "batch_size": 2, "baseline_prompts": 1,
+                                         "max_new_tokens": 4}, tmp_path)
+    results = entry["details"]
+    assert entry["ratio"]["value"] == results["ratio_tokens_per_s"] and entry["figure"]["unit"] == "tokens/s"
     assert results["logit_gap_vs_transformers_load"] == 0
     assert results["quantized_linears"] == 2 * 7  # q k v o gate up down in each of 2 layers; lm_head kept
     one, batched = results["one_at_a_time"], results["batched"]
