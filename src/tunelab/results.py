@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -251,7 +252,17 @@ def _minutes(provenance: dict) -> str:
     if seconds is None:
         return "–"
     load = provenance.get("hardware", {}).get("load_average")
-    return f"{seconds / 60:.1f} min" + (f" (load {load[0]:.1f})" if load else "")
+    text = f"{seconds / 60:.1f} min" + (f" (load {load[0]:.1f})" if load else "")
+    summary = provenance.get("notes", {}).get("summary", {})
+    if summary.get("resumed_from"):
+        # a resumed training run: its command's time is only the last sitting
+        step = re.search(r"checkpoint-(\d+)", summary["resumed_from"])
+        at = f" at step {int(step.group(1)):,} of {summary.get('steps', 0):,}" if step else ""
+        if summary.get("train_seconds") is not None:
+            text += f"; training {summary['train_seconds'] / 60:.1f} min over {summary['sittings']} sittings"
+        else:
+            text += f", the last sitting only (resumed{at}; earlier sittings untimed)"
+    return text
 
 
 def _machines(provenances: list[dict]) -> list[str]:

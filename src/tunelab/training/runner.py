@@ -7,7 +7,9 @@ the final model into the run folder and draws the loss / learning-rate / grad-no
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from ..records import write_json
 
 TRAIN_LOG = "train_log.json"
 CURVES_PNG = "training_curves.png"
+# in each checkpoint: training seconds up to it over every sitting, so a resumed run reports its whole time
+TRAIN_TIME = "tunelab_train_time.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -61,6 +65,40 @@ def early_stopping_callbacks(args) -> list:
                                   early_stopping_threshold=args.early_stopping_threshold)]
 
 
+def _train_time_callback(seconds_before: float, sittings_before: int):
+    """A callback that writes the training time so far (this sitting plus the earlier ones) into each
+    checkpoint the Trainer saves. Steps run after the last checkpoint of an interrupted sitting are
+    redone on resume, so they are not counted."""
+    from transformers import TrainerCallback
+
+    class TrainTimeCallback(TrainerCallback):
+        def __init__(self):
+            self.started = time.monotonic()
+
+        def total_seconds(self) -> float:
+            return seconds_before + time.monotonic() - self.started
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            if state.is_world_process_zero and folder.is_dir():
+                write_json(folder / TRAIN_TIME, {"seconds": round(self.total_seconds(), 1),
+                                                 "sittings": sittings_before + 1})
+
+    return TrainTimeCallback()
+
+
+def _time_before(checkpoint: Path | None) -> tuple[float | None, int]:
+    """Training seconds and sittings recorded in a checkpoint: (0, 0) for a fresh start, (None, 1)
+    for a checkpoint saved before this was recorded."""
+    if checkpoint is None:
+        return 0.0, 0
+    try:
+        saved = json.loads((checkpoint / TRAIN_TIME).read_text())
+        return float(saved["seconds"]), int(saved["sittings"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, 1
+
+
 def train_and_save(trainer, ctx: FinetuneContext) -> dict:
     """Train (resuming when `resume` is set and a checkpoint exists), save the model, log and plot.
 
@@ -79,10 +117,14 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
             print(f"finetune: no checkpoint in {ctx.out} yet; starting from the first step")
         else:
             print(f"finetune: resuming from {resume_from}")
+    seconds_before, sittings_before = _time_before(resume_from)
+    timer = _train_time_callback(seconds_before or 0.0, sittings_before)
+    trainer.add_callback(timer)
     main = trainer.is_world_process_zero()
     if main:
         ctx.record.write_config()  # before the first step, so an interrupted run can be resumed with its settings
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    train_seconds = timer.total_seconds()
     trainer.save_model(str(ctx.out))
     history = trainer.state.log_history
     if main:
@@ -93,7 +135,10 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
     losses = [e["loss"] for e in history if "loss" in e]
     summary = {"steps": result.global_step, "train_loss": result.training_loss,
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
-               "resumed_from": str(resume_from) if resume_from else None}
+               "resumed_from": str(resume_from) if resume_from else None,
+               # None when an earlier sitting's time is unknown (its checkpoint predates the record)
+               "train_seconds": round(train_seconds, 1) if seconds_before is not None else None,
+               "sittings": sittings_before + 1}
     evals = [e for e in history if "eval_loss" in e]
     if evals:
         summary["best_eval_loss"] = min(e["eval_loss"] for e in evals)
