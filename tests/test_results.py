@@ -215,6 +215,30 @@ def test_a_machine_is_listed_once_though_older_records_lack_its_cpu_name():
     assert results._machines([older]) == ["Linux-6, 2 cores, no GPU"]
 
 
+def test_a_resumed_run_shows_its_training_time_over_every_sitting_or_says_it_is_unknown():
+    def record(**summary):
+        return {"seconds": 600, "hardware": {"load_average": [2.0, 2.0, 2.0]}, "notes": {"summary": summary}}
+
+    assert results._minutes(record(resumed_from=None)) == "10.0 min (load 2.0)"
+    timed = record(resumed_from="runs/r/checkpoint-1100", steps=1408, train_seconds=6000.0, sittings=2)
+    assert results._minutes(timed) == ("10.0 min (load 2.0) for the last sitting; 100.0 min of training "
+                                       "over 2 sittings (resumed at step 1,100 of 1,408)")
+    untimed = record(resumed_from="runs/r/checkpoint-1100", steps=1408, train_seconds=None, sittings=None)
+    assert results._minutes(untimed) == ("10.0 min (load 2.0) for the last sitting only "
+                                         "(resumed at step 1,100 of 1,408; earlier training untimed)")
+
+
+def test_a_checkpoint_without_its_time_leaves_the_time_unknown(tmp_path):
+    from tunelab.training.runner import TRAIN_TIME, _time_before
+
+    assert _time_before(None) == (0.0, 0)
+    assert _time_before(tmp_path) == (None, None)  # saved before checkpoints recorded their time
+    (tmp_path / TRAIN_TIME).write_text(json.dumps({"seconds": 12.5, "sittings": 2}))
+    assert _time_before(tmp_path) == (12.5, 2)
+    (tmp_path / TRAIN_TIME).write_text(json.dumps({"seconds": None, "sittings": None}))
+    assert _time_before(tmp_path) == (None, None)  # still unknown after another resume
+
+
 def test_a_retrained_model_is_scored_again(plan, tmp_path, capsys):
     """Scores on disk belong to the model they were made from: once training runs, so does scoring."""
     root = tmp_path / "runs"

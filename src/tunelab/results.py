@@ -255,13 +255,14 @@ def _minutes(provenance: dict) -> str:
     text = f"{seconds / 60:.1f} min" + (f" (load {load[0]:.1f})" if load else "")
     summary = provenance.get("notes", {}).get("summary", {})
     if summary.get("resumed_from"):
-        # a resumed training run: its command's time is only the last sitting
-        step = re.search(r"checkpoint-(\d+)", summary["resumed_from"])
-        at = f" at step {int(step.group(1)):,} of {summary.get('steps', 0):,}" if step else ""
-        if summary.get("train_seconds") is not None:
-            text += f"; training {summary['train_seconds'] / 60:.1f} min over {summary['sittings']} sittings"
+        # a resumed training run: its command's time is only the last sitting's
+        step = re.fullmatch(r"checkpoint-(\d+)", Path(summary["resumed_from"]).name)
+        at = f"resumed at step {int(step.group(1)):,} of {summary.get('steps', 0):,}" if step else "resumed"
+        text += " for the last sitting"
+        if summary.get("train_seconds") is not None and summary.get("sittings"):
+            text += f"; {summary['train_seconds'] / 60:.1f} min of training over {summary['sittings']} sittings ({at})"
         else:
-            text += f", the last sitting only (resumed{at}; earlier sittings untimed)"
+            text += f" only ({at}; earlier training untimed)"
     return text
 
 

@@ -65,38 +65,42 @@ def early_stopping_callbacks(args) -> list:
                                   early_stopping_threshold=args.early_stopping_threshold)]
 
 
-def _train_time_callback(seconds_before: float, sittings_before: int):
-    """A callback that writes the training time so far (this sitting plus the earlier ones) into each
-    checkpoint the Trainer saves. Steps run after the last checkpoint of an interrupted sitting are
-    redone on resume, so they are not counted."""
+def _train_time_callback(seconds_before: float | None, sittings_before: int | None):
+    """A callback that writes the time in training so far (this sitting's plus the earlier ones' up to
+    the checkpoint it resumed from) into each checkpoint the Trainer saves. Steps redone after a kill
+    are counted once; loading is not counted. Unknown earlier time stays unknown (None) in every later
+    checkpoint rather than turning into a short total."""
     from transformers import TrainerCallback
 
     class TrainTimeCallback(TrainerCallback):
         def __init__(self):
             self.started = time.monotonic()
 
-        def total_seconds(self) -> float:
-            return seconds_before + time.monotonic() - self.started
+        def total_seconds(self) -> float | None:
+            return None if seconds_before is None else seconds_before + time.monotonic() - self.started
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and folder.is_dir():
-                write_json(folder / TRAIN_TIME, {"seconds": round(self.total_seconds(), 1),
-                                                 "sittings": sittings_before + 1})
+            if args.should_save and folder.is_dir():
+                total = self.total_seconds()
+                write_json(folder / TRAIN_TIME, {
+                    "seconds": None if total is None else round(total, 1),
+                    "sittings": None if sittings_before is None else sittings_before + 1})
 
     return TrainTimeCallback()
 
 
-def _time_before(checkpoint: Path | None) -> tuple[float | None, int]:
-    """Training seconds and sittings recorded in a checkpoint: (0, 0) for a fresh start, (None, 1)
-    for a checkpoint saved before this was recorded."""
+def _time_before(checkpoint: Path | None) -> tuple[float | None, int | None]:
+    """Training seconds and sittings recorded in a checkpoint: (0, 0) for a fresh start, None for
+    what is unknown (a checkpoint saved without the record, or after resuming from one)."""
     if checkpoint is None:
         return 0.0, 0
     try:
         saved = json.loads((checkpoint / TRAIN_TIME).read_text())
-        return float(saved["seconds"]), int(saved["sittings"])
+        seconds, sittings = saved["seconds"], saved["sittings"]
+        return (None if seconds is None else float(seconds)), (None if sittings is None else int(sittings))
     except (OSError, ValueError, KeyError, TypeError):
-        return None, 1
+        return None, None
 
 
 def train_and_save(trainer, ctx: FinetuneContext) -> dict:
@@ -118,7 +122,7 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
         else:
             print(f"finetune: resuming from {resume_from}")
     seconds_before, sittings_before = _time_before(resume_from)
-    timer = _train_time_callback(seconds_before or 0.0, sittings_before)
+    timer = _train_time_callback(seconds_before, sittings_before)
     trainer.add_callback(timer)
     main = trainer.is_world_process_zero()
     if main:
@@ -137,8 +141,8 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
                "first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
                "resumed_from": str(resume_from) if resume_from else None,
                # None when an earlier sitting's time is unknown (its checkpoint predates the record)
-               "train_seconds": round(train_seconds, 1) if seconds_before is not None else None,
-               "sittings": sittings_before + 1}
+               "train_seconds": None if train_seconds is None else round(train_seconds, 1),
+               "sittings": None if sittings_before is None else sittings_before + 1}
     evals = [e for e in history if "eval_loss" in e]
     if evals:
         summary["best_eval_loss"] = min(e["eval_loss"] for e in evals)
