@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from tunelab.stages import finetune
+from tunelab.training.runner import TRAIN_TIME
 
 QUICK = ["--config", "demo_student", "--data", "data/alpaca_sample.json", "--logging_steps", "1",
          "--report_to", "none", "--activation_checkpointing", "false"]
@@ -121,7 +122,7 @@ def test_killed_run_resumes_to_the_uninterrupted_adapter(tmp_path, tiny_llama, p
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
     assert (tmp_path / "killed/checkpoint-3/trainer_state.json").exists()
     assert not (tmp_path / "killed/adapter_model.safetensors").exists()
-    time_file = tmp_path / "killed/checkpoint-3/tunelab_train_time.json"
+    time_file = tmp_path / "killed/checkpoint-3" / TRAIN_TIME
     before = json.loads(time_file.read_text())
     assert before["sittings"] == 1 and before["seconds"] > 0
     # A stand-in for a long first sitting, so the test can tell that the resumed run adds it to its own.
