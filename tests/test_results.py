@@ -207,12 +207,17 @@ def test_the_runner_reads_its_runs_from_the_project_wherever_it_is_started(plan,
     assert "finetune/train.py" in capsys.readouterr().out
 
 
-def test_a_machine_is_listed_once_though_older_records_lack_its_cpu_name():
+def test_each_machine_is_listed_once_with_its_runs_though_older_records_lack_its_cpu_name():
     older = {"hardware": {"platform": "Linux-6", "cpu_count": 2}}
-    newer = {"hardware": {"platform": "Linux-6", "cpu_count": 2, "cpu": "AMD EPYC"}}
+    amd = {"hardware": {"platform": "Linux-6", "cpu_count": 2, "cpu": "AMD EPYC"}}
+    intel = {"hardware": {"platform": "Linux-6", "cpu_count": 2, "cpu": "Intel Xeon"}}
     gpu = {"hardware": {"platform": "Linux-6", "cpu_count": 16, "gpus": ["NVIDIA H200"]}}
-    assert results._machines([older, newer, gpu]) == ["AMD EPYC, 2 cores, no GPU", "Linux-6, 16 cores, NVIDIA H200"]
-    assert results._machines([older]) == ["Linux-6, 2 cores, no GPU"]
+    assert results._machines([("a", older), ("b", amd), ("b", amd), ("g", gpu)]) == [
+        "AMD EPYC, 2 cores, no GPU: a, b", "Linux-6, 16 cores, NVIDIA H200: g"]
+    assert results._machines([("a", older)]) == ["Linux-6, 2 cores, no GPU: a"]
+    # Two CPUs of the same platform and size are two machines; a nameless record cannot be placed.
+    assert results._machines([("a", older), ("b", amd), ("c", intel), ("d", intel)]) == [
+        "AMD EPYC, 2 cores, no GPU: b", "Intel Xeon, 2 cores, no GPU: c, d", "Linux-6, 2 cores, no GPU: a"]
 
 
 def test_a_resumed_run_shows_its_training_time_over_every_sitting_or_says_it_is_unknown():

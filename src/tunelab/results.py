@@ -266,16 +266,23 @@ def _minutes(provenance: dict) -> str:
     return text
 
 
-def _machines(provenances: list[dict]) -> list[str]:
-    """One line per machine (platform, cores, GPUs); the CPU's name where any of its records has it
-    (older records lack it, and would otherwise list the same machine twice)."""
-    names: dict[tuple, str] = {}
-    for provenance in provenances:
+def _machines(runs: list[tuple[str, dict]]) -> list[str]:
+    """One line per machine (its CPU's name or platform, cores, GPUs) naming the runs recorded on it, so
+    times are compared within a machine. A record without the CPU's name (older ones) joins the machine of
+    the same platform and size when just one such machine is named."""
+    groups: dict[tuple, dict[str, set[str]]] = {}  # (platform, cores, GPUs) -> CPU name ("" unknown) -> runs
+    for run, provenance in runs:
         hw = provenance.get("hardware", {})
         key = (hw.get("platform", "?"), hw.get("cpu_count", "?"), tuple(hw.get("gpus") or []))
-        names[key] = names.get(key) or hw.get("cpu") or ""
-    return sorted(f"{cpu or platform}, {count} cores, {', '.join(gpus) or 'no GPU'}"
-                  for (platform, count, gpus), cpu in names.items())
+        groups.setdefault(key, {}).setdefault(hw.get("cpu") or "", set()).add(run)
+    lines = []
+    for (platform, count, gpus), by_cpu in groups.items():
+        named = [cpu for cpu in by_cpu if cpu]
+        if len(named) == 1 and "" in by_cpu:
+            by_cpu[named[0]] |= by_cpu.pop("")
+        lines += [f"{cpu or platform}, {count} cores, {', '.join(gpus) or 'no GPU'}: {', '.join(sorted(names))}"
+                  for cpu, names in by_cpu.items()]
+    return sorted(lines)
 
 
 def collect(task: Task, method: str, root: Path = RUNS_DIR) -> dict | None:
@@ -344,7 +351,8 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
              "baseline (word 1-2 grams + logistic regression) is fitted on exactly the classifier's training "
              "rows in the same evaluation run; \"Δ vs TF-IDF\" is the paired difference, * where its interval "
              "excludes zero. Times are wall-clock minutes of the whole command, with the machine's load average "
-             "where the run recorded it (2 cores shared with other work run slower).", ""]
+             "where the run recorded it (2 cores shared with other work run slower); the Hardware section says "
+             "which machine ran which run.", ""]
     lines = []
     summary_rows = []  # one per (task, method, evaluation): the headline metric only
     provenances = []
@@ -364,7 +372,8 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
                 missing.append(f"{task.name} ({method})")
                 continue
             summary = found["train"].get("notes", {}).get("summary", {})
-            provenances.append(found["train"])
+            run_name = task.run_dir(method, root).name
+            provenances.append((run_name, found["train"]))
             for name, ev in found["evaluations"].items():
                 scores = ev["scores"]
                 intervals = scores.get("intervals", {})
@@ -383,7 +392,7 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
                                      _target_met(task, scores) or "none set"])
                 row += [_data_used(summary, found["config"]), _minutes(found["train"]), _minutes(ev["provenance"])]
                 rows.append(row)
-                provenances.append(ev["provenance"])
+                provenances.append((run_name, ev["provenance"]))
                 if per_label_source is None and task.per_label and name == task.evaluations[0].name:
                     per_label_source = (method, scores)
         if rows:
