@@ -233,15 +233,19 @@ def test_a_resumed_run_shows_its_training_time_over_every_sitting_or_says_it_is_
                                          "(resumed at step 1,100 of 1,408; earlier training untimed)")
 
 
-def test_a_checkpoint_without_its_time_leaves_the_time_unknown(tmp_path):
+def test_a_checkpoint_without_its_time_leaves_the_time_unknown_and_says_so(tmp_path, capsys):
     from tunelab.training.runner import TRAIN_TIME, _time_before
 
     assert _time_before(None) == (0.0, 0)
     assert _time_before(tmp_path) == (None, None)  # saved before checkpoints recorded their time
+    assert "no record of the training time" in capsys.readouterr().out
     (tmp_path / TRAIN_TIME).write_text(json.dumps({"seconds": 12.5, "sittings": 2}))
     assert _time_before(tmp_path) == (12.5, 2)
     (tmp_path / TRAIN_TIME).write_text(json.dumps({"seconds": None, "sittings": None}))
     assert _time_before(tmp_path) == (None, None)  # still unknown after another resume
+    (tmp_path / TRAIN_TIME).write_text('{"seconds": 12')  # cut off mid-write
+    assert _time_before(tmp_path) == (None, None)
+    assert f"{tmp_path / TRAIN_TIME} is unreadable" in capsys.readouterr().err
 
 
 def test_a_retrained_model_is_scored_again(plan, tmp_path, capsys):

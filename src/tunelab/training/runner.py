@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,11 +96,19 @@ def _time_before(checkpoint: Path | None) -> tuple[float | None, int | None]:
     what is unknown (a checkpoint saved without the record, or after resuming from one)."""
     if checkpoint is None:
         return 0.0, 0
+    path = checkpoint / TRAIN_TIME
+    if not path.exists():
+        print(f"finetune: {checkpoint} has no record of the training time before it; this run's total "
+              "training time will be unknown (its own sitting is still timed)")
+        return None, None
     try:
-        saved = json.loads((checkpoint / TRAIN_TIME).read_text())
+        saved = json.loads(path.read_text())
         seconds, sittings = saved["seconds"], saved["sittings"]
         return (None if seconds is None else float(seconds)), (None if sittings is None else int(sittings))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        # Only the reported time depends on this file; training resumes regardless.
+        print(f"finetune: warning: {path} is unreadable ({e!r}); this run's total training time will be "
+              "unknown", file=sys.stderr)
         return None, None
 
 
