@@ -85,6 +85,14 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_dataset(tmp_path):
     assert repeats <= 4  # only what was in flight at the kill was asked again
     kept = json.loads((killed / "self_instruct.alpaca.json").read_text())
     assert len(kept) > 100 and kept[0]["provenance"]["teacher"] == "served-model"
+    # The cost covers both sittings: the killed one's answers and tokens count too.
+    clean = json.loads((tmp_path / "uninterrupted/stats.json").read_text())["teacher_sittings"]["total"]
+    total = json.loads((killed / "stats.json").read_text())["teacher_sittings"]
+    assert (total["total"]["sittings"], total["total"]["interrupted"]) == (2, 1)
+    assert total["total"]["answers"] == clean["answers"] == 48 + 16
+    assert total["total"]["completion_tokens"] == clean["completion_tokens"] > 0
+    assert total["each"][0]["answers"] >= 20 and total["each"][1]["cached"] == total["each"][0]["answers"]
+    assert json.loads((killed / "provenance.json").read_text())["notes"]["teacher_sittings"] == total["total"]
 
 
 def test_moderation_qa_over_http_with_image_posts(tmp_path):

@@ -69,7 +69,9 @@ def test_sweep_writes_one_file_per_setting_with_the_setting_in_every_row(tmp_pat
     assert sampled[0]["decoding"]["top_k"] == 50 and sampled[0]["decoding"]["temperature"] == 0.7
     assert all(isinstance(r["seed"], int) for r in sampled) and len({r["seed"] for r in sampled}) == 5
     provenance = json.loads((out / "provenance.json").read_text())
-    assert set(provenance["outputs"]) == set(names) | {"sweep"}
+    assert set(provenance["outputs"]) == set(names) | {"sweep", "view"}
+    view = (out / "view.html").read_text(encoding="utf-8")  # the answers side by side, one column per setting
+    assert all(f'<button type="button" class="sort">{name}</button>' in view for name in names)
 
 
 def interrupted(monkeypatch, after_appends: int):

@@ -208,7 +208,7 @@ def test_push_to_hub_uploads_the_folder_and_never_records_the_token(adapter, tmp
         calls.append(("upload_folder", kwargs["repo_id"], kwargs))
         # what would be uploaded, read at upload time
         kwargs["files"] = {p.name: p.read_text() for p in Path(kwargs["folder_path"]).iterdir()
-                           if p.suffix in (".json", ".yaml")}
+                           if p.suffix in (".json", ".yaml", ".md")}
 
     monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
     monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
@@ -220,11 +220,29 @@ def test_push_to_hub_uploads_the_folder_and_never_records_the_token(adapter, tmp
     create, upload = calls[0][2], calls[1][2]
     assert create["token"] == token and create["private"] is True and create["exist_ok"]
     assert upload["token"] == token and upload["folder_path"] == str(out) and "provenance.json" in upload["files"]
+    assert "tunelab:tiny-llama" in upload["files"]["README.md"]  # the model card goes with the weights
     assert "https://huggingface.co/me/student" in captured.out
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["notes"]["hub"] == {"repo_id": "me/student", "private": True}
     for text in [captured.out, captured.err, *upload["files"].values()]:
         assert token not in text
+
+
+def test_merged_folder_carries_the_adapters_card_facts_and_the_check(adapter, merged32, tunelab_cache):
+    from huggingface_hub import ModelCard
+
+    out, summary = merged32
+    text = (out / "README.md").read_text()
+    for bad in ("None", "More Information Needed", ".cache/tunelab", "site-packages", str(tunelab_cache)):
+        assert bad not in text, bad
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "transformers" and "merged" in card.data.tags
+    assert "`tunelab:tiny-llama`: a tiny random Llama" in text and "knows nothing" in text
+    data = json.loads((adapter / "provenance.json").read_text())["inputs"]["data[0]"]
+    assert data.split(" sha256:")[1] in text and "alpaca_sample.json" in text
+    assert "## Merge" in text and f"| max_abs_diff | {summary['logits_check']['max_abs_diff']:.4g} |" in text
+    assert "| LoRA r | 8 |" in text
+    assert json.loads((out / "provenance.json").read_text())["outputs"]["model_card"].endswith("README.md")
 
 
 def test_help_lists_the_settings(capsys):

@@ -1,6 +1,7 @@
 """Each stage of the demo through its real entry point, on tiny models, chained as the demo chains them."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -71,8 +72,33 @@ def test_generate_builds_moderation_and_self_instruct(generated):
     assert "tiny random" in provenance["notes"]["teacher"]
 
 
-def test_generate_resumes_from_its_cache(generated, tiny_llama):
-    out, _ = generated
+def test_generate_folder_has_a_dataset_card_with_counts(generated):
+    """Before test_generate_resumes_from_its_cache reruns the folder with fewer tasks."""
+    from huggingface_hub import DatasetCard
+
+    out, stats = generated
+    text = (out / "README.md").read_text()
+    card = DatasetCard.load(out / "README.md")
+    assert "tunelab" in card.data.tags and card.data.license == "unknown"
+    for bad in ("None", "More Information Needed"):
+        assert bad not in text
+    mod, si = stats["moderation"], stats["self_instruct"]
+    assert f"Kept: train {mod['train']}, test {mod['test']}." in text
+    assert f"{si['kept']} tasks kept; {si['rejected']} rejected" in text
+    for reason, count in si["reject_reasons"].items():
+        assert f"| {reason} | {count} |" in text
+    provenance = json.loads((out / "provenance.json").read_text())
+    for name, digest in provenance["templates"].items():
+        assert f"| {name} | {digest[7:19]} |" in text
+    assert provenance["inputs"]["seed_tasks"].split("sha256:")[1] in text
+    assert "`tunelab:tiny-llama`" in text and "tiny random" in text and "CC BY-SA 3.0" in text
+    assert "| `moderation_train.alpaca.json` | alpaca: JSON array" in text and f"| {mod['train']} |" in text
+    assert "## Limitations" in text and provenance["outputs"]["dataset_card"].endswith("README.md")
+
+
+def test_generate_resumes_from_its_cache(generated, tiny_llama, tmp_path):
+    out = tmp_path / "generate"
+    shutil.copytree(generated[0], out)  # --overwrite replaces the folder's outputs; other tests read the original
     stats = generate.generate(["--config", "demo", "--output_dir", str(out), "--max_requests", "2",
                                "--max_new_tokens", "32", "--tasks", "self_instruct", "--overwrite"])
     assert stats["self_instruct"]["sent"] == 0 and stats["self_instruct"]["cached"] == 2
@@ -126,7 +152,7 @@ def test_finetune_student_saves_adapter_template_and_record(student):
     for name in ("adapter_model.safetensors", "adapter_config.json", "student_template.jinja2", "tunelab_model.json",
                  "config.yaml", "provenance.json", "tokenizer.json"):
         assert (out / name).exists(), name
-    assert not list(out.glob("*.bin")) or [p.name for p in out.glob("*.bin")] == ["training_args.bin"]
+    assert not list(out.glob("**/*.bin"))  # no pickle: not the weights, not the Trainer's arguments
     info = json.loads((out / "tunelab_model.json").read_text())
     assert info["tiny_random"] and info["base"] == "tunelab:tiny-llama"
 
@@ -179,8 +205,8 @@ def test_empty_predictions_are_an_error_unless_allowed(tmp_path, capsys):
     assert f"{path}:2: record b: empty prediction" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("script", ["generate/run.py", "finetune/train.py", "finetune/merge.py", "inference.py",
-                                    "evaluate/score.py"])
+@pytest.mark.parametrize("script", ["generate/run.py", "finetune/train.py", "finetune/merge.py", "finetune/push.py",
+                                    "inference.py", "evaluate/score.py"])
 def test_scripts_have_help(script, project_root):
     result = subprocess.run([sys.executable, str(project_root / script), "--help"], capture_output=True, text=True,
                             cwd=project_root, timeout=120)
@@ -231,3 +257,126 @@ def test_finetune_qlora_4bit_on_cpu(tmp_path, tiny_llama):
     assert summary["steps"] == 2 and (tmp_path / "q/adapter_model.safetensors").exists()
     assert "quantization: 4bit" in (tmp_path / "q/config.yaml").read_text()
     assert finetune.main(["--config", "demo_classifier", "--output_dir", str(tmp_path / "c"), "--quantization", "4bit"]) == 2
+
+
+# ---- cards: README.md in every model folder and generate folder, and what push uploads ----------------
+
+NOT_IN_A_CARD = ("None", "More Information Needed", ".cache/tunelab", "site-packages", "tunelab-cache")
+
+
+def card_text(folder, tunelab_cache, *resolved_paths):
+    """The folder's README.md, checked for what a trainer's card or a resolved path would leave in it."""
+    text = (folder / "README.md").read_text()
+    for bad in (*NOT_IN_A_CARD, str(tunelab_cache), *map(str, resolved_paths)):
+        assert bad not in text, bad
+    return text
+
+
+def input_hashes(folder):
+    """(file name, sha256) of every input file the run's provenance.json lists."""
+    found = []
+    for value in json.loads((folder / "provenance.json").read_text())["inputs"].values():
+        for part in value.split(" + "):
+            if " sha256:" in part:
+                path, digest = part.rsplit(" sha256:", 1)
+                found.append((path.rsplit("/", 1)[-1], digest))
+    return found
+
+
+def test_student_adapter_card_names_the_base_data_settings_and_loss(student, tunelab_cache, tiny_llama):
+    from huggingface_hub import ModelCard
+
+    out, summary = student
+    text = card_text(out, tunelab_cache, tiny_llama)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "peft" and card.data.pipeline_tag == "text-generation"
+    assert "tunelab" in card.data.tags and card.data.base_model is None  # a random built-in is not on the Hub
+    assert "`tunelab:tiny-llama`: a tiny random Llama" in text and "knows nothing" in text
+    files = input_hashes(out)
+    assert any(name == "alpaca_sample.json" for name, _ in files)
+    for name, digest in files:
+        assert name in text and digest in text
+    assert "| 320 |" in text  # records in the shipped Alpaca sample
+    assert "| LoRA r | 8 |" in text and "| LoRA alpha | 16 |" in text and "alpaca_student (version " in text
+    assert f"| final logged loss | {summary['last_loss']:.4g} |" in text
+    assert "## Limitations" in text and "CC BY-NC 4.0" in text
+
+
+def test_classifier_card_holds_labels_data_and_eval_scores(classifier, generated, tunelab_cache, minilm):
+    from huggingface_hub import ModelCard
+
+    out, summary = classifier
+    text = card_text(out, tunelab_cache, minilm)
+    card = ModelCard.load(out / "README.md")
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2" and card.data.library_name == "peft"
+    assert card.data.pipeline_tag == "text-classification" and "`tunelab:minilm`" in text
+    for name, digest in input_hashes(out):
+        assert name in text and digest in text
+    assert "moderation_train.jsonl" in text and "dataset card beside it" in text
+    assert "identity_hate" in text and f"| optimizer steps | {summary['steps']} |" in text
+    scores = {k: v for k, v in summary["eval"].items() if k in ("eval_loss", "eval_micro_f1", "eval_macro_f1")}
+    assert len(scores) == 3  # the demo classifier holds out an eval split
+    for metric, value in scores.items():
+        assert f"| {metric.removeprefix('eval_')} | {value:.4g} |" in text
+
+
+def fake_hub(monkeypatch):
+    """HfApi's create_repo / upload_folder faked; returns the uploads, each with the text files it would send."""
+    import huggingface_hub
+    from pathlib import Path
+
+    uploads = []
+
+    def create_repo(self, repo_id, **kwargs):
+        return f"https://huggingface.co/{repo_id}"
+
+    def upload_folder(self, **kwargs):
+        folder = Path(kwargs["folder_path"])
+        kwargs["files"] = {str(p.relative_to(folder)): p.read_text() for p in folder.rglob("*")
+                           if p.is_file() and p.suffix in (".md", ".json", ".yaml")}
+        uploads.append(kwargs)
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo", create_repo)
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    return uploads
+
+
+def test_push_uploads_a_classifier_with_its_card_and_never_the_token(classifier, monkeypatch, capsys):
+    from tunelab.stages import push
+
+    token = "hf_TestTokenThatMustNotLeak456"
+    monkeypatch.setenv("HF_TOKEN", token)
+    uploads = fake_hub(monkeypatch)
+    out, _ = classifier
+    before = (out / "README.md").read_text()
+    assert push.main(["--model", str(out), "--hub_repo_id", "me/classifier"]) == 0
+    (upload,) = uploads
+    assert upload["token"] == token and upload["folder_path"] == str(out) and "checkpoint-*" in upload["ignore_patterns"]
+    assert upload["files"]["README.md"] == before  # a tunelab card is uploaded as it is
+    captured = capsys.readouterr()
+    for text in [captured.out, captured.err, *upload["files"].values()]:
+        assert token not in text
+    monkeypatch.delenv("HF_TOKEN")
+    assert push.main(["--model", str(out), "--hub_repo_id", "me/classifier"]) == 2
+    assert "HF_TOKEN" in capsys.readouterr().err
+
+
+def test_push_replaces_a_trainers_readme_with_a_card(classifier, tmp_path, monkeypatch, tunelab_cache):
+    import shutil
+
+    from tunelab.stages import push
+
+    monkeypatch.setenv("HF_TOKEN", "hf_placeholder_value")
+    uploads = fake_hub(monkeypatch)
+    folder = tmp_path / "old"
+    shutil.copytree(classifier[0], folder)
+    (folder / "README.md").write_text("---\nlibrary_name: peft\n---\n# Model Card\n\nMore Information Needed\n")
+    assert push.main(["--model", str(folder), "--hub_repo_id", "me/old"]) == 0
+    text = card_text(folder, tunelab_cache)
+    assert uploads[0]["files"]["README.md"] == text and "`tunelab:minilm`" in text and "moderation_train.jsonl" in text
+    assert push.main(["--model", str(tmp_path), "--hub_repo_id", "me/old"]) == 2  # not a model folder
+
+
+def test_finetune_leaves_pushing_to_the_push_command(tmp_path, capsys):
+    assert finetune.main(["--config", "demo_student", "--output_dir", str(tmp_path / "p"), "--push_to_hub"]) == 2
+    assert "finetune/push.py" in capsys.readouterr().err and not (tmp_path / "p").exists()

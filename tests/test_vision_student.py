@@ -144,6 +144,10 @@ def test_lora_trains_the_language_model_only_and_saves_a_vision_student(tiny_lla
     assert "not found" in skipped[0]["reason"] and "not a readable image" in skipped[1]["reason"]
     provenance = json.loads((out / "provenance.json").read_text())
     assert provenance["inputs"]["data[0]"].startswith(str(qa_file))
+    card = (out / "README.md").read_text()  # the model card, not the trainer's
+    assert "`tunelab:tiny-llava`: a tiny random LLaVA 1.5" in card and "pipeline_tag: image-text-to-text" in card
+    assert provenance["inputs"]["data[0]"].split(" sha256:")[1] in card and "| 12 |" in card
+    assert "None" not in card and "More Information Needed" not in card and str(tiny_llava) not in card
 
 
 def test_label_mask_is_the_answer_and_eos_never_prompt_image_or_padding(tiny_llava, processor, qa_file, tmp_path):

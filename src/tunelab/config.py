@@ -8,9 +8,11 @@ overrides them, and an unknown key in either is an error that names it.
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import difflib
 import sys
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
+from .settings import HelpFormatter, HelpLayout, add_help
 
 
 def find_config(name: str, configs_dir: Path | None) -> Path:
@@ -34,17 +37,34 @@ def find_config(name: str, configs_dir: Path | None) -> Path:
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
+    return load_yaml_with_lines(path)[0]
+
+
+def load_yaml_with_lines(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """A YAML mapping and the line of each top-level key, so an error can say where to look."""
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        text = path.read_text(encoding="utf-8")
+        data = yaml.safe_load(text) or {}
+        root = yaml.compose(text)
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = " ".join(str(x) for x in (getattr(e, "context", None), getattr(e, "problem", None)) if x) or str(e)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot be read: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of keys to values at the top level")
-    return data
+    lines = {}
+    if isinstance(root, yaml.MappingNode):
+        for key_node, _ in root.value:
+            lines[str(key_node.value)] = key_node.start_mark.line + 1
+    return data, lines
 
 
-def _coerce(action: argparse.Action, key: str, value: Any, source: Path) -> Any:
-    """Check a YAML value the way argparse would check the same value typed on the command line."""
+def _coerce(action: argparse.Action, key: str, value: Any, source: str, takes_mapping: bool) -> Any:
+    """Check a YAML value the way argparse would check the same value typed on the command line.
+    `source` names the file and line of the key."""
     if value is None:
         return None
     values = value if isinstance(value, list) else [value]
@@ -53,9 +73,13 @@ def _coerce(action: argparse.Action, key: str, value: Any, source: Path) -> Any:
     converted = []
     for v in values:
         if isinstance(v, dict):
-            # dict-valued fields (e.g. model_init_kwargs) are parsed by the dataclass itself
-            converted.append(v)
+            if not takes_mapping:
+                raise ConfigError(f"{source}: key '{key}' takes a value, got a mapping {v!r} "
+                                  "(a 'key: value' pair or {...} where a plain value belongs)")
+            converted.append(v)  # dict-valued fields (e.g. model_init_kwargs) are parsed by the dataclass itself
             continue
+        if isinstance(v, list):
+            raise ConfigError(f"{source}: key '{key}' takes a list of values, got a nested list")
         if action.type is not None and callable(action.type):
             try:
                 v = action.type(v if isinstance(v, str) else str(v))
@@ -65,6 +89,21 @@ def _coerce(action: argparse.Action, key: str, value: Any, source: Path) -> Any:
             raise ConfigError(f"{source}: key '{key}' must be one of {list(action.choices)}, got {v!r}")
         converted.append(v)
     return converted if isinstance(value, list) else converted[0]
+
+
+def _mapping_fields(dataclass_types: Sequence[type]) -> set[str]:
+    """Names of the fields that take a mapping (`dict`, `dict | str | None`, ...)."""
+    import typing
+
+    names = set()
+    for dtype in dataclass_types:
+        hints = typing.get_type_hints(dtype)
+        for f in dataclasses.fields(dtype):
+            hint = hints.get(f.name)
+            if dict in (typing.get_origin(hint), hint, *map(typing.get_origin, typing.get_args(hint)),
+                        *typing.get_args(hint)):
+                names.add(f.name)
+    return names
 
 
 NONE_SPELLINGS = ("none", "null")
@@ -97,6 +136,26 @@ def _none_or(parse):
     return parse_or_none
 
 
+PROJECT_METADATA = ("group", "range", "range_open")  # read by tunelab, not by argparse
+
+
+def _settings_parser() -> type:
+    """`transformers.HfArgumentParser`, reading a field's metadata except the keys tunelab reads itself
+    (argparse would take every metadata key as an argument of `add_argument`)."""
+    from transformers import HfArgumentParser
+
+    class SettingsParser(HfArgumentParser):
+        @staticmethod
+        def _parse_dataclass_field(parser, field):
+            if any(key in field.metadata for key in PROJECT_METADATA):
+                field = copy.copy(field)
+                field.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items()
+                                                         if k not in PROJECT_METADATA})
+            HfArgumentParser._parse_dataclass_field(parser, field)
+
+    return SettingsParser
+
+
 def parse_config(
     dataclass_types: Sequence[type],
     argv: Sequence[str] | None = None,
@@ -104,17 +163,23 @@ def parse_config(
     configs_dir: Path | None = None,
     prog: str | None = None,
     description: str | None = None,
+    layout: HelpLayout | None = None,
 ) -> tuple[list[Any], Path | None]:
     """Parse `--config FILE` plus overrides into instances of `dataclass_types`.
 
-    Returns the dataclass instances and the config file used (None when there was none).
+    `layout` groups the settings in `--help` (and names prog and description); without one they are
+    listed in one group. Returns the dataclass instances and the config file used (None when there was none).
     """
-    from transformers import HfArgumentParser
-
+    layout = layout or HelpLayout(prog or "", description or "", {"settings": "settings"})
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description)
+    parser = _settings_parser()(dataclass_types, prog=prog or layout.prog or None,
+                                description=description or layout.description or None,
+                                usage="%(prog)s [--config FILE] [--SETTING VALUE ...]", add_help=False,
+                                formatter_class=HelpFormatter)
     shipped = f" (shipped: {', '.join(sorted(p.stem for p in configs_dir.glob('*.yaml')))})" if configs_dir and configs_dir.is_dir() else ""
-    parser.add_argument("--config", default=None, help=f"YAML file, or the name of a shipped config{shipped}")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help=f"YAML file, or the name of a shipped config{shipped}")
+    add_help(parser, dataclass_types, layout)
     optional = _optional_fields(dataclass_types)
     for action in parser._actions:
         if action.dest in optional and action.nargs not in ("+", "*"):
@@ -126,15 +191,21 @@ def parse_config(
     config_path = None
     if known.config:
         config_path = find_config(known.config, configs_dir)
-        values = load_yaml(config_path)
+        values, lines = load_yaml_with_lines(config_path)
         actions = {a.dest: a for a in parser._actions}
         field_names = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+
+        def where(key: str) -> str:
+            return f"{config_path}:{lines[key]}" if key in lines else str(config_path)
+
         for key in values:
             if key not in field_names:
                 close = difflib.get_close_matches(key, sorted(field_names), n=3)
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
-                raise ConfigError(f"{config_path}: unknown key '{key}'{hint}")
-        defaults = {key: _coerce(actions[key], key, value, config_path) for key, value in values.items()}
+                raise ConfigError(f"{where(key)}: unknown key '{key}'{hint}")
+        takes_mapping = _mapping_fields(dataclass_types)
+        defaults = {key: _coerce(actions[key], key, value, where(key), key in takes_mapping)
+                    for key, value in values.items()}
         parser.set_defaults(**defaults)
         for key in defaults:
             actions[key].required = False  # the YAML supplied it
@@ -147,11 +218,39 @@ def parse_config(
     for dtype in dataclass_types:
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
         kwargs = {k: v for k, v in vars(namespace).items() if k in names}
+        check_ranges(dtype, kwargs)
         try:
             outputs.append(dtype(**kwargs))
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{config_path or 'command line'}: {e}") from None
     return outputs, config_path
+
+
+def check_ranges(dtype: type, values: dict[str, Any]) -> None:
+    """Refuse a number no setting can mean (nan, inf) and one outside its field's declared `range`.
+
+    `range` in a field's metadata is (low, high), either end None for open; a number at an end is allowed
+    unless `range_open` names that end ("low", "high" or "both").
+    """
+    import math
+
+    for f in dataclasses.fields(dtype):
+        if f.name not in values:
+            continue
+        value = values[f.name]
+        numbers = [v for v in (value if isinstance(value, list) else [value])
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        low, high = f.metadata.get("range", (None, None))
+        open_end = f.metadata.get("range_open", "")
+        for v in numbers:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{f.name} must be a finite number, got {v}")
+            below = low is not None and (v < low or (v == low and open_end in ("low", "both")))
+            above = high is not None and (v > high or (v == high and open_end in ("high", "both")))
+            if below or above:
+                from .settings import range_text
+
+                raise ConfigError(f"{f.name} must be in {range_text(f)}, got {v}")
 
 
 def to_plain(obj: Any) -> Any:

@@ -9,6 +9,7 @@ default: safetensors only, and `trust_remote_code` only when the config asks for
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from .errors import ConfigError
@@ -35,7 +36,37 @@ def resolve_model(ref: str) -> str:
             raise ConfigError(f"unknown built-in model {ref!r}; built-ins: tunelab:minilm, "
                               + ", ".join(f"tunelab:{n}" for n in tiny.BUILDERS)) from None
     path = Path(ref).expanduser()
-    return str(path) if path.exists() else ref
+    if path.exists():
+        return str(path)
+    if not HUB_ID.fullmatch(ref):
+        raise ConfigError(f"model {ref!r}: no such folder ({path.resolve()})")
+    if hub_offline() and not hub_cached(ref):
+        raise ConfigError(f"model {ref!r} is not a local folder ({path.resolve()} does not exist), and HF_HUB_OFFLINE=1 "
+                          "forbids downloading it with no copy in the hub cache: give a local folder, or unset "
+                          "HF_HUB_OFFLINE to download it (gated models such as Llama-2 also need HF_TOKEN)")
+    HUB_REFERENCES.append(ref)
+    return ref
+
+
+HUB_REFERENCES: list[str] = []  # hub ids this process resolved, newest last: a failed download can name its model
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # name or org/name, as the Hub spells repos
+
+
+def hub_offline() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+               for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_cached(repo_id: str) -> bool:
+    """Whether the hub cache holds a copy of `repo_id` (its config.json) that offline loading can use."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except Exception:  # an id the cache cannot even look up
+        return False
 
 
 def is_tiny_random(path: str) -> bool:
@@ -188,8 +219,22 @@ def load_causal_lm(path: str, *, dtype: str = "auto", trust_remote_code: bool = 
     return AutoModelForCausalLM.from_pretrained(path, **kwargs)
 
 
+def require_safetensors_adapter(folder: str | os.PathLike) -> None:
+    """Refuse an adapter folder whose weights are not safetensors: peft would unpickle an
+    adapter_model.bin, and a pickle can run code on load."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return  # a hub adapter: peft itself prefers its safetensors file
+    if not (folder / "adapter_model.safetensors").exists():
+        pickled = " (it holds adapter_model.bin, a pickle, which is never loaded: re-save it with safetensors)" \
+            if (folder / "adapter_model.bin").exists() else ""
+        raise ConfigError(f"{folder} has no adapter_model.safetensors{pickled}")
+
+
 def load_causal_lm_with_adapter(base: str, adapter: str | None, **kwargs):
     """A base model, optionally with a LoRA adapter on top (kept separate, not merged)."""
+    if adapter:
+        require_safetensors_adapter(adapter)
     model = load_causal_lm(base, **kwargs)
     if adapter:
         from peft import PeftModel

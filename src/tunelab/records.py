@@ -276,12 +276,48 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (os.umask can only set it)."""
+    try:
+        for line in Path("/proc/self/status").read_text(encoding="ascii").splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)  # no /proc: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Give a file made by `tempfile` (always 0600, folders 0700) the mode a plain open() would have:
+    teammates, and a server running as another user, can read the outputs as the user's umask allows."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
+def honour_umask_tree(root: str | os.PathLike) -> None:
+    """`honour_umask` over a folder a run wrote: libraries that write through temporary files
+    (safetensors' weights among them) leave 0600 files behind."""
+    root = Path(root)
+    if not root.is_dir():
+        return
+    mask = current_umask()
+    for folder, dirs, files in os.walk(root):
+        for name in dirs:
+            os.chmod(Path(folder) / name, 0o777 & ~mask)
+        for name in files:
+            path = Path(folder) / name
+            if not path.is_symlink():
+                os.chmod(path, 0o666 & ~mask)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write `text` to `path` through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        honour_umask(tmp)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

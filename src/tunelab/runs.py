@@ -28,7 +28,7 @@ import yaml
 from .config import to_plain
 from .errors import OutputExistsError
 from .paths import PROJECT_ROOT
-from .records import atomic_write_text
+from .records import atomic_write_text, honour_umask_tree
 
 TRACKED_PACKAGES = (
     "tunelab", "torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets",
@@ -91,6 +91,8 @@ def check_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "o
     """Refuse, before any slow work, when `path` already holds files and `overwrite` is off, or when
     another run is writing it; otherwise claim it for this run."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputExistsError(f"{what} {path} is a file, not a folder: give another output_dir")
     claim_output_dir(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
         raise OutputExistsError(f"{what} {path} already exists and is not empty; pass --overwrite to replace its outputs")
@@ -112,6 +114,15 @@ def drop_finished_record(path: Path) -> None:
     (Path(path) / "provenance.json").unlink(missing_ok=True)
 
 
+def settings_differences(path: str | os.PathLike, record: "RunRecord", *, ignore: Iterable[str] = ()) -> list[str]:
+    """How the settings saved in `path`/config.yaml differ from `record`'s, as 'key: then, now' lines."""
+    saved = yaml.safe_load((Path(path) / "config.yaml").read_text(encoding="utf-8")) or {}
+    current = record.resolved_config()
+    skip = set(ignore)
+    differ = sorted(k for k in set(saved) | set(current) if k not in skip and saved.get(k) != current.get(k))
+    return [f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in differ]
+
+
 def check_resumable_run(path: str | os.PathLike, record: "RunRecord", *, ignore: Iterable[str] = ()) -> Path:
     """For `--resume`: the folder of an interrupted run whose resolved config matches this one.
 
@@ -122,20 +133,13 @@ def check_resumable_run(path: str | os.PathLike, record: "RunRecord", *, ignore:
 
     path = Path(path)
     claim_output_dir(path)
-    saved_path = path / "config.yaml"
     if path.exists() and any(path.iterdir()):
-        if not saved_path.exists():
+        if not (path / "config.yaml").exists():
             raise ConfigError(f"{path} holds files but no config.yaml: not a run folder to resume")
-        saved = yaml.safe_load(saved_path.read_text(encoding="utf-8")) or {}
-        current = record.resolved_config()
-        skip = set(ignore)
-        differ = sorted(k for k in set(saved) | set(current) if k not in skip and saved.get(k) != current.get(k))
-        if differ:
-            shown = "; ".join(f"{k}: {saved.get(k)!r} then, {current.get(k)!r} now" for k in differ[:5])
-            raise ConfigError(f"cannot resume {path}: its settings differ from this run's ({shown}); "
+        if differ := settings_differences(path, record, ignore=ignore):
+            raise ConfigError(f"cannot resume {path}: its settings differ from this run's ({'; '.join(differ[:5])}); "
                               "rerun with the same settings, or start a new output_dir")
     return path
-
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -154,19 +158,65 @@ def _secret_values() -> list[str]:
     return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and v and len(v) >= 6]
 
 
+def _credential_name(name: str) -> bool:
+    """A setting that holds a credential itself (`hub_token`, `api_key`), not the name of a variable holding
+    one (`api_key_env`) and not a tokenizer's special token (`eos_token`)."""
+    return bool(_SECRET_FIELD.search(name)) and not name.endswith("_env") and name not in _TOKENIZER_FIELDS
+
+
+def redact_command(argv: list[str]) -> list[str]:
+    """A command line with the value of every credential flag masked (`--hub_token X`, `--hub_token=X`)."""
+    masked, mask_next = [], False
+    for arg in argv:
+        if mask_next:
+            masked.append(MASK)
+            mask_next = False
+            continue
+        flag, eq, _ = arg.partition("=")
+        is_credential = arg.startswith("-") and _credential_name(flag.lstrip("-").replace("-", "_"))
+        if is_credential and eq:
+            masked.append(f"{flag}={MASK}")
+            continue
+        mask_next = is_credential
+        masked.append(arg)
+    return masked
+
+
+_URL = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+_SECRET_QUERY = re.compile(r"(key|token|secret|password|passwd|sig|signature|auth|credential)", re.IGNORECASE)
+
+
+def _redact_url(match: re.Match) -> str:
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    url = match.group(0)
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password:
+            netloc = f"{parts.username}:{MASK}@{netloc.rsplit('@', 1)[1]}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode([(k, MASK if _SECRET_QUERY.search(k) and v else v) for k, v in pairs], safe="*")
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # not a URL after all
+        return url
+
+
 def redact(obj: Any, secrets: list[str] | None = None) -> Any:
-    """Mask secret values in strings and blank credential-named fields, recursively."""
+    """Mask secret values in strings (known secrets, credentials in URLs) and blank credential-named fields,
+    recursively."""
     secrets = _secret_values() if secrets is None else secrets
     if isinstance(obj, dict):
-        return {k: (MASK if _SECRET_FIELD.search(str(k)) and obj[k] not in (None, "") and not str(k).endswith("_env")
-                    and str(k) not in _TOKENIZER_FIELDS
+        return {k: (MASK if _credential_name(str(k)) and obj[k] not in (None, "", [])
                     else redact(v, secrets)) for k, v in obj.items()}
     if isinstance(obj, list):
         return [redact(v, secrets) for v in obj]
     if isinstance(obj, str):
         for s in secrets:
             obj = obj.replace(s, MASK)
-        return obj
+        return _URL.sub(_redact_url, obj) if "://" in obj else obj
     return obj
 
 
@@ -278,7 +328,7 @@ class RunRecord:
         self.write_config()
         record = {
             "stage": self.stage,
-            "command": redact(list(sys.argv)),
+            "command": redact(redact_command(list(sys.argv))),
             "config_file": str(self.config_file) if self.config_file else None,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(self.started)),
             "seconds": round(time.time() - self.started, 2),
@@ -291,5 +341,7 @@ class RunRecord:
             "outputs": self.outputs,
             **({"notes": self.notes} if self.notes else {}),
         }
-        return atomic_write_text(self.out_dir / "provenance.json", json.dumps(redact(record), indent=2) + "\n")
+        path = atomic_write_text(self.out_dir / "provenance.json", json.dumps(redact(record), indent=2) + "\n")
+        honour_umask_tree(self.out_dir)
+        return path
 

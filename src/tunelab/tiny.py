@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from .paths import DATA_DIR, PROMPTS_DIR
+from .records import honour_umask
 
 # Llama-2's chat format, so the tiny model takes the same messages path as Llama-2-7b-chat.
 LLAMA2_CHAT_TEMPLATE = (
@@ -234,6 +235,7 @@ def ensure_tiny_model(name: str, cache: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
     try:
+        honour_umask(tmp, directory=True)
         BUILDERS[name](tmp)
         try:
             os.replace(tmp, target)

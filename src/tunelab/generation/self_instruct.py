@@ -69,37 +69,87 @@ def sample_seed_sets(seeds: list[SeedTask], num_prompts: int, per_prompt: int, s
     return [rng.sample(seeds, min(per_prompt, len(seeds))) for _ in range(num_prompts)]
 
 
-def parse_tasks(answer: str, num_prompt_instructions: int, finish_reason: str) -> tuple[list[ParsedTask], list[Rejected]]:
-    """Split a teacher answer into numbered instruction/input/output blocks and apply Alpaca's filters.
+# A field label at the start of a line: "5. Instruction:", "Instruction:", "**Input:**", "### 6) Output:", any case.
+# A numbered label may also follow a space mid-line ("... 5. Input: ..."), as teachers that skip newlines write.
+_LABEL = re.compile(
+    r"(?:^[ \t>*_#-]*|(?<=\s)[*_]{0,2}(?=\d))"  # line start with markdown decoration, or mid-line before a number
+    r"(?:\d{1,4}[ \t]*[.)][ \t]*(?:[*_]{1,2}[ \t]*)?)?"  # the number, whatever it is, or none
+    r"(?P<label>instruction|input|output)[ \t]*(?:[*_]{1,2}[ \t]*)?:(?:[ \t]*[*_]{2})?",
+    re.IGNORECASE | re.MULTILINE)
+# What teachers write for "this task takes no input".
+_NO_INPUT = re.compile(r"[<\[(]?\s*no[\s_-]*input\s*[>\])]?\.?|none\.?|n/?a\.?", re.IGNORECASE)
 
-    Never raises: whatever cannot be used becomes a `Rejected` with its reason.
+
+def parse_tasks(answer: str, shown_seeds: int, finish_reason: str) -> tuple[list[ParsedTask], list[Rejected]]:
+    """Split a teacher answer into instruction/input/output blocks and apply Alpaca's filters.
+
+    The prompt showed `shown_seeds` numbered tasks and ended with f"{shown_seeds + 1}. Instruction:", so the
+    answer starts mid-block. Block numbers are not checked: teachers restart at 1, skip and repeat them, or
+    drop them. Blocks end at "###" or at the next Instruction label. A missing Input is an empty input; a
+    block without an Output, or the last one when `finish_reason` is "length", is rejected.
+    Never raises: whatever cannot be used becomes a `Rejected` with a short reason.
     """
     kept: list[ParsedTask] = []
     rejected: list[Rejected] = []
     if not isinstance(answer, str) or not answer.strip():
         return kept, [Rejected("empty answer", answer if isinstance(answer, str) else repr(answer))]
-    # The prompt ended with "N. Instruction:", so the answer starts mid-block.
-    raw = f"{num_prompt_instructions + 1}. Instruction:" + answer
-    blocks = raw.split("###")
-    for offset, block in enumerate(blocks):
-        if offset == len(blocks) - 1 and finish_reason == "length":
-            rejected.append(Rejected("cut off by the length limit", block))
+    chunks = f"{shown_seeds + 1}. Instruction:{answer}".split("###")
+    # Each block: (raw text, [(label, text)], closed by "###" or by the next block).
+    blocks: list[tuple[str, list[tuple[str, str]], bool]] = []
+    for number, chunk in enumerate(chunks):
+        closed = number < len(chunks) - 1
+        labels = list(_LABEL.finditer(chunk))
+        if not labels:
+            if chunk.strip():
+                blocks.append((chunk, [], closed))
             continue
-        number = offset + num_prompt_instructions + 1
-        parts = re.split(rf"{number}\.\s+(Instruction|Input|Output):", block)
-        if len(parts) != 7 or parts[1:6:2] != ["Instruction", "Input", "Output"]:
-            if block.strip():
-                rejected.append(Rejected("not a numbered instruction/input/output block", block))
+        # Text before a chunk's first label is a heading or chatter ("Task 5", "Here are more:"): skipped.
+        starts = [i for i, m in enumerate(labels) if m["label"].lower() == "instruction" or i == 0]
+        for j, first in enumerate(starts):
+            last = starts[j + 1] if j + 1 < len(starts) else len(labels)
+            end = labels[last].start() if last < len(labels) else len(chunk)
+            fields = [(labels[i]["label"].lower(),
+                       chunk[labels[i].end():labels[i + 1].start() if i + 1 < len(labels) else len(chunk)])
+                      for i in range(first, last)]
+            blocks.append((chunk[labels[first].start():end], fields, closed or last < len(labels)))
+    for raw, fields, closed in blocks:
+        if not closed and finish_reason == "length":
+            rejected.append(Rejected("cut off by the length limit", raw))
             continue
-        instruction = re.sub(r"\s+", " ", parts[2]).strip()
-        task_input = parts[4].strip()
-        task_input = "" if task_input.lower() == "<noinput>" else task_input
-        output = parts[6].strip()
+        if len(fields) == 1 and fields[0][0] == "instruction" and not fields[0][1].strip():
+            continue  # a bare label, as when the answer starts its own list on a new line
+        if reason := _block_reason(fields):
+            instruction = dict(fields).get("instruction")
+            rejected.append(Rejected(reason, raw, {} if instruction is None else {"instruction": _collapse(instruction)}))
+            continue
+        found = dict(fields)
+        instruction = _collapse(found["instruction"])
+        task_input = found.get("input", "").strip()
+        task_input = "" if _NO_INPUT.fullmatch(task_input) else task_input
+        output = found["output"].strip()
         if reason := filter_reason(instruction, output):
-            rejected.append(Rejected(reason, block, {"instruction": instruction}))
+            rejected.append(Rejected(reason, raw, {"instruction": instruction}))
             continue
         kept.append(ParsedTask(instruction, task_input, output))
     return kept, rejected
+
+
+def _block_reason(fields: list[tuple[str, str]]) -> str | None:
+    """Why a block's labels do not make one task; None when they do."""
+    names = [name for name, _ in fields]
+    if not names:
+        return "not an instruction/input/output block"
+    if "instruction" not in names:
+        return "no instruction"
+    if "output" not in names:
+        return "no output"
+    if len(names) != len(set(names)):
+        return "repeated field"
+    return None
+
+
+def _collapse(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
 
 
 def filter_reason(instruction: str, output: str) -> str | None:

@@ -49,8 +49,11 @@ figcaption { color: var(--muted); margin-top: .25rem; }
 .scroll { max-height: 85vh; overflow: auto; border: 1px solid var(--line); }
 .scroll table { margin: 0; }
 .scroll thead th { position: sticky; top: 0; z-index: 1; }
-#examples-table td .cell { white-space: pre-wrap; overflow-wrap: anywhere; min-width: 14rem; max-width: 40rem;
-                           max-height: 14rem; overflow: auto; }
+.rows-view td .cell { white-space: pre-wrap; overflow-wrap: anywhere; min-width: 14rem; max-width: 40rem;
+                     max-height: 14rem; overflow: auto; }
+.rows-view td details .cell { max-height: 28rem; margin-top: .25rem; }
+.controls select { font: inherit; max-width: 28rem; }
+th.role-sent { background: #eceff3; }
 th.role-prompt { background: #e8eefc; } th.role-reference { background: #e6f4ea; }
 th.role-answer { background: #fdf0e2; } th.role-score { background: #f1ebfa; }
 .legend span { padding: 0 .4rem; margin-right: .4rem; border: 1px solid var(--line); }
@@ -58,8 +61,9 @@ th.role-answer { background: #fdf0e2; } th.role-score { background: #f1ebfa; }
 .legend .role-answer { background: #fdf0e2; } .legend .role-score { background: #f1ebfa; }
 """
 
-# Score tables are server-rendered and sorted by re-appending rows. The examples are data (a JSON
-# block) drawn one page at a time, so a 10k-row eval opens and filters without laying out 10k rows.
+# Score tables are server-rendered and sorted by re-appending rows. The examples (and every table of
+# a data view) are data (a JSON block each) drawn one page at a time, so a 10k-row table opens and
+# filters without laying out 10k rows.
 JS = r"""
 (function () {
   "use strict";
@@ -111,103 +115,143 @@ JS = r"""
     });
   });
 
-  // ---- examples: all rows live in `rows` (parsed from the JSON block); one page of them is in the DOM.
-  var table = document.getElementById("examples-table");
-  var dataBlock = document.getElementById("examples-data");
-  if (!table || !dataBlock) return;
-  var data = JSON.parse(dataBlock.textContent);
-  var cols = data.columns, rows = data.rows, total = rows.length;
-  var input = document.getElementById("filter"), shown = document.getElementById("shown");
-  var pageInfo = document.getElementById("page"), prev = document.getElementById("prev");
-  var next = document.getElementById("next"), sizeSelect = document.getElementById("page-size");
-  var tbody = table.tBodies[0];
-  var order = rows.map(function (_, i) { return i; });  // every row, in the current sort order
-  var matching = order, page = 0;
+  // ---- row views: each keeps all its rows in `rows` (parsed from its JSON block); one page of them is in the DOM.
+  var textsBlock = document.getElementById("texts-data");
+  var texts = textsBlock ? JSON.parse(textsBlock.textContent) : {};  // folded texts shared by every view
+  function known(key) { return Object.prototype.hasOwnProperty.call(texts, key); }
 
-  function pageSize() { var n = parseInt(sizeSelect.value, 10); return n > 0 ? n : Infinity; }
-
-  function rowText(row) {
-    // Cells joined so a query never spans two cells; cached on first use.
-    if (row.s === undefined) row.s = row.t.join("\n").toLowerCase();
-    return row.s;
-  }
-
-  function draw() {
-    var size = pageSize(), start = size === Infinity ? 0 : page * size;  // 0 * Infinity is NaN
-    var end = Math.min(matching.length, start + size);
-    var frag = document.createDocumentFragment();
-    for (var k = start; k < end; k++) {
-      var row = rows[matching[k]], tr = document.createElement("tr");
-      for (var c = 0; c < cols.length; c++) {
-        var td = document.createElement("td"), text = row.t[c];
-        if (cols[c].num) {
-          td.className = "num";
-          if (row.v[c] !== null) td.setAttribute("data-v", row.v[c]);
-          else if (text) td.className = "num na";
-          td.textContent = text;
-        } else if (cols[c].wrap && text) {
-          var div = document.createElement("div");
-          div.className = "cell";
-          div.textContent = text;  // user text: never innerHTML
-          td.appendChild(div);
-        } else {
-          if (cols[c].role === "id") td.className = "id";
-          td.textContent = text;
-        }
-        tr.appendChild(td);
-      }
-      frag.appendChild(tr);
-    }
-    tbody.replaceChildren(frag);
-    shown.textContent = matching.length + " of " + total + " match";
-    pageInfo.textContent = matching.length ? "rows " + (start + 1) + "–" + end + " of " + matching.length : "no rows";
-    prev.disabled = page === 0;
-    next.disabled = end >= matching.length;
-  }
-
-  function applyFilter() {
-    var q = input.value.trim().toLowerCase();
-    matching = q ? order.filter(function (i) { return rowText(rows[i]).indexOf(q) !== -1; }) : order;
-    page = 0;
-    draw();
-  }
-
-  var heads = table.tHead.rows[0].cells;
-  Array.prototype.forEach.call(heads, function (th, col) {
-    var button = th.querySelector("button.sort");
-    if (!button) return;
-    button.addEventListener("click", function () {
-      var numeric = cols[col].num;
-      var dir = th.getAttribute("aria-sort") === "ascending" ? "descending" : "ascending";
-      Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
-      th.setAttribute("aria-sort", dir);
-      var sign = dir === "ascending" ? 1 : -1;
-      order = order.slice().sort(function (a, b) {
-        var c;
-        if (numeric) {
-          var x = rows[a].v[col], y = rows[b].v[col];
-          if (x === null || y === null) return x === y ? a - b : (x === null ? 1 : -1);  // missing last
-          c = x - y;
-        } else {
-          c = collator.compare(rows[a].t[col], rows[b].t[col]);
-        }
-        return c ? sign * c : a - b;
-      });
-      applyFilter();
+  function initView(view) {
+    function part(role) { return view.querySelector('[data-role="' + role + '"]'); }
+    var table = view.querySelector("table"), dataBlock = view.querySelector('script[type="application/json"]');
+    if (!table || !dataBlock) return;
+    var data = JSON.parse(dataBlock.textContent);
+    var cols = data.columns, rows = data.rows, total = rows.length;
+    var input = part("filter"), shown = part("shown"), pageInfo = part("page"), prev = part("prev");
+    var next = part("next"), sizeSelect = part("page-size");
+    var facets = Array.prototype.map.call(view.querySelectorAll("select[data-facet]"), function (select) {
+      return {select: select, col: parseInt(select.getAttribute("data-facet"), 10)};
     });
-  });
+    var tbody = table.tBodies[0];
+    var order = rows.map(function (_, i) { return i; });  // every row, in the current sort order
+    var matching = order, page = 0;
 
-  var timer = null;
-  input.addEventListener("input", function () {
-    clearTimeout(timer);
-    timer = setTimeout(applyFilter, 80);
-  });
-  input.addEventListener("keydown", function (e) {
-    if (e.key === "Escape") { input.value = ""; applyFilter(); }
-  });
-  prev.addEventListener("click", function () { if (page > 0) { page--; draw(); } });
-  next.addEventListener("click", function () { page++; draw(); });
-  sizeSelect.addEventListener("change", function () { page = 0; draw(); });
-  applyFilter();  // also honours a filter value the browser restored on reload
+    function pageSize() { var n = parseInt(sizeSelect.value, 10); return n > 0 ? n : Infinity; }
+
+    function full(c, text) { return cols[c].lookup && known(text) ? texts[text] : text; }
+
+    function rowText(row) {
+      // Cells joined so a query never spans two cells; a folded cell counts with its text. Cached on first use.
+      if (row.s === undefined) row.s = row.t.map(function (t, c) { return full(c, t); }).join("\n").toLowerCase();
+      return row.s;
+    }
+
+    function folded(key) {
+      // A shared long text (the prompt a row came from), closed until asked for.
+      if (!known(key)) {
+        var span = document.createElement("span");
+        span.className = "na";
+        span.textContent = key.slice(0, 12) + "… (not recorded)";
+        return span;
+      }
+      var details = document.createElement("details"), summary = document.createElement("summary");
+      summary.textContent = "show · " + key.slice(0, 8);
+      var div = document.createElement("div");
+      div.className = "cell";
+      div.textContent = texts[key];  // user text: never innerHTML
+      details.appendChild(summary);
+      details.appendChild(div);
+      return details;
+    }
+
+    function draw() {
+      var size = pageSize(), start = size === Infinity ? 0 : page * size;  // 0 * Infinity is NaN
+      var end = Math.min(matching.length, start + size);
+      var frag = document.createDocumentFragment();
+      for (var k = start; k < end; k++) {
+        var row = rows[matching[k]], tr = document.createElement("tr");
+        for (var c = 0; c < cols.length; c++) {
+          var td = document.createElement("td"), text = row.t[c];
+          if (cols[c].num) {
+            td.className = "num";
+            if (row.v[c] !== null) td.setAttribute("data-v", row.v[c]);
+            else if (text) td.className = "num na";
+            td.textContent = text;
+          } else if (cols[c].lookup) {
+            if (text) td.appendChild(folded(text));
+          } else if (cols[c].wrap && text) {
+            var div = document.createElement("div");
+            div.className = "cell";
+            div.textContent = text;  // user text: never innerHTML
+            td.appendChild(div);
+          } else {
+            if (cols[c].role === "id") td.className = "id";
+            td.textContent = text;
+          }
+          tr.appendChild(td);
+        }
+        frag.appendChild(tr);
+      }
+      tbody.replaceChildren(frag);
+      shown.textContent = matching.length + " of " + total + " match";
+      pageInfo.textContent = matching.length ? "rows " + (start + 1) + "–" + end + " of " + matching.length : "no rows";
+      prev.disabled = page === 0;
+      next.disabled = end >= matching.length;
+    }
+
+    function applyFilter() {
+      var q = input.value.trim().toLowerCase();
+      var chosen = facets.filter(function (f) { return f.select.value !== ""; });
+      matching = q || chosen.length ? order.filter(function (i) {
+        var row = rows[i];
+        for (var f = 0; f < chosen.length; f++) {
+          if (row.t[chosen[f].col] !== chosen[f].select.value) return false;
+        }
+        return !q || rowText(row).indexOf(q) !== -1;
+      }) : order;
+      page = 0;
+      draw();
+    }
+
+    var heads = table.tHead.rows[0].cells;
+    Array.prototype.forEach.call(heads, function (th, col) {
+      var button = th.querySelector("button.sort");
+      if (!button) return;
+      button.addEventListener("click", function () {
+        var numeric = cols[col].num;
+        var dir = th.getAttribute("aria-sort") === "ascending" ? "descending" : "ascending";
+        Array.prototype.forEach.call(heads, function (h) { h.removeAttribute("aria-sort"); });
+        th.setAttribute("aria-sort", dir);
+        var sign = dir === "ascending" ? 1 : -1;
+        order = order.slice().sort(function (a, b) {
+          var c;
+          if (numeric) {
+            var x = rows[a].v[col], y = rows[b].v[col];
+            if (x === null || y === null) return x === y ? a - b : (x === null ? 1 : -1);  // missing last
+            c = x - y;
+          } else {
+            c = collator.compare(rows[a].t[col], rows[b].t[col]);
+          }
+          return c ? sign * c : a - b;
+        });
+        applyFilter();
+      });
+    });
+
+    var timer = null;
+    input.addEventListener("input", function () {
+      clearTimeout(timer);
+      timer = setTimeout(applyFilter, 80);
+    });
+    input.addEventListener("keydown", function (e) {
+      if (e.key === "Escape") { input.value = ""; applyFilter(); }
+    });
+    facets.forEach(function (f) { f.select.addEventListener("change", applyFilter); });
+    prev.addEventListener("click", function () { if (page > 0) { page--; draw(); } });
+    next.addEventListener("click", function () { page++; draw(); });
+    sizeSelect.addEventListener("change", function () { page = 0; draw(); });
+    applyFilter();  // also honours a filter value or choice the browser restored on reload
+  }
+
+  Array.prototype.forEach.call(document.querySelectorAll("div.rows-view"), initView);
 })();
 """

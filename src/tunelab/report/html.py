@@ -16,6 +16,9 @@ The examples travel as one JSON block; the page filters and sorts that array and
 rows (100 by default) with textContent. Measured in headless Chromium on 2 CPUs: 10k rows of
 paragraph-long texts as plain table rows took ~10 s to open and ~5 s per filter keystroke, which is
 why. `max_examples` (default 50k) caps the data for bigger sets; the page says how many were left out.
+
+The page shell (`render_page`), the run description (`about_section`) and the paged table
+(`rows_view`) are shared with the data pages of generate and inference folders (report/view.py).
 """
 
 from __future__ import annotations
@@ -218,8 +221,14 @@ def read_eval_folder(eval_dir: Path, max_examples: int | None = DEFAULT_MAX_EXAM
             break
 
     folder.images = sorted(p for p in eval_dir.glob("*.png") if p.is_file())
+    read_run_files(eval_dir, folder)
+    return folder
 
-    config_path = eval_dir / "config.yaml"
+
+def read_run_files(run_dir: Path, folder: Any) -> None:
+    """Fill `folder.config`, `.config_text` and `.provenance` from a run folder's config.yaml and
+    provenance.json (every stage writes both); a file that cannot be read becomes a note."""
+    config_path = run_dir / "config.yaml"
     if config_path.exists():
         folder.config_text = config_path.read_text(encoding="utf-8", errors="replace")
         try:
@@ -227,18 +236,24 @@ def read_eval_folder(eval_dir: Path, max_examples: int | None = DEFAULT_MAX_EXAM
             folder.config = loaded if isinstance(loaded, dict) else None
         except yaml.YAMLError as e:
             folder.notes.append(f"config.yaml could not be parsed: {e}")
-    prov_path = eval_dir / "provenance.json"
+    prov_path = run_dir / "provenance.json"
     if prov_path.exists():
         try:
             loaded = json.loads(prov_path.read_text(encoding="utf-8"))
             folder.provenance = loaded if isinstance(loaded, dict) else None
         except (ValueError, UnicodeDecodeError) as e:
             folder.notes.append(f"provenance.json could not be read: {e}")
-    return folder
 
 
 def _read_examples(path: Path, folder: EvalFolder, max_examples: int | None) -> None:
-    bad = 0
+    folder.examples, folder.examples_total = read_jsonl_rows(path, max_examples, folder.notes)
+
+
+def read_jsonl_rows(path: Path, max_rows: int | None, notes: list[str]) -> tuple[list[dict], int]:
+    """The first `max_rows` objects of a JSONL file (all when None or 0) and how many it holds.
+    A line that is not JSON is left out with a note; a non-object is kept as {"value": ...}."""
+    rows: list[dict] = []
+    total = bad = 0
     with open(path, encoding="utf-8", errors="replace") as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -248,19 +263,24 @@ def _read_examples(path: Path, folder: EvalFolder, max_examples: int | None) -> 
             except ValueError:
                 bad += 1
                 if bad <= 3:
-                    folder.notes.append(f"{path.name}:{line_no}: not JSON, left out")
+                    notes.append(f"{path.name}:{line_no}: not JSON, left out")
                 continue
-            folder.examples_total += 1
-            if max_examples is None or max_examples <= 0 or len(folder.examples) < max_examples:
-                folder.examples.append(obj if isinstance(obj, dict) else {"value": obj})
+            total += 1
+            if max_rows is None or max_rows <= 0 or len(rows) < max_rows:
+                rows.append(obj if isinstance(obj, dict) else {"value": obj})
     if bad > 3:
-        folder.notes.append(f"{path.name}: {bad} lines in all were not JSON")
+        notes.append(f"{path.name}: {bad} lines in all were not JSON")
+    return rows, total
 
 
 # ---------------------------------------------------------------- sections
 
 
-def _about_section(folder: EvalFolder) -> str:
+def about_section(folder: Any, heading: str = "What was evaluated", ran: str = "Evaluated") -> str:
+    """Where a run folder came from: models, data, command, git, versions, hardware, its config.
+
+    `folder` has `path`, `config`, `config_text`, `provenance` and `notes` (see `read_run_files`).
+    """
     prov, config = folder.provenance or {}, folder.config or {}
     pairs: list[tuple[str, Any]] = [("Folder", str(folder.path))]
     if config.get("task"):
@@ -281,7 +301,7 @@ def _about_section(folder: EvalFolder) -> str:
         pairs.append(("Data", "\n".join(f"{k}: {short(v)}" for k, v in inputs.items())))
     if prov.get("started"):
         took = f" ({prov['seconds']} s)" if prov.get("seconds") is not None else ""
-        pairs.append(("Evaluated", f"{prov['started']}{took}"))
+        pairs.append((ran, f"{prov['started']}{took}"))
     if prov.get("command"):
         cmd = prov["command"]
         pairs.append(("Command", " ".join(map(str, cmd)) if isinstance(cmd, list) else cmd))
@@ -298,7 +318,7 @@ def _about_section(folder: EvalFolder) -> str:
             hw.get("platform"), f"Python {hw['python']}" if hw.get("python") else None,
             f"{hw['cpu_count']} CPUs" if hw.get("cpu_count") else None,
             ", ".join(gpus) if gpus else ("no CUDA" if hw.get("cuda") is False else None)) if x)))
-    out = ['<section id="about"><h2>What was evaluated</h2>', _kv_table(pairs, pre=True)]
+    out = [f'<section id="about"><h2>{esc(heading)}</h2>', _kv_table(pairs, pre=True)]
     if folder.config_text is not None:
         out.append(f"<details><summary>config.yaml</summary><pre>{esc(folder.config_text)}</pre></details>")
     if folder.provenance is not None:
@@ -471,8 +491,10 @@ def _images_section(images: list[Path], scores: dict) -> str:
 @dataclass
 class _Column:
     key: str
-    role: str  # id, prompt, reference, answer, score, other
+    role: str  # id, prompt, reference, answer, score, other, sent (a request as sent, folded)
     numeric: bool
+    # The cell holds a key into the view's `texts`; the page draws that text folded (<details>).
+    lookup: bool = False
 
 
 def _example_columns(rows: list[dict]) -> list[_Column]:
@@ -514,21 +536,87 @@ def _example_columns(rows: list[dict]) -> list[_Column]:
     return columns
 
 
+def _json_block_text(data: Any) -> str:
+    """JSON for a <script type="application/json"> block: `<`, `>` and `&` are \\u-escaped so
+    nothing inside can end the block that carries it."""
+    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def shared_texts_block(texts: dict[str, str]) -> str:
+    """Long texts shared by many rows (the prompt several rejects came from), once each for the whole
+    page: a `lookup` column's cells hold their keys, and the page draws the text folded."""
+    return f'<script type="application/json" id="texts-data">{_json_block_text(texts)}</script>'
+
+
+def _cell_text(row: dict, column: _Column) -> str:
+    """What a row's cell shows (and what a filter or a facet matches)."""
+    if column.key not in row or column.lookup and row[column.key] is None:
+        return ""
+    return fmt(row[column.key])
+
+
 def examples_json(rows: list[dict], columns: list[_Column]) -> str:
     """The examples as JSON for the page's script: columns, and per row the shown text and sort numbers.
 
     Text is formatted here (one formatter for tables and examples); the page puts it into cells with
-    textContent, never as markup. `<`, `>` and `&` are \\u-escaped so nothing inside can end the
-    <script type="application/json"> block that carries it.
+    textContent, never as markup (see `_json_block_text` for why nothing inside can end its block).
     """
-    data = {
+    data: dict[str, Any] = {
         "columns": [{"name": c.key, "role": c.role, "num": c.numeric,
-                     "wrap": not c.numeric and c.role != "id"} for c in columns],
-        "rows": [{"t": [fmt(row[c.key]) if c.key in row else "" for c in columns],
+                     "wrap": not c.numeric and c.role != "id", **({"lookup": True} if c.lookup else {})}
+                    for c in columns],
+        "rows": [{"t": [_cell_text(row, c) for c in columns],
                   "v": [_sort_value(row.get(c.key)) if c.numeric else None for c in columns]} for row in rows],
     }
-    text = json.dumps(data, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return _json_block_text(data)
+
+
+def rows_view(name: str, rows: list[dict], columns: list[_Column], *, id_prefix: str | None = None,
+              noun: str = "rows", facets: tuple[str, ...] = ()) -> str:
+    """A filterable, sortable, paged table of `rows` (flat dicts), drawn by the page's script.
+
+    The rows travel as one JSON block (`examples_json`); the page keeps them as data and puts one
+    page of them in the DOM. `facets` are columns offered as a drop-down of their values (with
+    counts); a row is shown when it has every chosen value and contains the filter text. The table
+    is `<name>-table`, its data `<name>-data`, and the controls' ids start with `id_prefix`
+    (default `<name>-`); the script finds each part inside its view, so a page may hold several.
+    """
+    pid = esc(f"{name}-" if id_prefix is None else id_prefix)
+    total = len(rows)
+    sizes = "".join(f'<option value="{n}"{" selected" if n == PAGE_SIZE else ""}>{n}</option>'
+                    for n in (50, 100, 250, 1000)) + '<option value="0">all</option>'
+    controls = [f'<input id="{pid}filter" data-role="filter" type="search" placeholder="Filter {esc(noun)}…" '
+                f'aria-label="Filter {esc(noun)}" autocomplete="off">']
+    for facet in facets:
+        index = next((i for i, c in enumerate(columns) if c.key == facet), None)
+        if index is None:
+            continue
+        counts: dict[str, int] = {}
+        for row in rows:
+            value = _cell_text(row, columns[index])
+            counts[value] = counts.get(value, 0) + 1
+        options = "".join(f'<option value="{esc(v)}">{esc(v or "(none)")} ({n})</option>'
+                          for v, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        controls.append(f'<label>{esc(facet)} <select id="{pid}facet-{esc(facet)}" data-facet="{index}">'
+                        f'<option value="">all ({total})</option>{options}</select></label>')
+    controls.append(f'<span id="{pid}shown" data-role="shown">{total} of {total} match</span>'
+                    f'<span class="pager"><button type="button" id="{pid}prev" data-role="prev">‹ prev</button> '
+                    f'<span id="{pid}page" data-role="page"></span> '
+                    f'<button type="button" id="{pid}next" data-role="next">next ›</button></span>'
+                    f'<label>rows per page <select id="{pid}page-size" data-role="page-size">{sizes}</select>'
+                    "</label>")
+    head = "".join(_th(c.key, numeric=c.numeric, sortable=not c.lookup, extra_class=f"role-{c.role}")
+                   for c in columns)
+    return "".join([
+        f'<div class="rows-view"><div class="controls">{"".join(controls)}</div>',
+        f"<noscript><p class=\"note warn\">This table is drawn by the page's script: allow JavaScript to see it."
+        "</p></noscript>",
+        f'<div class="scroll"><table id="{esc(name)}-table"><thead><tr>{head}</tr></thead>'
+        "<tbody></tbody></table></div>",
+        f'<script type="application/json" id="{esc(name)}-data">'
+        f"{examples_json(rows, columns)}</script></div>",
+    ])
 
 
 def _examples_section(folder: EvalFolder) -> str:
@@ -547,20 +635,7 @@ def _examples_section(folder: EvalFolder) -> str:
     out.append('<p class="legend muted">Columns: <span class="role-prompt">input</span>'
                '<span class="role-reference">reference</span><span class="role-answer">answers</span>'
                '<span class="role-score">per-example scores</span></p>')
-    sizes = "".join(f'<option value="{n}"{" selected" if n == PAGE_SIZE else ""}>{n}</option>'
-                    for n in (50, 100, 250, 1000)) + '<option value="0">all</option>'
-    out.append('<div class="controls"><input id="filter" type="search" placeholder="Filter examples…" '
-               'aria-label="Filter examples" autocomplete="off">'
-               f'<span id="shown">{kept} of {kept} match</span>'
-               '<span class="pager"><button type="button" id="prev">‹ prev</button> <span id="page"></span> '
-               '<button type="button" id="next">next ›</button></span>'
-               f'<label>rows per page <select id="page-size">{sizes}</select></label></div>')
-    out.append("<noscript><p class=\"note warn\">The examples table is drawn by the page's script: "
-               "allow JavaScript to see it.</p></noscript>")
-    head = "".join(_th(c.key, numeric=c.numeric, extra_class=f"role-{c.role}") for c in columns)
-    out.append(f'<div class="scroll"><table id="examples-table"><thead><tr>{head}</tr></thead><tbody></tbody>'
-               "</table></div>")
-    out.append(f'<script type="application/json" id="examples-data">{examples_json(rows, columns)}</script></section>')
+    out.append(rows_view("examples", rows, columns, id_prefix="", noun="examples") + "</section>")
     return "".join(out)
 
 
@@ -576,14 +651,26 @@ def render_report(eval_dir: str | Path, title: str | None = None, *,
     folder = read_eval_folder(eval_dir, max_examples)
     task = (folder.config or {}).get("task")
     title = title or f"{str(task).capitalize() + ' evaluation' if task else 'Evaluation'}: {eval_dir.name}"
+    nav = [("about", "What was evaluated"), ("scores", "Scores"),
+           *((("plots", "Plots"),) if folder.images else ()), ("examples", "Examples")]
+    return render_page(title, eval_dir, nav, [
+        about_section(folder),
+        _scores_section(folder.scores),
+        _images_section(folder.images, folder.scores),
+        _examples_section(folder),
+    ])
+
+
+def render_page(title: str, source: Path, nav: list[tuple[str, str]], sections: list[str], *,
+                kind: str = "Report") -> str:
+    """One self-contained page: inline CSS and JS under a nonce, a CSP that allows nothing else,
+    a header naming `source`, links to the `nav` (anchor, label) pairs, then `sections` (HTML)."""
     nonce = secrets.token_urlsafe(16)
     # No default source at all: the page may only use its own nonce'd script/style and data: images.
     csp = (f"default-src 'none'; img-src data:; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
            "base-uri 'none'; form-action 'none'")
     written = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    nav = "".join(f'<a href="#{a}">{t}</a>' for a, t in (
-        ("about", "What was evaluated"), ("scores", "Scores"),
-        *((("plots", "Plots"),) if folder.images else ()), ("examples", "Examples")))
+    links = "".join(f'<a href="#{esc(anchor)}">{esc(label)}</a>' for anchor, label in nav)
     return "".join([
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">",
         f'<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">',
@@ -591,12 +678,9 @@ def render_report(eval_dir: str | Path, title: str | None = None, *,
         '<link rel="icon" href="data:,">',  # else the browser asks for /favicon.ico
         f"<title>{esc(title)}</title><style nonce=\"{nonce}\">{CSS}</style></head><body>",
         f"<header><h1>{esc(title)}</h1>",
-        f'<p class="muted">Report written {esc(written)} by tunelab {esc(__version__)} from {esc(eval_dir)}.</p>',
-        f"<nav>{nav}</nav></header>",
-        _about_section(folder),
-        _scores_section(folder.scores),
-        _images_section(folder.images, folder.scores),
-        _examples_section(folder),
+        f'<p class="muted">{esc(kind)} written {esc(written)} by tunelab {esc(__version__)} from {esc(source)}.</p>',
+        f"<nav>{links}</nav></header>",
+        *sections,
         f'<script nonce="{nonce}">{JS}</script></body></html>\n',
     ])
 

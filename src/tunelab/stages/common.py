@@ -29,15 +29,62 @@ def quiet_libraries() -> None:
 
 
 def run_main(body: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None) -> int:
-    """Run a stage; a `TunelabError` is printed as one clear line (exit 2), not a traceback. The output
-    folders it claimed are let go when it ends."""
+    """Run a stage. A failure the user can fix (a `TunelabError`, a model the Hub would not give) is printed
+    as one line (exit 2); `TUNELAB_DEBUG=1` shows the traceback instead. The output folders it claimed are
+    let go when it ends."""
     from ..runs import release_output_dirs
 
     try:
         body(argv)
-    except TunelabError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        message = str(e) if isinstance(e, TunelabError) else hub_failure(e)
+        if message is None or os.environ.get("TUNELAB_DEBUG", "").strip() not in ("", "0"):
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     finally:
         release_output_dirs()
     return 0
+
+
+def _chain(error: BaseException):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def hub_failure(error: BaseException) -> str | None:
+    """One line on why the Hugging Face Hub did not give a model or file, and what to do; None when the
+    error has nothing to do with the Hub."""
+    from ..models import HUB_REFERENCES
+
+    local = "or give a local folder instead of a hub id"
+    message = _hub_message(error, local)
+    if message is not None and HUB_REFERENCES:
+        message = f"loading {HUB_REFERENCES[-1]!r}: {message}"
+    return message
+
+
+def _hub_message(error: BaseException, local: str) -> str | None:
+    from huggingface_hub import errors as hub
+
+    for e in _chain(error):
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, hub.GatedRepoError):
+            return (f"{first} -- a gated model: accept its license on its huggingface.co page, then put a token with "
+                    f"access in the HF_TOKEN environment variable; {local}")
+        if isinstance(e, hub.RepositoryNotFoundError):
+            return (f"{first} -- no such model on the Hub, or a private one (set HF_TOKEN); check the spelling, {local}")
+        if isinstance(e, (hub.OfflineModeIsEnabled, hub.LocalEntryNotFoundError)):
+            return (f"{first} -- not in the hub cache, and downloading is off or failed: check the network (or unset "
+                    f"HF_HUB_OFFLINE), {local}")
+        if isinstance(e, hub.HfHubHTTPError):
+            return f"the Hugging Face Hub refused a request: {first}; check HF_TOKEN and the network, {local}"
+    for e in _chain(error):
+        if isinstance(e, OSError) and "huggingface.co" in str(e):
+            first = str(e).strip().splitlines()[0]
+            return (f"{first} -- the Hugging Face Hub could not be reached: check the network or proxy; with "
+                    f"HF_HUB_OFFLINE=1 a model already in the hub cache loads without it, {local}")
+    return None

@@ -8,6 +8,7 @@ Runs the shipped demo configs of each stage with their paths moved under one out
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from ..paths import STAGE_CONFIG_DIRS
 from ..records import write_json
 from ..runs import ensure_output_dir
+from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
 
 TINY_NOTE = ("The causal teacher and student are tiny random Llama models: they exercise every code path and know "
@@ -23,11 +25,22 @@ TINY_NOTE = ("The causal teacher and student are tiny random Llama models: they 
              "(--teacher, --base) for real data and real scores.")
 
 
+DEMO_ROOT = Path("runs") / "demo"
+LATEST = "latest"  # runs/demo/latest -> the newest finished default demo; the demo configs read from it
+
+
 @dataclass
 class DemoConfig:
-    output_dir: str | None = field(default=None, metadata={"help": "Where every artifact goes; default runs/demo/<time>."})
+    output_dir: str | None = field(default=None, metadata={
+        "help": "Where every artifact goes; default runs/demo/<time>, then linked as runs/demo/latest."})
     overwrite: bool = field(default=False, metadata={"help": "Reuse an existing output_dir, replacing its outputs."})
     quick: bool = field(default=False, metadata={"help": "A smoke run: two training steps and a few examples per stage."})
+
+
+CONFIG_TYPES = (DemoConfig,)
+HELP = HelpLayout(prog="tunelab demo",
+                  description="Run generate -> finetune -> inference -> evaluate on the embedded default.",
+                  groups={"demo": "demo"})
 
 
 # With --quick, each stage keeps its real code path but does only a token amount of work.
@@ -45,10 +58,9 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     from .generate import generate
     from .infer import infer
 
-    (cfg,), _ = parse_config((DemoConfig,), argv, configs_dir=None, prog="tunelab demo",
-                             description="Run generate -> finetune -> inference -> evaluate on the embedded default.")
+    (cfg,), _ = parse_config(CONFIG_TYPES, argv, configs_dir=None, layout=HELP)
     quiet_libraries()
-    root = Path(cfg.output_dir or Path("runs") / "demo" / time.strftime("%Y%m%d-%H%M%S"))
+    root = Path(cfg.output_dir or DEMO_ROOT / time.strftime("%Y%m%d-%H%M%S"))
     ensure_output_dir(root, cfg.overwrite, what="demo folder")
     over = ["--overwrite"] if cfg.overwrite else []
     quick = {stage: (extra if cfg.quick else []) for stage, extra in QUICK.items()}
@@ -116,8 +128,30 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
 
     write_json(root / "summary.json", {"rows": rows, "seconds": timings, "note": TINY_NOTE})
     print_table(rows)
-    print(f"\n{TINY_NOTE}\nStage times (s): {timings}\nEverything is under {root} (summary.json lists it).")
+    where = str(root)
+    if cfg.output_dir is None and link_latest(root):
+        where = f"{root} (also {root.parent / LATEST}, where the demo configs look)"
+    print(f"\n{TINY_NOTE}\nStage times (s): {timings}\nEverything is under {where}; summary.json lists it.")
     return rows
+
+
+def link_latest(root: Path) -> bool:
+    """Point `<root's folder>/latest` at `root`, atomically, so the next commands find the newest demo
+    whatever its time stamp. Only a finished demo is linked: an interrupted one leaves the last good link."""
+    link = root.parent / LATEST
+    if link.exists() and not link.is_symlink():
+        print(f"demo: {link} is not a link; left as it is")
+        return False
+    tmp = root.parent / f".{LATEST}.{root.name}.tmp"
+    tmp.unlink(missing_ok=True)
+    try:
+        tmp.symlink_to(root.name, target_is_directory=True)  # relative: the runs folder can move
+        os.replace(tmp, link)
+    except OSError as e:  # no symlinks here (some Windows setups): the timed folder still holds everything
+        tmp.unlink(missing_ok=True)
+        print(f"demo: could not link {link}: {e}")
+        return False
+    return True
 
 
 def print_table(rows: list[dict]) -> None:

@@ -17,6 +17,7 @@ from ..errors import ConfigError, RecordError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
 from ..records import iter_json_objects, write_json, write_jsonl
 from ..runs import RunRecord, ensure_output_dir
+from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
 
 
@@ -25,80 +26,104 @@ class ScoreConfig:
     task: str = field(default="text", metadata={"help": "text (BLEU, ROUGE-L, BERTScore) or classification."})
     output_dir: str = field(default="runs/evaluate", metadata={"help": "Gets scores, per-example rows and the run record."})
     predictions: str | None = field(default=None, metadata={"help": "text: inference.py's predictions.jsonl (prediction + reference per row)."})
-    allow_empty_predictions: bool = field(default=False, metadata={"help": "text: score an empty prediction 0 instead of stopping."})
-    bertscore_model: str = field(default="tunelab:minilm", metadata={"help": "BERTScore encoder: hub id, local path or tunelab:minilm."})
-    bertscore_num_layers: int | None = field(default=6, metadata={"help": "Layer whose embeddings are compared (needed for local paths)."})
-    bertscore_batch_size: int = field(default=32, metadata={
+    allow_empty_predictions: bool = field(default=False, metadata={
+        "group": "text", "help": "text: score an empty prediction 0 instead of stopping."})
+    bertscore_model: str = field(default="tunelab:minilm", metadata={
+        "group": "text", "help": "BERTScore encoder: hub id, local path or tunelab:minilm."})
+    bertscore_num_layers: int | None = field(default=6, metadata={"range": (1, None),
+        "group": "text", "help": "Layer whose embeddings are compared (needed for local paths)."})
+    bertscore_batch_size: int = field(default=32, metadata={"range": (1, None), "group": "text",
         "help": "Sentences per BERTScore encoder batch, sorted by token count; speed only, never the scores. "
                 "32 suits a CPU; raise it on a GPU."})
-    bertscore_dtype: str = field(default="auto", metadata={
+    bertscore_dtype: str = field(default="auto", metadata={"group": "text",
         "help": "BERTScore encoder precision: float32; bfloat16 (autocast; ~2x faster on CPUs with native bf16, "
                 "F1 within ~1e-3 per example, ~1e-5 on the mean); auto: bfloat16 on such CPUs, else float32. "
                 "scores.json records the one used."})
-    compare: list[str] = field(default_factory=list, metadata={
+    compare: list[str] = field(default_factory=list, metadata={"group": "text",
         "help": "text: more predictions.jsonl files answering the same examples (matched by id), e.g. a tuned model "
                 "or a sweep's settings; each is scored beside --predictions (the baseline) with paired deltas."})
-    run_names: list[str] = field(default_factory=list, metadata={
+    run_names: list[str] = field(default_factory=list, metadata={"group": "text",
         "help": "text: a name per run, --predictions first (default: each file's folder name); per_example.jsonl "
                 "keys are '<name>.prediction', '<name>.bleu', ..."})
-    bootstrap_resamples: int = field(default=1000, metadata={
+    bootstrap_resamples: int = field(default=1000, metadata={"range": (0, None),
         "help": "Bootstrap resamples behind each confidence interval (95 percent) and delta (text scores; a "
                 "classifier's headline numbers); 0: none."})
     bootstrap_seed: int = field(default=12345, metadata={
         "help": "Seed of the resamples (same seed, same intervals)."})
-    model: str | None = field(default=None, metadata={"help": "classification: a finetune classifier folder."})
-    data: str | None = field(default=None, metadata={
+    model: str | None = field(default=None, metadata={
+        "group": "classification", "help": "classification: a finetune classifier folder."})
+    data: str | None = field(default=None, metadata={"group": "classification",
         "help": "classification: labeled texts in the layout the classifier was trained on (its tunelab_classifier.json): "
                 "moderation records, or a CSV/TSV/JSONL table with the same columns. With --predictions: optional "
                 "references (moderation or alpaca records) matched to the answers by id, instead of each row's 'reference'."})
-    threshold: float | None = field(default=None, metadata={
+    threshold: float | None = field(default=None, metadata={"range": (0, 1), "group": "classification",
         "help": "classification, multi-label: probability at or above which a label is predicted, for every label. "
                 "Default: the per-label thresholds tuned at training time, or 0.5 when none were."})
-    split: str | None = field(default=None, metadata={
+    split: str | None = field(default=None, metadata={"group": "classification",
         "help": "classification with --model, instead of --data: score a split the classifier's run held out "
                 "(test, or eval), read again from its training files as listed in its data_splits.json."})
-    tfidf_baseline: bool = field(default=False, metadata={
+    tfidf_baseline: bool = field(default=False, metadata={"group": "classification",
         "help": "classification with --model: also fit TF-IDF (word 1-2 grams) + logistic regression on exactly "
                 "the classifier's training rows and score it on the same rows, beside the classifier "
                 "(multi-label thresholds tuned on the run's eval split, as the classifier's were)."})
-    classifier_dtype: str = field(default="float32", metadata={
+    classifier_dtype: str = field(default="float32", metadata={"group": "classification",
         "help": "classification with --model: float32, or bfloat16 (autocast; about 2x faster on CPUs with "
                 "native bf16, probabilities within about 1e-2)."})
-    batch_size: int = field(default=32)
+    batch_size: int = field(default=32, metadata={"range": (1, None), "group": "classification",
+        "help": "classification with --model: texts per forward pass; speed and memory only, never the scores."})
     # classification of an LLM's answers (--predictions), and what both classification paths share
-    taxonomy: str | None = field(default=None, metadata={
+    taxonomy: str | None = field(default=None, metadata={"group": "classification",
         "help": "classification with --predictions: the label set, a name in data/taxonomies (jigsaw) or a YAML path."})
-    labels: list[str] = field(default_factory=list, metadata={
+    labels: list[str] = field(default_factory=list, metadata={"group": "classification",
         "help": "classification with --predictions: label names, instead of --taxonomy (single-label tasks: the classes)."})
-    none_label: str = field(default="none", metadata={"help": "With --labels: the answer that means no label applies."})
-    problem_type: str = field(default="auto", metadata={
+    none_label: str = field(default="none", metadata={
+        "group": "classification", "help": "With --labels: the answer that means no label applies."})
+    problem_type: str = field(default="auto", metadata={"group": "classification",
         "help": "classification with --predictions: multi_label, single_label, or auto (single_label when every "
                 "reference holds exactly one label)."})
-    dev_data: str | None = field(default=None, metadata={
+    dev_data: str | None = field(default=None, metadata={"group": "classification",
         "help": "classification, multi-label classifier: a dev split (same layout as --data) on which per-label "
                 "thresholds are tuned and then applied to --data; reported beside the default thresholds."})
-    plots: bool = field(default=True, metadata={"help": "classification: confusion matrices and ROC/PR curves as PNG."})
+    plots: bool = field(default=True, metadata={
+        "group": "classification", "help": "classification: confusion matrices and ROC/PR curves as PNG."})
     # zero- and k-shot baselines of a base model, beside the main scores
-    baseline_model: str | None = field(default=None, metadata={
+    baseline_model: str | None = field(default=None, metadata={"group": "baseline",
         "help": "classification: a base model (hub id, folder, tunelab:tiny-llama) answering the eval set with "
                 "--shots solved examples in its prompt, once per --seeds seed; mean ± std per metric."})
-    baseline_data: str | None = field(default=None, metadata={
+    baseline_data: str | None = field(default=None, metadata={"group": "baseline",
         "help": "Eval set of the baseline: alpaca records (moderation_test.alpaca.json). Default: the rows of --predictions."})
-    shots_data: str | None = field(default=None, metadata={
+    shots_data: str | None = field(default=None, metadata={"group": "baseline",
         "help": "Alpaca records the solved examples are drawn from (moderation_train.alpaca.json); never the eval set."})
-    shots: list[int] = field(default_factory=lambda: [0], metadata={"help": "Numbers of solved examples, e.g. 0 4."})
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
+    shots: list[int] = field(default_factory=lambda: [0], metadata={"range": (0, None),
+        "group": "baseline", "help": "Numbers of solved examples, e.g. 0 4."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"group": "baseline",
         "help": "One run per seed: the seed draws the shots (and seeds sampling when baseline_temperature > 0)."})
-    baseline_template: str = field(default="auto", metadata={
+    baseline_template: str = field(default="auto", metadata={"group": "baseline",
         "help": "Prompt format of the baseline: auto (the model's chat template, else alpaca_student), chat, or a template."})
-    baseline_max_new_tokens: int = field(default=32, metadata={"help": "A label list is short; a refusal shows in 32 tokens."})
-    baseline_temperature: float = field(default=0.0, metadata={"help": "0 = greedy: only the shots differ between seeds."})
-    baseline_batch_size: int = field(default=8)
-    baseline_dtype: str = field(default="auto")
-    baseline_label_probs: bool = field(default=False, metadata={
+    baseline_max_new_tokens: int = field(default=32, metadata={"range": (1, None),
+        "group": "baseline", "help": "A label list is short; a refusal shows in 32 tokens."})
+    baseline_temperature: float = field(default=0.0, metadata={"range": (0, None),
+        "group": "baseline", "help": "0 = greedy: only the shots differ between seeds."})
+    baseline_batch_size: int = field(default=8, metadata={"range": (1, None), "group": "baseline",
+        "help": "Baseline prompts per generate() call: faster, more memory; answers do not change."})
+    baseline_dtype: str = field(default="auto", metadata={"group": "baseline",
+        "help": "Baseline weights dtype: auto (the checkpoint's), bfloat16 or float16 (half of float32's memory), "
+                "float32."})
+    baseline_label_probs: bool = field(default=False, metadata={"group": "baseline",
         "help": "Also score each label's probability from the baseline's next-token distributions (as inference.py "
                 "--label_probs), for its ROC-AUC and PR-AUC; one teacher-forced pass per label and place."})
     overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
+
+
+CONFIG_TYPES = (ScoreConfig,)
+HELP = HelpLayout(
+    prog="evaluate/score.py",
+    description="Score generated text (BLEU, ROUGE-L, BERTScore) or a classifier (P/R/F1, ROC-AUC).",
+    groups={"run": "task, input and output", "text": "text scores (task text)",
+            "classification": "classification (task classification)",
+            "baseline": "zero- and k-shot baselines of a base model (task classification)"},
+    defaults={ScoreConfig: "run"},
+)
 
 
 def _read_prediction_lines(path, allow_empty: bool) -> list[tuple[int, dict]]:
@@ -644,9 +669,7 @@ def _comparison(cfg: ScoreConfig, scores: dict) -> list[dict]:
 def score(argv: Sequence[str] | None = None) -> dict:
     from ..config import parse_config
 
-    (cfg,), config_file = parse_config(
-        (ScoreConfig,), argv, configs_dir=STAGE_CONFIG_DIRS["evaluate"], prog="evaluate/score.py",
-        description="Score generated text (BLEU, ROUGE-L, BERTScore) or a classifier (P/R/F1, ROC-AUC).")
+    (cfg,), config_file = parse_config(CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["evaluate"], layout=HELP)
     if cfg.task not in ("text", "classification"):
         raise ConfigError(f"task must be text or classification, got {cfg.task!r}")
     quiet_libraries()

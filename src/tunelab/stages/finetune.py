@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS
 from ..runs import RunRecord, check_output_dir, check_resumable_run
+from ..settings import HelpLayout
 from ..training.classifier import ClassifierConfig
 from ..training.runner import FinetuneContext
 from ..training.sft import TrainConfig
@@ -25,21 +26,27 @@ from .common import quiet_libraries, run_main
 class ModelConfig:
     base: str = field(metadata={"help": "Hub id, local folder, or a built-in (tunelab:tiny-llama, tunelab:tiny-llava, tunelab:minilm)."})
     task: str = field(default="sft", metadata={"help": "sft (causal or vision-language student) or classify (encoder)."})
-    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter; off = full fine-tuning."})
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank: capacity vs adapter size."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scale (alpha / r multiplies the update)."})
-    lora_dropout: float = field(default=0.05)
-    use_dora: bool = field(default=False, metadata={"help": "DoRA: magnitude + direction updates; better at low rank, slower."})
-    use_rslora: bool = field(default=False, metadata={"help": "rsLoRA: scale alpha/sqrt(r); keeps high ranks stable."})
-    lora_target_modules: list[str] = field(default_factory=lambda: ["auto"], metadata={
+    use_lora: bool = field(default=True, metadata={
+        "group": "lora", "help": "Train a LoRA adapter; off = full fine-tuning."})
+    lora_r: int = field(default=16, metadata={"range": (1, None), "group": "lora", "help": "LoRA rank: capacity vs adapter size."})
+    lora_alpha: int = field(default=32, metadata={"range": (1, None),
+        "group": "lora", "help": "LoRA scale (alpha / r multiplies the update)."})
+    lora_dropout: float = field(default=0.05, metadata={"range": (0, 1), "range_open": "high",
+        "group": "lora", "help": "Dropout on the LoRA input: regularizes small data sets; 0 for long runs on plenty."})
+    use_dora: bool = field(default=False, metadata={
+        "group": "lora", "help": "DoRA: magnitude + direction updates; better at low rank, slower."})
+    use_rslora: bool = field(default=False, metadata={
+        "group": "lora", "help": "rsLoRA: scale alpha/sqrt(r); keeps high ranks stable."})
+    lora_target_modules: list[str] = field(default_factory=lambda: ["auto"], metadata={"group": "lora",
         "help": "Modules to adapt. auto: every linear layer but the head for causal LMs, the language model's for "
                 "LLaVA, query/value for encoders; or all-linear, or module names."})
     dtype: str = field(default="auto", metadata={"help": "Weights dtype to load: auto, float32, bfloat16, float16."})
-    quantization: str = field(default="none", metadata={
+    quantization: str = field(default="none", metadata={"group": "lora",
         "help": "none | 4bit (QLoRA: NF4 + double quantization, LoRA on top) | 8bit; bitsandbytes, GPU or CPU."})
-    resume: bool = field(default=False, metadata={
+    resume: bool = field(default=False, metadata={"group": "output",
         "help": "Continue an interrupted run from the last checkpoint in output_dir (same settings required)."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
+    overwrite: bool = field(default=False, metadata={
+        "group": "output", "help": "Replace an existing, non-empty output_dir."})
 
 
 @dataclass
@@ -49,12 +56,12 @@ class DataConfig:
                 "Alpaca, chat or prompt/completion records (sft); labeled text tables (classify)."})
     data_format: str = field(default="auto", metadata={"help": "auto, alpaca, chat or completion (sft)."})
     eval_data: list[str] = field(default_factory=list, metadata={"help": "Evaluation files, same formats."})
-    eval_split: float = field(default=0.0, metadata={
+    eval_split: float = field(default=0.0, metadata={"range": (0, 1), "range_open": "high",
         "help": "Without eval_data: hold out this fraction of the training data (seeded by data_seed or seed)."})
     template: str = field(default="auto", metadata={
         "help": "Prompt format for Alpaca records: chat (the model's own chat template), a template in prompts/ "
                 "(alpaca_student), or auto (chat when the tokenizer has a chat template). Saved with the model."})
-    max_examples: int | None = field(default=None, metadata={"help": "Use only the first N training examples."})
+    max_examples: int | None = field(default=None, metadata={"range": (1, None), "help": "Use only the first N training examples."})
     overlength: str = field(default="truncate", metadata={
         "help": "Examples longer than max_length: truncate (keep the start) or drop. Counted either way."})
     bad_records: str = field(default="skip", metadata={
@@ -62,6 +69,42 @@ class DataConfig:
 
 
 CONFIG_TYPES = (ModelConfig, DataConfig, ClassifierConfig, VisionConfig, TrainConfig)
+
+# The settings of TRL's SFTConfig and the Trainer that runs change all the time, shown by `--help` in these
+# groups (TrainConfig's own fields are shown anyway); the other hundred-odd are listed by `--help-all`.
+TRAINER_SETTINGS = {
+    "trust_remote_code": "model",
+    "data_seed": "data",
+    "max_length": "training",
+    "learning_rate": "training",
+    "num_train_epochs": "training",
+    "max_steps": "training",
+    "per_device_train_batch_size": "training",
+    "gradient_accumulation_steps": "training",
+    "lr_scheduler_type": "training",
+    "warmup_steps": "training",
+    "weight_decay": "training",
+    "seed": "training",
+    "eval_strategy": "training",
+    "eval_steps": "training",
+    "per_device_eval_batch_size": "training",
+    "output_dir": "output",
+    "save_strategy": "output",
+    "save_steps": "output",
+    "logging_steps": "output",
+}
+
+HELP = HelpLayout(
+    prog="finetune/train.py",
+    description="Fine-tune a student: LoRA/QLoRA SFT of a causal or vision-language LM, or an encoder classifier.",
+    groups={"model": "model", "lora": "LoRA and quantization", "data": "data", "training": "training",
+            "output": "output", "classifier": "classifier (task classify)"},
+    defaults={ModelConfig: "model", DataConfig: "data", VisionConfig: "data", ClassifierConfig: "classifier",
+              TrainConfig: "training"},
+    surfaced=TRAINER_SETTINGS,
+    library="TRL's SFTConfig and the Trainer",
+    library_docs="https://huggingface.co/docs/trl/sft_trainer#trl.SFTConfig",
+)
 
 
 def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
@@ -79,8 +122,6 @@ def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
                           "it needs task sft and use_lora true")
     if (mcfg.use_dora or mcfg.use_rslora) and not mcfg.use_lora:
         raise ConfigError("use_dora / use_rslora are LoRA variants: they need use_lora true")
-    if not 0.0 <= dcfg.eval_split < 1.0:
-        raise ConfigError(f"eval_split must be in [0, 1), got {dcfg.eval_split}")
     if dcfg.eval_split and dcfg.eval_data:
         raise ConfigError("give eval_data or eval_split, not both")
     if dcfg.overlength not in ("truncate", "drop"):
@@ -88,8 +129,6 @@ def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
     if dcfg.bad_records not in ("skip", "error"):
         raise ConfigError(f"bad_records must be skip or error, got {dcfg.bad_records!r}")
     if args.early_stopping_patience is not None:
-        if args.early_stopping_patience < 1:
-            raise ConfigError("early_stopping_patience must be at least 1")
         if not (dcfg.eval_data or dcfg.eval_split):
             raise ConfigError("early stopping needs an eval set: give eval_data or eval_split")
     if mcfg.resume and mcfg.overwrite:
@@ -101,8 +140,7 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
     from ..config import parse_config
 
     (mcfg, dcfg, ccfg, vcfg, args), config_file = parse_config(
-        CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["finetune"], prog="finetune/train.py",
-        description="Fine-tune a student: LoRA/QLoRA SFT of a causal or vision-language LM, or an encoder classifier.")
+        CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["finetune"], layout=HELP)
     validate(mcfg, dcfg, args)
     quiet_libraries()
     record = RunRecord(args.output_dir, "finetune", [mcfg, dcfg, ccfg, vcfg, args], config_file)
@@ -129,6 +167,9 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
 
     if is_main_process():  # one writer under accelerate / torchrun
         record.notes["summary"] = summary
+        from ..cards import write_model_card
+
+        write_model_card(out, record, summary)  # replaces the README.md the trainer wrote when it saved
         record.write()
         print(json.dumps(summary, indent=2, default=str))
         print(f"finetune: model in {out}")

@@ -24,11 +24,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..cards import write_dataset_card
+from ..errors import ConfigError, OutputExistsError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
 from ..prompts import load_template
 from ..records import alpaca_to_chat, write_json, write_jsonl
-from ..runs import RunRecord, check_output_dir, ensure_output_dir
+from ..runs import (RunRecord, check_output_dir, claim_output_dir, drop_finished_record, ensure_output_dir,
+                    settings_differences)
+from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
 
 TASKS = ("moderation", "corpora", "self_instruct", "moderation_qa")
@@ -43,11 +46,11 @@ class GenerateConfig:
     overwrite: bool = field(default=False, metadata={"help": "Replace outputs of a finished run (the teacher cache is kept)."})
     dry_run: bool = field(default=False, metadata={
         "help": "Count requests and prompt tokens, estimate time and cost; send nothing, write nothing."})
-    near_duplicate_threshold: float = field(default=0.8, metadata={
+    near_duplicate_threshold: float = field(default=0.8, metadata={"range": (0, 1),
         "help": "Drop a teacher-written record whose MinHash Jaccard with a kept one reaches this; 0 turns it off."})
     decontaminate_against: list[str] = field(default_factory=lambda: ["data/alpaca_heldout.json"], metadata={
         "help": "Evaluation sets (Alpaca JSON, JSONL with text, chat or prompt/completion); overlapping records are dropped."})
-    decontamination_ngram: int = field(default=8, metadata={"help": "Shared word n-gram length that counts as overlap."})
+    decontamination_ngram: int = field(default=8, metadata={"range": (1, None), "help": "Shared word n-gram length that counts as overlap."})
 
 
 @dataclass
@@ -60,24 +63,25 @@ class TeacherConfig:
     teacher_device_map: str | None = field(default=None, metadata={"help": "'auto' spreads a large teacher over all GPUs."})
     teacher_quantization: str = field(default="none", metadata={
         "help": "none | 4bit (NF4: a 70B teacher in ~40 GB) | 8bit (~75 GB); bitsandbytes, in-process backends."})
-    teacher_batch_size: int = field(default=8, metadata={"help": "In-process requests per generate() call: faster, more memory."})
+    teacher_batch_size: int = field(default=8, metadata={"range": (1, None), "help": "In-process requests per generate() call: faster, more memory."})
     teacher_base_url: str | None = field(default=None, metadata={"help": "openai backend: e.g. http://localhost:8000/v1."})
     teacher_api_key_env: str | None = field(default=None, metadata={
         "help": "Name of the environment variable holding the API key (the key itself never goes in a config)."})
-    teacher_max_in_flight: int = field(default=32, metadata={"help": "openai backend: concurrent requests."})
-    teacher_timeout_s: float = field(default=300.0, metadata={"help": "openai backend: seconds before a request is retried."})
-    teacher_max_retries: int = field(default=6, metadata={"help": "openai backend: retries on 429/5xx/timeouts/drops."})
-    teacher_tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per model."})
+    teacher_max_in_flight: int = field(default=32, metadata={"range": (1, None), "help": "openai backend: concurrent requests."})
+    teacher_timeout_s: float = field(default=300.0, metadata={"range": (0, None), "range_open": "low", "help": "openai backend: seconds before a request is retried."})
+    teacher_max_retries: int = field(default=6, metadata={"range": (0, None), "help": "openai backend: retries on 429/5xx/timeouts/drops."})
+    teacher_tensor_parallel_size: int = field(default=1, metadata={"range": (1, None), "help": "vllm backend: GPUs per model."})
     teacher_tokenizer: str | None = field(default=None, metadata={
         "help": "Tokenizer for --dry_run token counts when the teacher is remote (hub id or folder)."})
-    teacher_tokens_per_s: float = field(default=500.0, metadata={
+    teacher_tokens_per_s: float = field(default=500.0, metadata={"range": (0, None), "range_open": "low",
         "help": "--dry_run only: generated tokens per second you expect, for the time estimate."})
-    price_per_1k_prompt_tokens: float = field(default=0.0, metadata={"help": "--dry_run only: cost estimate."})
-    price_per_1k_completion_tokens: float = field(default=0.0, metadata={"help": "--dry_run only: cost estimate."})
-    max_new_tokens: int = field(default=1024, metadata={"help": "Answer length cap; a task cut by it is dropped."})
-    temperature: float = field(default=1.0, metadata={"help": "Alpaca used 1.0 for diversity; 0 is greedy."})
-    top_p: float = field(default=1.0)
-    top_k: int = field(default=0, metadata={"help": "0 turns top-k off."})
+    price_per_1k_prompt_tokens: float = field(default=0.0, metadata={"range": (0, None), "help": "--dry_run only: cost estimate."})
+    price_per_1k_completion_tokens: float = field(default=0.0, metadata={"range": (0, None), "help": "--dry_run only: cost estimate."})
+    max_new_tokens: int = field(default=1024, metadata={"range": (1, None), "help": "Answer length cap; a task cut by it is dropped."})
+    temperature: float = field(default=1.0, metadata={"range": (0, None), "help": "Alpaca used 1.0 for diversity; 0 is greedy."})
+    top_p: float = field(default=1.0, metadata={"range": (0, 1), "range_open": "low",
+        "help": "Nucleus sampling mass; below 1 trims unlikely words: safer text, less variety."})
+    top_k: int = field(default=0, metadata={"range": (0, None), "help": "0 turns top-k off."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub. Off unless you trust it."})
 
 
@@ -85,52 +89,64 @@ class TeacherConfig:
 class SelfInstructConfig:
     seed_tasks: str = field(default="data/seed_tasks.jsonl", metadata={"help": "Alpaca seed_tasks.jsonl format."})
     self_instruct_template: str = field(default="self_instruct", metadata={"help": "Teacher prompt in prompts/."})
-    num_prompt_instructions: int = field(default=3, metadata={"help": "Seed examples per prompt (Alpaca: 3)."})
-    requests_per_round: int = field(default=32, metadata={
+    num_prompt_instructions: int = field(default=3, metadata={"range": (1, None), "help": "Seed examples per prompt (Alpaca: 3)."})
+    requests_per_round: int = field(default=32, metadata={"range": (1, None),
         "help": "Prompts sent together; the target is checked between rounds. Match teacher_max_in_flight."})
-    max_requests: int = field(default=64, metadata={"help": "Stop after this many prompts even below the target."})
-    target_count: int = field(default=100, metadata={"help": "Stop once this many tasks are kept."})
-    rouge_threshold: float = field(default=0.7, metadata={"help": "Drop a task whose ROUGE-L vs any kept/seed task exceeds this."})
+    max_requests: int = field(default=64, metadata={"range": (1, None), "help": "Stop after this many prompts even below the target."})
+    target_count: int = field(default=100, metadata={"range": (1, None), "help": "Stop once this many tasks are kept."})
+    rouge_threshold: float = field(default=0.7, metadata={"range": (0, 1), "range_open": "low", "help": "Drop a task whose ROUGE-L vs any kept/seed task exceeds this."})
 
 
 @dataclass
 class ModerationConfig:
     corpus: str = field(default="data/jigsaw_sample.csv", metadata={"help": "CSV/JSONL with a text column and 0/1 label columns."})
-    text_column: str = field(default="comment_text")
+    text_column: str = field(default="comment_text", metadata={"help": "Column of the corpus holding the text."})
     taxonomy: str = field(default="jigsaw", metadata={"help": "Taxonomy name in data/taxonomies/ or a YAML path."})
     label_columns: list[str] = field(default_factory=list, metadata={
         "help": "label=column pairs; a label with no pair reads the column of its own name."})
     moderation_template: str = field(default="moderation_instruction", metadata={"help": "Instruction template in prompts/."})
-    test_per_label: int = field(default=50, metadata={"help": "Test examples per label (the study: 50)."})
-    test_none: int = field(default=50, metadata={"help": "Test examples with no label (the study: 50)."})
-    train_max_per_label: int = field(default=1000, metadata={"help": "Cap per label in train (the study: 400-1,000)."})
-    train_none: int = field(default=1000, metadata={"help": "Train examples with no label."})
+    test_per_label: int = field(default=50, metadata={"range": (0, None), "help": "Test examples per label (the study: 50)."})
+    test_none: int = field(default=50, metadata={"range": (0, None), "help": "Test examples with no label (the study: 50)."})
+    train_max_per_label: int = field(default=1000, metadata={"range": (0, None), "help": "Cap per label in train (the study: 400-1,000)."})
+    train_none: int = field(default=1000, metadata={"range": (0, None), "help": "Train examples with no label."})
     # Task `corpora`. Kept in this dataclass (same family) so callers still unpack the stage's five config types.
-    corpora: list[str] = field(default_factory=list, metadata={
+    corpora: list[str] = field(default_factory=list, metadata={"group": "corpora",
         "help": "name=path entries, names of sources the corpora_taxonomy declares; repeat a name for more files "
                 "(hatexplain val + subset); Kaggle's test: jigsaw=test.csv+test_labels.csv (joined by id)."})
-    corpora_taxonomy: str = field(default="moderation", metadata={
+    corpora_taxonomy: str = field(default="moderation", metadata={"group": "corpora",
         "help": "Taxonomy with a 'sources' mapping of each corpus's labels (data/taxonomies/moderation.yaml)."})
-    corpora_split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2], metadata={
+    corpora_split_fractions: list[float] = field(default_factory=lambda: [0.7, 0.1, 0.2], metadata={"range": (0, 1), "group": "corpora",
         "help": "train, dev, test shares per corpus (seeded, stratified by the mapped labels)."})
-    max_rows_per_corpus: int = field(default=0, metadata={
+    max_rows_per_corpus: int = field(default=0, metadata={"range": (0, None), "group": "corpora",
         "help": "Seeded, stratified sample of at most this many rows per corpus (after de-duplication); 0 keeps all."})
 
 
 @dataclass
 class ModerationQAConfig:
     posts: str = field(default="data/jigsaw_sample.csv", metadata={"help": "CSV/JSONL of posts for teacher-written QA."})
-    posts_text_column: str = field(default="comment_text")
+    posts_text_column: str = field(default="comment_text", metadata={
+        "help": "Column of the posts file holding the text."})
     posts_image_column: str | None = field(default=None, metadata={"help": "Column of image paths (or URLs for openai)."})
     images_root: str | None = field(default=None, metadata={
         "help": "Folder image paths are relative to; a path escaping it is rejected. Default: the posts file's folder."})
-    max_posts: int = field(default=100, metadata={"help": "Posts to send (from the top of the file)."})
+    max_posts: int = field(default=100, metadata={"range": (1, None), "help": "Posts to send (from the top of the file)."})
     qa_taxonomy: str = field(default="jigsaw", metadata={"help": "Categories for verdicts: jigsaw, llama_guard, or a YAML path."})
     qa_template: str = field(default="moderation_qa", metadata={"help": "Teacher prompt in prompts/."})
-    qa_questions: int = field(default=3, metadata={"help": "QA pairs asked for per post."})
+    qa_questions: int = field(default=3, metadata={"range": (1, None), "help": "QA pairs asked for per post."})
 
 
 CONFIG_TYPES = (GenerateConfig, TeacherConfig, SelfInstructConfig, ModerationConfig, ModerationQAConfig)
+HELP = HelpLayout(
+    prog="generate/run.py",
+    description="Build instruction data: moderation sets from labelled corpora, self-instruct tasks and "
+                "moderation QA from a teacher.",
+    groups={"run": "run and output", "teacher": "teacher and sampling",
+            "self_instruct": "self-instruct (task self_instruct)", "moderation": "moderation sets (task moderation)",
+            "corpora": "several corpora, one taxonomy (task corpora)",
+            "moderation_qa": "moderation QA (task moderation_qa)"},
+    defaults={GenerateConfig: "run", TeacherConfig: "teacher", SelfInstructConfig: "self_instruct",
+              ModerationConfig: "moderation", ModerationQAConfig: "moderation_qa"},
+)
 
 
 def _counts(rejects: list[dict], key: str) -> dict[str, int]:
@@ -252,12 +268,13 @@ class SelfInstructBuild:
                 totals.update(stats)
                 for request, answer in zip(requests, answers, strict=True):
                     provenance = {"teacher": teacher.name, "template": f"{self.template.name}@{self.template.version}",
-                                  "sampling": asdict(self.params), "seed_ids": request.meta["seed_ids"]}
+                                  "sampling": asdict(self.params), "seed_ids": request.meta["seed_ids"],
+                                  "request_key": request.meta["request_key"]}
                     if answer.error:
                         rejects.append({"stage": "teacher", "reason": "teacher refused the request",
                                         "error": answer.error, "provenance": provenance})
                         continue
-                    tasks, bad = si.parse_tasks(answer.text, cfg.num_prompt_instructions, answer.finish_reason)
+                    tasks, bad = si.parse_tasks(answer.text, len(request.meta["seed_ids"]), answer.finish_reason)
                     rejects += [{"stage": "parse", "reason": r.reason, "raw": r.raw, **r.detail,
                                  "provenance": provenance} for r in bad]
                     for task in tasks:
@@ -340,7 +357,8 @@ class ModerationQABuild:
         for request, answer in zip(requests, answers, strict=True):
             post = request.meta["post"]
             provenance = {"teacher": teacher.name, "template": f"{self.template.name}@{self.template.version}",
-                          "sampling": asdict(self.params), "post_id": post.id, "taxonomy": self.taxonomy.name}
+                          "sampling": asdict(self.params), "post_id": post.id, "taxonomy": self.taxonomy.name,
+                          "request_key": request.meta["request_key"]}
             if answer.error:
                 rejects.append({"stage": "teacher", "reason": "teacher refused the request", "error": answer.error,
                                 "post_id": post.id, "line": post.line, "provenance": provenance})
@@ -372,48 +390,68 @@ class ModerationQABuild:
                 "rejected_by_stage": _counts(rejects, "stage"), "reject_reasons": _counts(rejects, "reason")}
 
 
-def build_moderation(cfg: ModerationConfig, out: Path, seed: int, near_duplicate_threshold: float,
-                     record: RunRecord) -> dict:
-    from ..generation import dedup
-    from ..generation import moderation as mod
-    from ..taxonomy import load_taxonomy
+class ModerationBuild:
+    """Task `moderation`: a balanced instruction set from one labelled corpus, no teacher.
 
-    taxonomy = load_taxonomy(cfg.taxonomy)
-    mapping = {label: label for label in taxonomy.labels}
-    for pair in cfg.label_columns:
-        label, sep, column = pair.partition("=")
-        if not sep or label not in mapping:
-            raise ConfigError(f"label_columns entry {pair!r} must be label=column with a label of {taxonomy.labels}")
-        mapping[label] = column
-    corpus = resolve_input(cfg.corpus)
-    template = load_template(cfg.moderation_template)
-    record.add_input("moderation_corpus", corpus)
-    record.add_input("taxonomy", taxonomy.path)
-    record.add_template(template.name, template.source)
+    `prepare` reads, de-duplicates and splits the corpus before the output folder is touched, so a bad
+    file or setting leaves an earlier run's outputs as they were; `write` only writes.
+    """
 
-    records, skipped = mod.load_labeled_corpus(corpus, taxonomy, cfg.text_column, mapping)
-    corpus_rows = len(records)
-    records, exact_dropped = dedup.drop_exact_duplicates(records, key=lambda r: r["text"])
-    near_dropped = []
-    if near_duplicate_threshold > 0:  # near-copies (spam, quoted replies) would leak between train and test
-        records, near_dropped = dedup.drop_near_duplicates(records, key=lambda r: r["text"],
-                                                           threshold=near_duplicate_threshold, seed=seed)
-    write_jsonl(out / "moderation.dropped.jsonl", [{k: v for k, v in d.items() if k != "record"} | {"id": d["record"]["id"]}
-                                                   for d in exact_dropped + near_dropped])
-    record.add_output("moderation_dropped", out / "moderation.dropped.jsonl")
-    train, test = mod.balanced_split(records, taxonomy, test_per_label=cfg.test_per_label, test_none=cfg.test_none,
-                                     train_max_per_label=cfg.train_max_per_label, train_none=cfg.train_none, seed=seed)
-    instruction = template.render(labels=list(taxonomy.labels), none_label=taxonomy.none_label).strip()
-    provenance = {"source": str(corpus), "taxonomy": taxonomy.name, "template": f"{template.name}@{template.version}"}
-    for split, rows in (("train", train), ("test", test)):
-        write_jsonl(out / f"moderation_{split}.jsonl", [r | {"provenance": provenance} for r in rows])
-        record.add_output(f"moderation_{split}.jsonl", out / f"moderation_{split}.jsonl")
-        pairs = [mod.to_alpaca(r, taxonomy, instruction) | {"provenance": provenance} for r in rows]
-        write_formats(out, f"moderation_{split}", pairs, record, alpaca_to_chat)
-    return {"corpus_rows": corpus_rows, "duplicates_dropped": len(exact_dropped),
-            "near_duplicates_dropped": len(near_dropped), "skipped": skipped,
-            "train": len(train), "test": len(test),
-            "train_labels": mod.label_counts(train, taxonomy), "test_labels": mod.label_counts(test, taxonomy)}
+    def __init__(self, cfg: ModerationConfig, seed: int, near_duplicate_threshold: float):
+        from ..taxonomy import load_taxonomy
+
+        self.cfg, self.seed, self.near_duplicate_threshold = cfg, seed, near_duplicate_threshold
+        self.taxonomy = load_taxonomy(cfg.taxonomy)
+        self.mapping = {label: label for label in self.taxonomy.labels}
+        for pair in cfg.label_columns:
+            label, sep, column = pair.partition("=")
+            if not sep or label not in self.mapping:
+                raise ConfigError(f"label_columns entry {pair!r} must be label=column with a label of "
+                                  f"{self.taxonomy.labels}")
+            self.mapping[label] = column
+        self.corpus = resolve_input(cfg.corpus)
+        self.template = load_template(cfg.moderation_template)
+
+    def prepare(self) -> None:
+        from ..generation import dedup
+        from ..generation import moderation as mod
+
+        cfg, seed = self.cfg, self.seed
+        records, self.skipped = mod.load_labeled_corpus(self.corpus, self.taxonomy, cfg.text_column, self.mapping)
+        self.corpus_rows = len(records)
+        records, self.exact_dropped = dedup.drop_exact_duplicates(records, key=lambda r: r["text"])
+        self.near_dropped = []
+        if self.near_duplicate_threshold > 0:  # near-copies (spam, quoted replies) would leak between train and test
+            records, self.near_dropped = dedup.drop_near_duplicates(records, key=lambda r: r["text"],
+                                                                    threshold=self.near_duplicate_threshold, seed=seed)
+        self.train, self.test = mod.balanced_split(
+            records, self.taxonomy, test_per_label=cfg.test_per_label, test_none=cfg.test_none,
+            train_max_per_label=cfg.train_max_per_label, train_none=cfg.train_none, seed=seed)
+
+    def write(self, out: Path, record: RunRecord) -> dict:
+        from ..generation import moderation as mod
+
+        taxonomy, template = self.taxonomy, self.template
+        record.add_input("moderation_corpus", self.corpus)
+        record.add_input("taxonomy", taxonomy.path)
+        record.add_template(template.name, template.source)
+        write_jsonl(out / "moderation.dropped.jsonl", [{k: v for k, v in d.items() if k != "record"}
+                                                       | {"id": d["record"]["id"]}
+                                                       for d in self.exact_dropped + self.near_dropped])
+        record.add_output("moderation_dropped", out / "moderation.dropped.jsonl")
+        instruction = template.render(labels=list(taxonomy.labels), none_label=taxonomy.none_label).strip()
+        provenance = {"source": str(self.corpus), "taxonomy": taxonomy.name,
+                      "template": f"{template.name}@{template.version}"}
+        for split, rows in (("train", self.train), ("test", self.test)):
+            write_jsonl(out / f"moderation_{split}.jsonl", [r | {"provenance": provenance} for r in rows])
+            record.add_output(f"moderation_{split}.jsonl", out / f"moderation_{split}.jsonl")
+            pairs = [mod.to_alpaca(r, taxonomy, instruction) | {"provenance": provenance} for r in rows]
+            write_formats(out, f"moderation_{split}", pairs, record, alpaca_to_chat)
+        return {"corpus_rows": self.corpus_rows, "duplicates_dropped": len(self.exact_dropped),
+                "near_duplicates_dropped": len(self.near_dropped), "skipped": self.skipped,
+                "train": len(self.train), "test": len(self.test),
+                "train_labels": mod.label_counts(self.train, taxonomy),
+                "test_labels": mod.label_counts(self.test, taxonomy)}
 
 
 class CorporaBuild:
@@ -429,8 +467,6 @@ class CorporaBuild:
 
         self.cfg, self.seed = cfg, seed
         self.fractions = corpora.check_fractions(cfg.corpora_split_fractions)
-        if cfg.max_rows_per_corpus < 0:
-            raise ConfigError(f"max_rows_per_corpus must be 0 (keep all) or more, got {cfg.max_rows_per_corpus}")
         self.taxonomy = load_taxonomy(cfg.corpora_taxonomy)
         self.files = corpora.parse_corpus_entries(cfg.corpora, self.taxonomy)
         self.prepared: list = []
@@ -495,24 +531,6 @@ class CorporaBuild:
                    for name, c in per_corpus.items()}}
 
 
-def validate(gen: GenerateConfig, tcfg: TeacherConfig, si_cfg: SelfInstructConfig, qa_cfg: ModerationQAConfig) -> None:
-    """Settings that would hang, crash late or mean nothing are refused up front."""
-    at_least_one = {"requests_per_round": si_cfg.requests_per_round, "max_requests": si_cfg.max_requests,
-                    "target_count": si_cfg.target_count, "num_prompt_instructions": si_cfg.num_prompt_instructions,
-                    "max_posts": qa_cfg.max_posts, "qa_questions": qa_cfg.qa_questions,
-                    "teacher_batch_size": tcfg.teacher_batch_size, "teacher_max_in_flight": tcfg.teacher_max_in_flight,
-                    "max_new_tokens": tcfg.max_new_tokens, "decontamination_ngram": gen.decontamination_ngram}
-    for name, value in at_least_one.items():
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, got {value}")
-    if not 0 <= gen.near_duplicate_threshold <= 1:
-        raise ConfigError(f"near_duplicate_threshold must be in [0, 1] (0 turns it off), got {gen.near_duplicate_threshold}")
-    if not 0 < si_cfg.rouge_threshold <= 1:
-        raise ConfigError(f"rouge_threshold must be in (0, 1], got {si_cfg.rouge_threshold}")
-    if tcfg.temperature < 0 or not 0 < tcfg.top_p <= 1 or tcfg.top_k < 0:
-        raise ConfigError("temperature must be >= 0, top_p in (0, 1], top_k >= 0")
-
-
 def sampling_params(tcfg: TeacherConfig, seed: int):
     from ..teachers import SamplingParams
 
@@ -520,21 +538,23 @@ def sampling_params(tcfg: TeacherConfig, seed: int):
                           top_k=tcfg.top_k, seed=seed)
 
 
-def dry_run(gen: GenerateConfig, tcfg: TeacherConfig, builds: dict, out_path: Path) -> dict:
+def dry_run(gen: GenerateConfig, tcfg: TeacherConfig, builds: dict, out_path: Path, *,
+            count_prompt_tokens: bool = True) -> dict:
     """What a run would send: requests (minus those already cached), prompt tokens, time and cost."""
     from ..teachers import RequestCache, request_key
     from ..teachers.dry_run import TokenCounter
 
-    counter = TokenCounter(tcfg)
+    counter = TokenCounter(tcfg) if count_prompt_tokens else None
     cache_path = out_path / "teacher_cache.jsonl"
     cache = RequestCache(cache_path, read_only=True) if cache_path.exists() else None
     params = sampling_params(tcfg, gen.seed)
-    report: dict = {"teacher": tcfg.teacher, "backend": tcfg.teacher_backend, "token_count": counter.method, "tasks": {}}
+    report: dict = {"teacher": tcfg.teacher, "backend": tcfg.teacher_backend,
+                    "token_count": counter.method if counter else None, "tasks": {}}
     totals = Counter()
     for name, (build, requests) in builds.items():
         version = build.template.version
         todo = [r for r in requests if cache is None or request_key(tcfg.teacher, r, params, version) not in cache]
-        prompt_tokens = sum(counter.count(r) for r in todo)
+        prompt_tokens = sum(counter.count(r) for r in todo) if counter else 0
         entry = {"requests": len(requests), "already_cached": len(requests) - len(todo), "to_send": len(todo),
                  "prompt_tokens": prompt_tokens, "completion_tokens_at_most": len(todo) * tcfg.max_new_tokens}
         if name == "self_instruct":
@@ -553,20 +573,48 @@ def dry_run(gen: GenerateConfig, tcfg: TeacherConfig, builds: dict, out_path: Pa
     return report
 
 
+# What a generate run writes; an --overwrite run removes the earlier run's before writing its own, so a
+# replacement that fails half way never leaves files of two runs side by side. The teacher cache stays.
+GENERATED = ("*.alpaca.json", "*.chat.jsonl", "*.completion.jsonl", "*.rejects.jsonl", "moderation*.jsonl",
+             "stats.json", "config.yaml", "provenance.json", "README.md", "view.html", "corpora", "sittings.jsonl")
+
+
+def clear_earlier_outputs(out: Path) -> None:
+    import shutil
+
+    drop_finished_record(out)  # first: whatever else a kill leaves, the folder no longer reads as finished
+    for pattern in GENERATED:
+        for path in out.glob(pattern):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+
+
+def continues_unfinished_run(out: Path, record: RunRecord, overwrite: bool) -> bool:
+    """True when `out` holds an interrupted run with these settings: this run continues it (the teacher cache
+    has every answer paid for). An interrupted run with other settings is refused unless `overwrite`."""
+    if not out.is_dir() or (out / "provenance.json").exists():
+        return False
+    if (out / "config.yaml").exists():
+        differ = settings_differences(out, record, ignore=("overwrite", "dry_run"))
+        if differ and not overwrite:
+            raise OutputExistsError(f"{out} holds an unfinished run with other settings ({'; '.join(differ[:3])}): "
+                                    "rerun with its settings to finish it, or pass --overwrite to replace it")
+        return not differ
+    return (out / "teacher_cache.jsonl").exists()  # a folder written before config.yaml came first
+
+
 def generate(argv: Sequence[str] | None = None) -> dict:
     from ..config import parse_config
 
     (gen, teacher_cfg, si_cfg, mod_cfg, qa_cfg), config_file = parse_config(
-        CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["generate"], prog="generate/run.py",
-        description="Build instruction data: moderation sets from labelled corpora, self-instruct tasks and "
-                    "moderation QA from a teacher.")
+        CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["generate"], layout=HELP)
     unknown = [t for t in gen.tasks if t not in TASKS]
     if unknown:
         raise ConfigError(f"unknown task(s) {unknown}; choose from {TASKS}")
-    validate(gen, teacher_cfg, si_cfg, qa_cfg)
     quiet_libraries()
     out_path = Path(gen.output_dir)
     corpora_build = CorporaBuild(mod_cfg, gen.seed) if "corpora" in gen.tasks else None
+    moderation_build = (ModerationBuild(mod_cfg, gen.seed, gen.near_duplicate_threshold)
+                        if "moderation" in gen.tasks else None)
     params = sampling_params(teacher_cfg, gen.seed)
     # Inputs are read and checked before anything is created or sent.
     teacher_builds = []
@@ -574,9 +622,9 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         teacher_builds.append(("self_instruct", SelfInstructBuild(si_cfg, params, gen.seed)))
     if "moderation_qa" in gen.tasks:
         teacher_builds.append(("moderation_qa", ModerationQABuild(qa_cfg, teacher_cfg, params)))
+    builds = {name: (build, build.all_requests() if name == "self_instruct" else build.requests())
+              for name, build in teacher_builds}
     if gen.dry_run:
-        builds = {name: (build, build.all_requests() if name == "self_instruct" else build.requests())
-                  for name, build in teacher_builds}
         report = dry_run(gen, teacher_cfg, builds, out_path)
         if corpora_build is not None:  # no teacher: nothing to send, the entries and files were checked
             report["tasks"]["corpora"] = {"requests": 0, "files": {name: [str(f) for f in files]
@@ -585,22 +633,33 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         print("generate: dry run, nothing sent and nothing written")
         return report
 
-    # provenance.json is written last: without it the earlier run never finished, so continue it.
-    unfinished = (out_path / "teacher_cache.jsonl").exists() and not (out_path / "provenance.json").exists()
+    record = RunRecord(out_path, "generate", [gen, teacher_cfg, si_cfg, mod_cfg, qa_cfg], config_file)
+    claim_output_dir(out_path)
+    unfinished = continues_unfinished_run(out_path, record, gen.overwrite)
     check_output_dir(out_path, gen.overwrite or unfinished)
-    if corpora_build is not None:
-        corpora_build.prepare()
+    for build in (moderation_build, corpora_build):
+        if build is not None:
+            build.prepare()
     teacher = gates = None
     if teacher_builds:  # everything that can fail on a setting fails here, before the folder is made
         from ..teachers import make_teacher
 
         gates = DataGates(gen)
         teacher = make_teacher(teacher_cfg)
+        # A long run says how long it may take before it starts, and which settings bound it.
+        total = dry_run(gen, teacher_cfg, builds, out_path, count_prompt_tokens=False)["total"]
+        if total["to_send"]:
+            print(f"generate: up to {total['to_send']} teacher requests of up to {teacher_cfg.max_new_tokens} new "
+                  f"tokens ({total['completion_tokens_at_most']:,} tokens), at most {total['time_at_most']} at "
+                  f"{teacher_cfg.teacher_tokens_per_s:g} tokens/s (--teacher_tokens_per_s); --max_requests, "
+                  "--max_posts and --max_new_tokens bound it, --dry_run details it", flush=True)
     out = ensure_output_dir(out_path, gen.overwrite or unfinished)
-    record = RunRecord(out, "generate", [gen, teacher_cfg, si_cfg, mod_cfg, qa_cfg], config_file)
+    if gen.overwrite:
+        clear_earlier_outputs(out)
+    record.write_config()  # first: until provenance.json joins it, the folder reads as this run, unfinished
     stats: dict = {}
-    if "moderation" in gen.tasks:
-        stats["moderation"] = build_moderation(mod_cfg, out, gen.seed, gen.near_duplicate_threshold, record)
+    if moderation_build is not None:
+        stats["moderation"] = moderation_build.write(out, record)
     if corpora_build is not None:
         stats["corpora"] = corpora_build.write(out, record)
     if teacher_builds:
@@ -611,21 +670,51 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         record.models["teacher"] = teacher.name
         if is_tiny_random(getattr(teacher, "path", "")):
             record.notes["teacher"] = "tiny random model: its answers are noise, so most or all are rejected"
-        with RequestCache(out / "teacher_cache.jsonl") as cache:
+        from ..teachers import sittings
+
+        with RequestCache(out / "teacher_cache.jsonl") as cache:  # locked first: one sitting at a time
+            sitting = sittings.SittingLog(out / sittings.SITTINGS)
+            cache.sitting = sitting.id
             record.add_output("teacher_cache", cache.path)
             if cache.damaged_lines:
                 stats["teacher_cache_damaged_lines"] = cache.damaged_lines
             for name, build in teacher_builds:
                 build.register(record)
                 stats[name] = build.run(teacher, cache, gates, out, record)
-        if retries := getattr(teacher, "retries", None):
-            stats["teacher_retries"] = dict(retries)
+            retries = getattr(teacher, "retries", None) or {}
+            if retries:
+                stats["teacher_retries"] = dict(retries)
+            sitting.finish(cached=sum(stats[name].get("cached", 0) for name, _ in teacher_builds),
+                           retried=sum(retries.values()))
+        # Every sitting's requests, tokens and time: a resumed run's cost is the sum, not its last sitting's.
+        stats["teacher_sittings"] = sittings.summarize(out / sittings.SITTINGS, cache.path)
+        record.notes["teacher_sittings"] = stats["teacher_sittings"]["total"]
     write_json(out / "stats.json", stats)
     record.add_output("stats", out / "stats.json")
+    write_dataset_card(out, stats, record)
+    from ..report.view import VIEW_NAME, write_view
+
+    record.add_output("view", out / VIEW_NAME)
     record.write()
+    view = write_view(out)  # a page for reading the data, derived from the folder (`tunelab view` rewrites it)
     print(json.dumps(stats, indent=2))
-    print(f"generate: outputs in {out}")
+    print(f"generate: outputs in {out}; to read them: {view}")
+    warn_if_nothing_kept(stats, [name for name, _ in teacher_builds], tiny_teacher="teacher" in record.notes)
     return stats
+
+
+def warn_if_nothing_kept(stats: dict, builds: list[str], *, tiny_teacher: bool) -> None:
+    """A teacher build that kept nothing ends with a warning and its commonest reasons, not a quiet exit 0."""
+    import sys
+
+    for name in builds:
+        if stats[name].get("kept", stats[name].get("kept_posts")) != 0:
+            continue
+        reasons = "; ".join(f"{reason} ({count})" for reason, count in list(stats[name]["reject_reasons"].items())[:3])
+        hint = (" The teacher is a tiny random model that knows nothing: give --teacher a real model."
+                if tiny_teacher else "")
+        print(f"generate: warning: {name} kept none of the teacher's answers; commonest reasons: {reasons or 'none'} "
+              f"(every reject is in {name}.rejects.jsonl).{hint}", file=sys.stderr)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ from ..errors import ConfigError, OutputExistsError, RecordError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
 from ..records import append_jsonl, drop_partial_last_line, iter_json_objects, read_records, write_json, write_jsonl
 from ..runs import RunRecord, check_resumable_run, claim_output_dir
+from ..settings import HelpLayout
 from ..teachers.base import SamplingParams
 from .common import quiet_libraries, run_main
 
@@ -47,58 +48,80 @@ OPERATIONAL_FIELDS = ("resume", "overwrite", "batch_size", "base_url", "api_key_
 class InferenceConfig:
     model: str = field(metadata={"help": "A finetune output folder (base + adapter), a merged model, a hub id or "
                                          "tunelab:tiny-llama; for --backend openai, the model name the server serves."})
-    data: str = field(default="data/alpaca_heldout.json", metadata={"help": "Alpaca records; 'output' is kept as the reference."})
-    output_dir: str = field(default="runs/inference", metadata={
+    data: str = field(default="data/alpaca_heldout.json", metadata={
+        "group": "data", "help": "Alpaca records; 'output' is kept as the reference."})
+    output_dir: str = field(default="runs/inference", metadata={"group": "output",
         "help": f"Gets {PREDICTIONS} (one setting) or {SWEEP_DIR}/*.jsonl (a sweep), {SWEEP_INDEX}, config.yaml, "
                 "provenance.json."})
     template: str | None = field(default=None, metadata={
         "help": "Prompt format: chat, a template in prompts/, or a path; default: the one saved with the model, "
                 "else the model's chat template, else alpaca_student (servers: chat)."})
     # Decoding: each takes one value or several; several make a sweep over their grid.
-    max_new_tokens: list[int] = field(default_factory=lambda: [128], metadata={
+    max_new_tokens: list[int] = field(default_factory=lambda: [128], metadata={"range": (1, None), "group": "decoding",
         "help": "Answer length cap; a row cut by it has finish_reason 'length'."})
-    temperature: list[float] = field(default_factory=lambda: [0.0], metadata={
+    temperature: list[float] = field(default_factory=lambda: [0.0], metadata={"range": (0, None), "group": "decoding",
         "help": "0 = greedy (or beam search); > 0 samples. Greedy ignores top_k and top_p, so those combinations "
                 "collapse into one setting."})
-    top_k: list[int] = field(default_factory=lambda: [0], metadata={"help": "Sample from the k likeliest tokens; 0 = off."})
-    top_p: list[float] = field(default_factory=lambda: [1.0], metadata={"help": "Nucleus sampling mass; 1 = off."})
-    num_beams: list[int] = field(default_factory=lambda: [1], metadata={
+    top_k: list[int] = field(default_factory=lambda: [0], metadata={"range": (0, None),
+        "group": "decoding", "help": "Sample from the k likeliest tokens; 0 = off."})
+    top_p: list[float] = field(default_factory=lambda: [1.0], metadata={"range": (0, 1), "range_open": "low",
+        "group": "decoding", "help": "Nucleus sampling mass; 1 = off."})
+    num_beams: list[int] = field(default_factory=lambda: [1], metadata={"range": (1, None), "group": "decoding",
         "help": "Beam search width, with temperature 0; a sweep skips beams > 1 with temperature > 0 (beam search "
                 "does not sample here)."})
-    repetition_penalty: list[float] = field(default_factory=lambda: [1.0], metadata={"help": "1 = off; > 1 discourages repeats."})
-    seed: int = field(default=0, metadata={
+    repetition_penalty: list[float] = field(default_factory=lambda: [1.0], metadata={"range": (0, None), "range_open": "low",
+        "group": "decoding", "help": "1 = off; > 1 discourages repeats."})
+    seed: int = field(default=0, metadata={"group": "decoding",
         "help": "Sampling is seeded per example from this and the prompt (recorded in each row): an answer does "
                 "not depend on its batch."})
-    backend: str = field(default="transformers", metadata={
+    backend: str = field(default="transformers", metadata={"group": "backend",
         "help": "transformers (in process) | openai (any OpenAI-compatible server, e.g. vllm serve) | vllm "
                 "(in process, optional extra, CUDA, no adapters)."})
-    batch_size: int = field(default=8, metadata={
+    batch_size: int = field(default=8, metadata={"range": (1, None), "group": "backend",
         "help": "In-process prompts per generate() call, length-sorted: faster, more memory; answers do not change."})
-    base_url: str | None = field(default=None, metadata={"help": "openai backend: e.g. http://localhost:8000/v1."})
-    api_key_env: str | None = field(default=None, metadata={
+    base_url: str | None = field(default=None, metadata={
+        "group": "backend", "help": "openai backend: e.g. http://localhost:8000/v1."})
+    api_key_env: str | None = field(default=None, metadata={"group": "backend",
         "help": "openai backend: NAME of the environment variable holding the API key (never the key)."})
-    max_in_flight: int = field(default=32, metadata={"help": "openai backend: concurrent requests."})
-    timeout_s: float = field(default=300.0, metadata={"help": "openai backend: seconds before a request is retried."})
-    max_retries: int = field(default=6, metadata={"help": "openai backend: retries on 429/5xx/timeouts/drops."})
-    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm backend: GPUs per model."})
-    label_probs: list[str] = field(default_factory=list, metadata={
+    max_in_flight: int = field(default=32, metadata={"range": (1, None),
+        "group": "backend", "help": "openai backend: concurrent requests."})
+    timeout_s: float = field(default=300.0, metadata={"range": (0, None), "range_open": "low",
+        "group": "backend", "help": "openai backend: seconds before a request is retried."})
+    max_retries: int = field(default=6, metadata={"range": (0, None),
+        "group": "backend", "help": "openai backend: retries on 429/5xx/timeouts/drops."})
+    tensor_parallel_size: int = field(default=1, metadata={"range": (1, None), "group": "backend", "help": "vllm backend: GPUs per model."})
+    label_probs: list[str] = field(default_factory=list, metadata={"group": "output",
         "help": "Also record each label's probability in every row (label_probs), read from the model's next-token "
                 "distributions, for evaluate's ROC and PR curves: a taxonomy (jigsaw, or a YAML file) or the label "
                 "names (positive negative). transformers backend only; costs a forward pass per label and place "
                 "a label can begin in the answer."})
-    limit: int | None = field(default=None, metadata={"help": "Answer only the first N examples."})
-    dtype: str = field(default="auto")
+    limit: int | None = field(default=None, metadata={"range": (1, None), "group": "data", "help": "Answer only the first N examples."})
+    dtype: str = field(default="auto", metadata={
+        "help": "In-process weights dtype: auto (the checkpoint's), bfloat16 or float16 (half of float32's memory), "
+                "float32."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub. Off unless you trust it."})
-    resume: bool = field(default=False, metadata={
+    resume: bool = field(default=False, metadata={"group": "output",
         "help": "Continue a run in output_dir, finished or not, with the same settings (an unfinished run "
                 "continues without it)."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
+    overwrite: bool = field(default=False, metadata={
+        "group": "output", "help": "Replace an existing, non-empty output_dir."})
 
     def __post_init__(self):
         # A YAML scalar (`temperature: 0.7`) arrives as one value; the grid wants lists.
         for name in GRID_FIELDS:
             value = getattr(self, name)
             setattr(self, name, list(value) if isinstance(value, (list, tuple)) else [value])
+
+
+CONFIG_TYPES = (InferenceConfig,)
+HELP = HelpLayout(
+    prog="inference.py",
+    description="Answer a held-aside set with a (tuned) model and chosen decoding settings; lists of settings "
+                "sweep their grid.",
+    groups={"model": "model", "data": "data", "decoding": "decoding (several values: a sweep over their grid)",
+            "backend": "backend and batching", "output": "output"},
+    defaults={InferenceConfig: "model"},
+)
 
 
 @dataclass(frozen=True)
@@ -165,23 +188,9 @@ def _name(p, cfg: InferenceConfig) -> str:
 
 
 def check_values(cfg: InferenceConfig) -> None:
-    def bad(name: str, rule: str, ok) -> None:
-        wrong = [v for v in getattr(cfg, name) if not ok(v)]
-        if wrong:
-            raise ConfigError(f"{name} must be {rule}, got {wrong[0]!r}")
-
-    bad("max_new_tokens", "at least 1", lambda v: v >= 1)
-    bad("temperature", "0 (greedy) or more", lambda v: v >= 0)
-    bad("top_k", "0 (off) or more", lambda v: v >= 0)
-    bad("top_p", "in (0, 1]", lambda v: 0 < v <= 1)
-    bad("num_beams", "at least 1", lambda v: v >= 1)
-    bad("repetition_penalty", "above 0", lambda v: v > 0)
+    """Settings that conflict; each number's own range is checked where it is parsed (its field's `range`)."""
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"unknown backend {cfg.backend!r}; choose from {', '.join(BACKENDS)}")
-    if cfg.batch_size < 1:
-        raise ConfigError("batch_size must be at least 1")
-    if cfg.limit is not None and cfg.limit < 1:
-        raise ConfigError("limit must be at least 1 (or unset for every example)")
     if cfg.resume and cfg.overwrite:
         raise ConfigError("resume continues the run in output_dir; overwrite would replace it: choose one")
     if cfg.backend != "transformers" and max(cfg.num_beams) > 1:
@@ -200,12 +209,13 @@ def resolve_student(model: str) -> tuple[str, str | None, dict]:
     A folder without an adapter (a merged model, a full fine-tune) holds the weights itself, so it
     is the base; its info's `base` then names the folder (the original is kept as `merged_from`).
     """
-    from ..models import resolve_model
+    from ..models import require_safetensors_adapter, resolve_model
 
     info = saved_model_info(model)
     if info:
         folder = Path(info["folder"])
         if info.get("adapter"):
+            require_safetensors_adapter(folder)  # before any weights load
             return resolve_model(info["base"]), str(folder), info
         if (folder / "config.json").exists():
             return str(folder), None, info | {"base": str(folder)}
@@ -452,13 +462,11 @@ def file_stats(rows: Sequence[dict]) -> dict:
 def infer(argv: Sequence[str] | None = None) -> dict:
     from ..config import parse_config
     from ..models import is_tiny_random
+    from ..report.view import VIEW_NAME, write_view
     from ..teachers.base import TeacherError, request_seed
     from ..teachers.cache import RequestProgress
 
-    (cfg,), config_file = parse_config(
-        (InferenceConfig,), argv, configs_dir=STAGE_CONFIG_DIRS["inference"], prog="inference.py",
-        description="Answer a held-aside set with a (tuned) model and chosen decoding settings; lists of settings "
-                    "sweep their grid.")
+    (cfg,), config_file = parse_config(CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["inference"], layout=HELP)
     settings, skipped = expand_grid(cfg)
     quiet_libraries()
     data_path, examples = read_examples(cfg)
@@ -533,6 +541,7 @@ def infer(argv: Sequence[str] | None = None) -> dict:
         finally:
             progress.close()
         record.add_output("sweep", out / SWEEP_INDEX)
+        record.add_output("view", out / VIEW_NAME)
         tiny = bool(backend.local_path) and is_tiny_random(backend.local_path)
         if tiny:
             record.notes["model"] = "tiny random model: its answers are noise"
@@ -547,11 +556,13 @@ def infer(argv: Sequence[str] | None = None) -> dict:
         }
         record.notes["summary"] = {k: v for k, v in summary.items() if k != "per_setting"}
         record.write()  # last: its presence marks the run finished
+        view = write_view(out)  # a page for reading the answers, derived from the folder (`tunelab view` rewrites it)
     finally:
         os.close(lock)
     print(json.dumps(summary, indent=2))
     where = out / SWEEP_DIR if sweep else out / PREDICTIONS
-    print(f"inference: {len(settings)} setting(s), answers in {where}" + (f" (index: {out / SWEEP_INDEX})" if sweep else ""))
+    print(f"inference: {len(settings)} setting(s), answers in {where}" + (f" (index: {out / SWEEP_INDEX})" if sweep else "")
+          + f"; to read them: {view}")
     return summary
 
 

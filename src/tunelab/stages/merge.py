@@ -20,7 +20,8 @@ from pathlib import Path
 
 from ..errors import ConfigError, TunelabError
 from ..paths import resolve_input
-from ..runs import RunRecord, check_output_dir, ensure_output_dir, redact
+from ..runs import RunRecord, check_output_dir, ensure_output_dir
+from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
 
 # Max |logit difference| allowed between adapter and merged model. In float32 they agree to ~1e-5
@@ -46,28 +47,43 @@ TINY_MARKER = "TINY_RANDOM_MODEL.txt"
 @dataclass
 class MergeConfig:
     model: str = field(metadata={"help": "A finetune output folder holding a LoRA adapter (finetune/train.py's output_dir)."})
-    output_dir: str = field(metadata={"help": "Gets the merged model (safetensors), tokenizer, prompt format, "
+    output_dir: str = field(metadata={
+        "group": "output", "help": "Gets the merged model (safetensors), tokenizer, prompt format, "
                                               "tunelab_model.json, config.yaml, provenance.json."})
     dtype: str = field(default="bfloat16", metadata={
         "help": "Weights dtype of the base and the saved model: bfloat16 (half the size) or float32. Never "
                 "quantized, even for a QLoRA adapter: merging into 4-bit weights loses the update."})
-    atol: float | None = field(default=None, metadata={
+    atol: float | None = field(default=None, metadata={"range": (0, None), "range_open": "low", "group": "check",
         "help": f"Largest |logit difference| allowed between adapter and merged model; default "
                 f"{DEFAULT_ATOL['bfloat16']:g} for bfloat16 (bf16 rounding of logits and of every merged weight moves "
                 f"logits by up to ~1), {DEFAULT_ATOL['float32']:g} for float32 (agreement to ~1e-5)."})
-    check_data: str | None = field(default=None, metadata={
+    check_data: str | None = field(default=None, metadata={"group": "check",
         "help": "Alpaca JSON/JSONL for the logits check (prompt + reference answer, in the student's format); "
                 "default: a few built-in instructions."})
-    check_examples: int = field(default=3, metadata={"help": "Sequences in the logits check (one forward each, two models)."})
-    check_max_tokens: int = field(default=256, metadata={"help": "Truncate each check sequence to this many tokens."})
+    check_examples: int = field(default=3, metadata={"range": (1, None),
+        "group": "check", "help": "Sequences in the logits check (one forward each, two models)."})
+    check_max_tokens: int = field(default=256, metadata={"range": (1, None),
+        "group": "check", "help": "Truncate each check sequence to this many tokens."})
     device_map: str | None = field(default=None, metadata={
         "help": "None: merge on CPU (a 7B model needs ~15 GB of RAM in bf16); auto: spread over the GPUs."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub. Off unless you trust it."})
-    push_to_hub: bool = field(default=False, metadata={
+    push_to_hub: bool = field(default=False, metadata={"group": "output",
         "help": "Upload the merged folder to the Hugging Face Hub (token from the HF_TOKEN environment variable only)."})
-    hub_repo_id: str | None = field(default=None, metadata={"help": "user/name of the hub repository (created if missing)."})
-    hub_private: bool = field(default=False, metadata={"help": "Create the hub repository as private."})
-    overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
+    hub_repo_id: str | None = field(default=None, metadata={
+        "group": "output", "help": "user/name of the hub repository (created if missing)."})
+    hub_private: bool = field(default=False, metadata={
+        "group": "output", "help": "Create the hub repository as private."})
+    overwrite: bool = field(default=False, metadata={
+        "group": "output", "help": "Replace an existing, non-empty output_dir."})
+
+
+CONFIG_TYPES = (MergeConfig,)
+HELP = HelpLayout(
+    prog="finetune/merge.py",
+    description="Merge a student's LoRA adapter into its base (unquantized), check logits, save a standalone model.",
+    groups={"model": "model", "check": "logits check", "output": "output and hub"},
+    defaults={MergeConfig: "model"},
+)
 
 
 def read_student(folder: str | Path) -> dict:
@@ -92,9 +108,11 @@ def read_student(folder: str | Path) -> dict:
                           "use the folder itself as the model")
     if info.get("task") not in MERGEABLE_TASKS:
         raise ConfigError(f"{info_path}: task {info.get('task')!r} cannot be merged here (expected one of {MERGEABLE_TASKS})")
-    for name in ("adapter_config.json", "adapter_model.safetensors"):
-        if not (folder / name).exists():
-            raise ConfigError(f"{folder} has no {name}: the adapter was not saved (did training finish?)")
+    from ..models import require_safetensors_adapter
+
+    require_safetensors_adapter(folder)
+    if not (folder / "adapter_config.json").exists():
+        raise ConfigError(f"{folder} has no adapter_config.json: the adapter was not saved (did training finish?)")
     if not info.get("base"):
         raise ConfigError(f"{info_path}: no 'base' model recorded")
     template = info.get("template")
@@ -105,7 +123,7 @@ def read_student(folder: str | Path) -> dict:
 
 def validate(cfg: MergeConfig) -> str | None:
     """Every setting problem before any folder is touched or weights are loaded; returns the hub token."""
-    from ..models import hub_token
+    from .push import hub_token_for
 
     if cfg.dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {DTYPES}, got {cfg.dtype!r}")
@@ -121,13 +139,7 @@ def validate(cfg: MergeConfig) -> str | None:
         raise ConfigError("hub_repo_id is given but push_to_hub is off: add --push_to_hub, or drop --hub_repo_id")
     if not cfg.push_to_hub:
         return None
-    if not cfg.hub_repo_id or cfg.hub_repo_id.count("/") != 1 or not all(cfg.hub_repo_id.split("/")):
-        raise ConfigError(f"push_to_hub needs --hub_repo_id user/name, got {cfg.hub_repo_id!r}")
-    token = hub_token()
-    if not token:
-        raise ConfigError("push_to_hub needs a Hugging Face token in the HF_TOKEN environment variable "
-                          "(tokens are never read from configs or the command line)")
-    return token
+    return hub_token_for(cfg.hub_repo_id)
 
 
 def check_records(cfg: MergeConfig) -> tuple[list[tuple[str, str, str | None]], Path | None]:
@@ -256,24 +268,11 @@ def load_vision_processor(student: Path, base: str, trust_remote_code: bool):
     raise ConfigError(f"{student}: no image processor with a chat template in the student folder or its base {base}")
 
 
-def upload_to_hub(folder: Path, repo_id: str, *, private: bool, token: str) -> str:
-    """Create the repository if needed and upload `folder`; returns the repository URL."""
-    from huggingface_hub import HfApi
-
-    api = HfApi()
-    url = api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
-    api.upload_folder(repo_id=repo_id, folder_path=str(folder), token=token, repo_type="model",
-                      commit_message="Upload merged tunelab student")
-    return str(url)
-
-
 def merge(argv: Sequence[str] | None = None) -> dict:
     """Run the merge stage; returns the logits check and where the model went."""
     from ..config import parse_config
 
-    (cfg,), config_file = parse_config(
-        (MergeConfig,), argv, prog="finetune/merge.py",
-        description="Merge a student's LoRA adapter into its base (unquantized), check logits, save a standalone model.")
+    (cfg,), config_file = parse_config(CONFIG_TYPES, argv, layout=HELP)
     token = validate(cfg)
     student = Path(cfg.model)
     info = read_student(student)
@@ -358,17 +357,19 @@ def merge(argv: Sequence[str] | None = None) -> dict:
     }, indent=2), encoding="utf-8")
     record.add_output("model", out)
     record.notes["logits_check"] = check
+    from ..cards import write_merged_model_card
+
+    write_merged_model_card(out, student, check, record)  # README.md: the adapter's card facts plus this merge
     if cfg.push_to_hub:
         record.notes["hub"] = {"repo_id": cfg.hub_repo_id, "private": cfg.hub_private}
     record.write()  # before the upload, so the hub copy carries its provenance
 
     summary = {"output_dir": str(out), "logits_check": check}
-    if cfg.push_to_hub:
-        try:
-            summary["hub_url"] = upload_to_hub(out, cfg.hub_repo_id, private=cfg.hub_private, token=token)
-        except Exception as e:  # the merged model is saved; say how to finish the upload by hand
-            raise TunelabError(f"upload to {cfg.hub_repo_id} failed ({type(e).__name__}: {redact(str(e))}); the merged model is "
-                               f"in {out}; retry with: hf upload {cfg.hub_repo_id} {out}") from None
+    if cfg.push_to_hub:  # the one upload path (finetune/push.py), card included
+        from .push import upload_or_explain
+
+        summary["hub_url"] = upload_or_explain(out, cfg.hub_repo_id, private=cfg.hub_private, token=token,
+                                               commit_message="Upload merged tunelab student")
         print(f"merge: uploaded to {summary['hub_url']}")
     print(f"merge: merged model in {out}")
     return summary

@@ -2,10 +2,16 @@
 
 A rerun with the same config finds its answers here and sends only the requests that are missing.
 Answers are stored as they arrive, group by group, so a kill loses only the requests in flight.
+
+Each line: `key`, `model`, the request as sent (`prompt`, or chat `messages` whose images are
+local paths or URLs, never image bytes, plus `images`: each local image's content digest), and
+`response`. A record built from an answer names its line by `request_key` (see `run_requests`).
+Lines of older caches, without the request or the digests, still load.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -24,8 +30,9 @@ class RequestCache:
     one folder cannot both pay for the same requests; `read_only` (dry runs) neither locks nor repairs.
     """
 
-    def __init__(self, path: str | os.PathLike, *, read_only: bool = False):
+    def __init__(self, path: str | os.PathLike, *, read_only: bool = False, sitting: str | None = None):
         self.path = Path(path)
+        self.sitting = sitting  # stamped on every answer stored, so costs can be told apart by sitting
         self._answers: dict[str, TeacherResponse] = {}
         self.damaged_lines = 0
         self._lock = None
@@ -64,14 +71,100 @@ class RequestCache:
     def get(self, key: str) -> TeacherResponse | None:
         return self._answers.get(key)
 
-    def put_many(self, entries: Sequence[tuple[str, TeacherRequest, TeacherResponse]], model: str) -> None:
-        """Store answers with one fsync; the raw request rides along so the cache is readable on its own."""
+    def put_many(self, entries: Sequence[tuple[str, TeacherRequest, TeacherResponse]], model: str,
+                 retries_so_far: int | None = None) -> None:
+        """Store answers with one fsync; the raw request rides along so the cache is readable on its own.
+        Each line also says when, in which sitting, and after how many retries of that sitting it arrived:
+        what a killed sitting spent is known from its lines alone."""
+        stamp = {} if self.sitting is None else {"sitting": self.sitting, "at": round(time.time(), 3),
+                                                 **({} if retries_so_far is None else {"retries_so_far": retries_so_far})}
         append_jsonl(self.path, [
-            {"key": key, "model": model, "prompt": request.prompt, "messages": request.messages,
-             "response": vars(response)} for key, request, response in entries
+            {"key": key, "model": model, **stored_request(request), "response": vars(response), **stamp}
+            for key, request, response in entries
         ])
         for key, _, response in entries:
             self._answers[key] = response
+
+
+def stored_request(request: TeacherRequest) -> dict:
+    """The request as a cache line keeps it: the prompt, or the messages with each image as its path
+    or URL (an inline data: image as its digest only), and `images`: local path -> content digest."""
+    if request.messages is None:
+        return {"prompt": request.prompt, "messages": None}
+    from .images import image_digest, is_remote
+
+    images: dict[str, str] = {}
+    messages = []
+    for message in request.messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            parts = []
+            for part in content:
+                if isinstance(part, dict) and part.get("type") == "image_url":
+                    url = str(part["image_url"]["url"])
+                    if url.startswith("data:"):
+                        url = "sha256:" + hashlib.sha256(url.encode("utf-8")).hexdigest() + " (inline image)"
+                        part = {**part, "image_url": {"url": url}}
+                    elif not is_remote(url):
+                        try:
+                            images[url] = image_digest(url)
+                        except OSError:
+                            pass  # gone since its key was made: the path alone still names it
+                parts.append(part)
+            message = {**message, "content": parts}
+        messages.append(message)
+    return {"prompt": None, "messages": messages, **({"images": images} if images else {})}
+
+
+def request_text(row: dict) -> str | None:
+    """A cache line's request as plain text for people (chat turns headed by their role), or None
+    for a line written before requests were kept."""
+    if isinstance(row.get("prompt"), str):
+        return row["prompt"]
+    messages = row.get("messages")
+    if not isinstance(messages, list):
+        return None
+    digests = row.get("images") or {}
+    turns = []
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+        texts = []
+        for part in parts:
+            if not isinstance(part, dict):
+                continue
+            if part.get("type") == "image_url":
+                url = str((part.get("image_url") or {}).get("url", ""))
+                texts.append(f"[image: {url}{' ' + digests[url] if url in digests else ''}]")
+            else:
+                texts.append(str(part.get("text", "")))
+        turns.append(f"[{message.get('role', '?')}]\n" + "\n".join(texts))
+    return "\n\n".join(turns)
+
+
+def read_cached_requests(path: str | os.PathLike, keys: set[str] | None = None) -> dict[str, dict]:
+    """The cache lines of `keys` (every line when None), by key, read without locking; a damaged
+    line is skipped. Only the wanted lines are parsed, so a large cache is read quickly."""
+    found: dict[str, dict] = {}
+    path = Path(path)
+    if not path.exists():
+        return found
+    head = '{"key": "'
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if keys is not None and line.startswith(head):
+                # put_many writes the key first: skip unwanted lines without parsing them
+                if line[len(head):line.find('"', len(head))] not in keys:
+                    continue
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("key"), str) and (keys is None or row["key"] in keys):
+                found[row["key"]] = row
+    return found
 
 
 def _lock(path: Path):
@@ -125,9 +218,12 @@ def run_requests(
     """Answer `requests` in order, from the cache where possible; returns responses and counts.
 
     Identical requests are sent once. If the teacher fails, every answer received so far is
-    already in the cache and the error says so: rerunning continues from there.
+    already in the cache and the error says so: rerunning continues from there. Each request's
+    key is put in its `meta["request_key"]`, so what is built from an answer can name its cache line.
     """
     keys = [request_key(teacher.name, r, params, template_version) for r in requests]
+    for request, key in zip(requests, keys, strict=True):
+        request.meta["request_key"] = key
     first_of: dict[str, int] = {}
     for i, key in enumerate(keys):
         if key not in cache:
@@ -143,7 +239,8 @@ def run_requests(
         with closing(teacher.answer([requests[i] for i in todo], params)) as groups:
             for group in groups:
                 entries = [(keys[todo[j]], requests[todo[j]], response) for j, response in group]
-                cache.put_many(entries, teacher.name)
+                retries = getattr(teacher, "retries", None)
+                cache.put_many(entries, teacher.name, sum(retries.values()) if retries is not None else None)
                 tokens = sum(r.completion_tokens for _, r in group)
                 stats["sent"] += len(group)
                 stats["completion_tokens"] += tokens

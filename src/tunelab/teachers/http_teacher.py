@@ -32,6 +32,7 @@ RETRY_STATUSES = {408, 409, 425, 429} | set(range(500, 600))
 RECORD_ERROR_STATUSES = {400, 413, 422}
 CONNECT_TIMEOUT_S = 30.0  # an unreachable host is reported in minutes, not after the full request timeout
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CONVENTIONAL_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 class RetryableError(Exception):
@@ -66,7 +67,10 @@ def api_key_from_env(env_var: str | None) -> str | None:
                           "not the key")
     key = os.environ.get(env_var)
     if not key:
-        raise ConfigError(f"teacher_api_key_env names ${env_var}, which is not set; export it or clear the setting")
+        # Variable names are conventionally UPPER_SNAKE; anything else (hf_..., sk_...) may be the key itself.
+        named = f"names ${env_var}, which" if _CONVENTIONAL_ENV_NAME.match(env_var) else (
+            "names a variable that (the value is not shown: it may be a key given by mistake)")
+        raise ConfigError(f"teacher_api_key_env {named} is not set; export it or clear the setting")
     return key
 
 

@@ -64,13 +64,13 @@ class ClassifierConfig:
                 "Empty: the first line is the header."})
     label_separator: str = field(default=",", metadata={
         "help": "Separator of several labels in one label_column cell; '' never splits."})
-    label_index_start: int = field(default=0, metadata={
+    label_index_start: int = field(default=0, metadata={"range": (0, None),
         "help": "Integer label value of the first label: 0 (GoEmotions ids) or 1 (DBpedia's 1-14)."})
     split_column: str | None = field(default=None, metadata={
         "help": "Column naming each row's split (IMDB's 'split'): data files give their train_split_value rows, "
                 "eval_data files (and the evaluate stage) their eval_split_value rows."})
-    train_split_value: str = field(default="train")
-    eval_split_value: str = field(default="test")
+    train_split_value: str = field(default="train", metadata={"help": "split_column value of the training rows."})
+    eval_split_value: str = field(default="test", metadata={"help": "split_column value of the evaluation rows."})
     problem_type: str = field(default="auto", metadata={
         "help": "single_label (softmax + CE, one class per text), multi_label (sigmoids + BCE, any number), or "
                 "auto: multi_label for label_columns or when any training row holds a list of labels."})
@@ -79,13 +79,13 @@ class ClassifierConfig:
         "help": "none, or balanced: single_label weights each class n/(k*count) in the CE loss; multi_label "
                 "weights each label's positives by negatives/positives (BCE pos_weight). Rare classes get "
                 "recall at some precision."})
-    max_class_weight: float | None = field(default=None, metadata={
+    max_class_weight: float | None = field(default=None, metadata={"range": (1, None),
         "help": "Clip class weights at this value (unclipped, Jigsaw's threat label gets about 200)."})
     balanced_sampling: bool = field(default=False, metadata={
         "help": "Draw training rows with replacement so each class (multi_label: each row's rarest label; "
                 "label-less rows form one group) comes up about equally often. An epoch keeps its length."})
     # Splits and subsets (seeded by data_seed or seed; stratified by class, or a row's rarest label).
-    test_split: float = field(default=0.0, metadata={
+    test_split: float = field(default=0.0, metadata={"range": (0, 1), "range_open": "high",
         "help": "Hold out this fraction of the data rows as a test set: never trained on, never used for thresholds "
                 "or early stopping. Its rows are listed in data_splits.json; `evaluate/score.py --model <run> "
                 "--split test` scores them. With eval_split, both are fractions of all rows (0.1 + 0.2: 70/10/20)."})
@@ -96,7 +96,7 @@ class ClassifierConfig:
                 "spacing, punctuation or stripped accents meet) is left out and listed in skipped_records; a test "
                 "file scored later (not a test_split) is not known here. train_subset draws from the training rows "
                 "with these added."})
-    train_subset: int | None = field(default=None, metadata={
+    train_subset: int | None = field(default=None, metadata={"range": (1, None),
         "help": "Train on a stratified random N of the training rows (after the splits), for a CPU budget; the "
                 "rest are unused (listed as such in data_splits.json)."})
     truncation: str = field(default="head", metadata={
@@ -765,7 +765,9 @@ def load_classifier(model_dir: str | Path):
     if info["lora"]:
         from peft import PeftModel
 
-        from ..models import resolve_model
+        from ..models import require_safetensors_adapter, resolve_model
+
+        require_safetensors_adapter(model_dir)
         model = PeftModel.from_pretrained(load_classifier_base(resolve_model(info["base"]), labels, pooling=pooling,
                                                                problem_type=info["problem_type"]), model_dir)
     elif pooling == "mean":

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..records import write_json
+from ..records import honour_umask_tree, write_json
 
 TRAIN_LOG = "train_log.json"
 CURVES_PNG = "training_curves.png"
@@ -87,8 +87,19 @@ def _train_time_callback(seconds_before: float | None, sittings_before: int | No
                 write_json(folder / TRAIN_TIME, {
                     "seconds": None if total is None else round(total, 1),
                     "sittings": None if sittings_before is None else sittings_before + 1})
+                drop_pickled_args(folder)
+                honour_umask_tree(folder)
 
     return TrainTimeCallback()
+
+
+TRAINING_ARGS_PICKLE = "training_args.bin"
+
+
+def drop_pickled_args(folder: Path) -> None:
+    """The Trainer pickles its arguments into every save. A pickle runs code when loaded and can carry
+    credentials; config.yaml already holds the same settings, readable and redacted."""
+    (Path(folder) / TRAINING_ARGS_PICKLE).unlink(missing_ok=True)
 
 
 def _time_before(checkpoint: Path | None) -> tuple[float | None, int | None]:
@@ -141,6 +152,7 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
     trainer.save_model(str(ctx.out))
     history = trainer.state.log_history
     if main:
+        drop_pickled_args(ctx.out)
         write_json(ctx.out / TRAIN_LOG, {"log_history": history})
         ctx.record.add_output("train_log", ctx.out / TRAIN_LOG)
         if plot_training_curves(history, ctx.out / CURVES_PNG):

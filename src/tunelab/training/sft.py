@@ -25,7 +25,8 @@ class TrainConfig(SFTConfig):
     """
 
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on where CUDA supports it."})
-    report_to: str | list[str] = field(default="tensorboard", metadata={
+    # A list default: HfArgumentParser reads a plain string default of a list field as [None].
+    report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={"group": "output",
         "help": "tensorboard (logs in output_dir/runs), wandb, none, ...; a PNG of the curves is always written."})
     completion_only_loss: bool | None = field(default=True, metadata={"help": "Loss on the response and EOS only."})
     packing: bool = field(default=False, metadata={
@@ -38,12 +39,13 @@ class TrainConfig(SFTConfig):
     gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias of activation_checkpointing."})
     activation_checkpointing: bool | None = field(default=None, metadata={
         "help": "Recompute activations in backward: much less memory, about 20%% slower. Default: on with CUDA."})
-    disable_tqdm: bool | None = field(default=False, metadata={"help": "Hide the progress bar."})
-    save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints kept in output_dir (for --resume)."})
-    early_stopping_patience: int | None = field(default=None, metadata={
+    disable_tqdm: bool | None = field(default=False, metadata={"group": "output", "help": "Hide the progress bar."})
+    save_total_limit: int | None = field(default=2, metadata={"range": (1, None),
+        "group": "output", "help": "Checkpoints kept in output_dir (for --resume): more to go back to, more disk."})
+    early_stopping_patience: int | None = field(default=None, metadata={"range": (1, None),
         "help": "Stop after this many evaluations without improvement of metric_for_best_model (default eval_loss); "
                 "keeps the best checkpoint. Needs eval_data or eval_split."})
-    early_stopping_threshold: float = field(default=0.0, metadata={"help": "Smallest change that counts as improvement."})
+    early_stopping_threshold: float = field(default=0.0, metadata={"range": (0, None), "help": "Smallest change that counts as improvement."})
     ddp_find_unused_parameters: bool | None = field(default=False, metadata={
         "help": "DDP: search for parameters without gradients each step (an extra pass); LoRA uses all of its own."})
 
@@ -67,6 +69,14 @@ class TrainConfig(SFTConfig):
             # prompt, and examples sharing a row would attend to each other.
             raise ConfigError("packing_strategy wrapped splits examples and lets them attend to each other; "
                               "use bfd (the default) or bfd_split")
+        if self.hub_token:
+            raise ConfigError("hub_token is refused: a token given as a setting lands in shell history and run "
+                              "records; put it in the HF_TOKEN environment variable")
+        if self.push_to_hub:
+            # The Trainer's own push uploads its auto-written README (no base model, no data) and checkpoints.
+            raise ConfigError("push_to_hub is not a finetune setting: after training, upload the folder with its "
+                              "model card by `python finetune/push.py --model OUTPUT_DIR --hub_repo_id user/name` "
+                              "(token from HF_TOKEN)")
         if self.early_stopping_patience is not None:
             # The best checkpoint is what early stopping keeps: evaluate and save on the same schedule.
             if self.eval_strategy == "no":

@@ -1,0 +1,181 @@
+"""What a new user meets first: every entry point without a config, files others can read, one-line errors
+for what a user gets wrong, secrets kept out of run folders, and generate folders that never mix two runs."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from tunelab.paths import PROJECT_ROOT
+from tunelab.stages import evaluate, finetune, generate, infer, merge
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def unreadable_by_others(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                  if not p.is_symlink() and not os.stat(p).st_mode & stat.S_IROTH)
+
+
+def test_every_entry_point_runs_without_a_config_and_writes_files_others_can_read(tmp_path, tiny_llama, umask_022):
+    student, classifier = tmp_path / "student", tmp_path / "classifier"
+    assert finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json", "--max_steps", "2",
+                          "--max_examples", "16", "--save_steps", "1", "--output_dir", str(student)]) == 0
+    assert finetune.main(["--base", "tunelab:minilm", "--task", "classify", "--data", "data/jigsaw_sample.csv",
+                          "--text_column", "comment_text", "--label_columns", "toxic", "insult", "--max_steps", "1",
+                          "--max_examples", "32", "--output_dir", str(classifier)]) == 0
+    assert merge.main(["--model", str(student), "--output_dir", str(tmp_path / "merged")]) == 0
+    assert infer.main(["--model", str(student), "--data", "data/alpaca_heldout.json", "--limit", "2",
+                       "--max_new_tokens", "4", "--output_dir", str(tmp_path / "answers")]) == 0
+    assert evaluate.main(["--predictions", str(tmp_path / "answers/predictions.jsonl"), "--allow_empty_predictions",
+                          "--bootstrap_resamples", "0", "--output_dir", str(tmp_path / "scores")]) == 0
+    assert generate.main(["--tasks", "moderation", "--output_dir", str(tmp_path / "data")]) == 0
+    # Libraries write some files through temporary files (0600); every run folder ends as the umask says.
+    for name in ("student", "classifier", "merged", "answers", "scores", "data"):
+        assert unreadable_by_others(tmp_path / name) == [], name
+    assert (tmp_path / "student/adapter_model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.rglob("training_args.bin"))  # a pickle, and it can carry a hub token
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    from tunelab.records import write_json
+
+    old = os.umask(0o027)
+    try:
+        write_json(tmp_path / "a.json", {"a": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o640
+
+
+def run_cli(script, *args, env=None):
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}, timeout=300)
+
+
+def test_user_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_path):
+    missing = run_cli("inference.py", "--model", "runs/no-such-student", "--output_dir", str(tmp_path / "a"))
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "runs/no-such-student" in missing.stderr and "HF_HUB_OFFLINE" in missing.stderr
+    assert missing.stdout == ""  # no library notice ahead of it (bitsandbytes' missing 'kernels' line)
+    hub = run_cli("finetune/train.py", "--base", "meta-llama/Llama-2-7b-chat-hf", "--data", "data/alpaca_sample.json",
+                  "--output_dir", str(tmp_path / "b"))
+    assert hub.returncode == 2 and hub.stderr.count("\n") == 1 and "local folder" in hub.stderr
+    debug = run_cli("inference.py", "--model", "./no-such-student", "--output_dir", str(tmp_path / "a"),
+                    env={"TUNELAB_DEBUG": "1"})
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "no such folder" in debug.stderr
+
+
+def test_yaml_mistakes_name_file_and_line_and_leave_nothing_behind(tmp_path, capsys):
+    cases = {
+        "mapping.yaml": ("tasks: [moderation]\ntest_per_label: {a: 1}\n", ":2: key 'test_per_label' takes a value"),
+        "corpus.yaml": ("seed: 1\n\ncorpus: {a: 1}\n", ":3: key 'corpus' takes a value"),
+        "broken.yaml": ("tasks: [moderation\nseed: 1\n", ":2: not valid YAML"),
+        "typo.yaml": ("seed: 1\nseeed: 2\n", ":2: unknown key 'seeed'; did you mean seed?"),
+    }
+    for name, (text, expected) in cases.items():
+        (tmp_path / name).write_text(text)
+        out = tmp_path / f"out-{name}"
+        assert generate.main(["--config", str(tmp_path / name), "--output_dir", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"{tmp_path / name}{expected}" in err and err.count("\n") == 1, err
+        assert not out.exists()
+
+
+def test_out_of_range_and_non_finite_numbers_are_refused(tmp_path, capsys):
+    for flag, value in (("--temperature", "nan"), ("--top_p", "inf")):
+        assert generate.main([flag, value, "--dry_run", "--output_dir", str(tmp_path / "x")]) == 2
+        assert f"{flag[2:]} must be a finite number" in capsys.readouterr().err
+
+
+def test_an_output_dir_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    file = tmp_path / "taken"
+    file.write_text("mine")
+    assert generate.main(["--tasks", "moderation", "--output_dir", str(file)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and file.read_text() == "mine"
+
+
+def test_a_pickled_adapter_is_refused_in_one_line(tmp_path, tiny_llama, capsys):
+    import torch
+
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": tiny_llama}))
+    torch.save({"w": torch.zeros(1)}, folder / "adapter_model.bin")
+    (folder / "tunelab_model.json").write_text(json.dumps({"base": "tunelab:tiny-llama", "adapter": True, "task": "sft"}))
+    assert infer.main(["--model", str(folder), "--output_dir", str(tmp_path / "a")]) == 2
+    assert "adapter_model.bin, a pickle, which is never loaded" in capsys.readouterr().err
+
+
+def test_hub_tokens_are_refused_on_train_and_masked_in_any_record(tmp_path, capsys):
+    from tunelab.runs import redact, redact_command
+
+    assert finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json", "--hub_token",
+                          "hf_secretvalue123", "--output_dir", str(tmp_path / "t")]) == 2
+    err = capsys.readouterr().err
+    assert "HF_TOKEN" in err and "hf_secretvalue123" not in err and not (tmp_path / "t").exists()
+    assert finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json", "--push_to_hub",
+                          "--output_dir", str(tmp_path / "p")]) == 2
+    assert "finetune/push.py" in capsys.readouterr().err
+    assert redact_command(["x", "--hub_token", "hf_a", "--hub-token=hf_b", "--eos_token", "</s>"]) == [
+        "x", "--hub_token", "***", "--hub-token=***", "--eos_token", "</s>"]
+    assert redact({"teacher_base_url": "http://u:pw@h:8/v1?api_key=k1&model=m"}) == {
+        "teacher_base_url": "http://u:***@h:8/v1?api_key=***&model=m"}
+
+
+def test_a_key_given_as_the_variable_name_is_not_echoed():
+    from tunelab.errors import ConfigError
+    from tunelab.teachers.http_teacher import api_key_from_env
+
+    with pytest.raises(ConfigError) as caught:
+        api_key_from_env("hf_abcdefSECRET123")
+    assert "hf_abcdefSECRET123" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"\$NO_SUCH_TUNELAB_KEY"):
+        api_key_from_env("NO_SUCH_TUNELAB_KEY")
+
+
+def test_a_run_killed_before_its_teacher_cache_exists_continues_with_the_same_command(tmp_path, monkeypatch):
+    argv = ["--tasks", "moderation", "--output_dir", str(tmp_path / "d")]
+
+    def killed(self, out, record):
+        (out / "moderation.dropped.jsonl").write_text("")
+        raise KeyboardInterrupt  # as good as a kill: nothing after this line runs
+
+    monkeypatch.setattr(generate.ModerationBuild, "write", killed)
+    with pytest.raises(KeyboardInterrupt):
+        generate.main(argv)
+    monkeypatch.undo()
+    assert generate.main(argv) == 0 and (tmp_path / "d/provenance.json").exists()
+
+
+def test_a_failed_overwrite_never_passes_for_finished_nor_mixes_runs(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "d"
+    assert generate.main(["--config", "demo", "--tasks", "moderation", "self_instruct", "--max_requests", "1",
+                          "--max_new_tokens", "8", "--output_dir", str(out)]) == 0
+    assert (out / "self_instruct.alpaca.json").exists() and (out / "teacher_cache.jsonl").exists()
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(generate.ModerationBuild, "write", failing)
+    replace = ["--tasks", "moderation", "--seed", "1", "--output_dir", str(out), "--overwrite"]
+    with pytest.raises(RuntimeError):
+        generate.main(replace)
+    left = sorted(p.name for p in out.iterdir())
+    assert "provenance.json" not in left and "stats.json" not in left
+    assert not [name for name in left if name.startswith("self_instruct")], left
+    assert "teacher_cache.jsonl" in left  # paid-for answers are kept
+    capsys.readouterr()
+    assert generate.main(["--tasks", "moderation", "--output_dir", str(out)]) == 2  # other settings: refused
+    assert "unfinished run with other settings" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert generate.main(replace) == 0
+    assert json.loads((out / "stats.json").read_text()).keys() == {"moderation"}
