@@ -179,3 +179,20 @@ def test_a_failed_overwrite_never_passes_for_finished_nor_mixes_runs(tmp_path, m
     monkeypatch.undo()
     assert generate.main(replace) == 0
     assert json.loads((out / "stats.json").read_text()).keys() == {"moderation"}
+
+
+def test_messages_say_what_is_wrong_with_a_value(tmp_path, capsys):
+    numeric = tmp_path / "numeric.jsonl"
+    labels = {"toxic": 1, "severe_toxic": 0, "obscene": 0, "threat": 0, "insult": 0, "identity_hate": 0}
+    numeric.write_text(json.dumps({"text": 12345, **labels}) + "\n")
+    assert generate.main(["--tasks", "moderation", "--corpus", str(numeric), "--text_column", "text",
+                          "--output_dir", str(tmp_path / "m")]) == 2
+    assert f"{numeric}:1: column 'text' must be a string, got int (12345)" in capsys.readouterr().err
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"id": "s", "instruction": 7, "instances": [{"input": "", "output": "x"}]}) + "\n")
+    assert generate.main(["--tasks", "self_instruct", "--seed_tasks", str(seeds), "--dry_run"]) == 2
+    assert f"{seeds}:1: the seed task's 'instruction' must be a string, got int (7)" in capsys.readouterr().err
+    twice = tmp_path / "predictions.jsonl"
+    twice.write_text("".join(json.dumps({"id": "a", "prediction": "x", "reference": "y"}) + "\n" for _ in range(2)))
+    assert evaluate.main(["--task", "text", "--predictions", str(twice), "--output_dir", str(tmp_path / "s")]) == 2
+    assert f"{twice}:2: record a: id already on line 1" in capsys.readouterr().err

@@ -42,16 +42,21 @@ class Record:
         return self.data.get(key, default)
 
 
+def text_problem(value: Any, what: str, *, allow_empty: bool = False) -> str | None:
+    """Why `value` is not usable text ("field 'output' must be a string, got int"), or None."""
+    if not isinstance(value, str):
+        shown = f" ({value!r})" if isinstance(value, (int, float)) and not isinstance(value, bool) else ""
+        return f"{what} must be a string, got {type(value).__name__}{shown}"
+    if not allow_empty and not value.strip():
+        return f"{what} is empty"
+    return None
+
+
 def _require_text(obj: dict, key: str, *, allow_empty: bool = False) -> str | None:
     """Return a problem description, or None when obj[key] is a usable string."""
     if key not in obj:
         return f"missing field '{key}'"
-    value = obj[key]
-    if not isinstance(value, str):
-        return f"field '{key}' must be a string, got {type(value).__name__}"
-    if not allow_empty and not value.strip():
-        return f"field '{key}' is empty"
-    return None
+    return text_problem(obj[key], f"field '{key}'", allow_empty=allow_empty)
 
 
 def validate(obj: Any, kind: str, taxonomy: Iterable[str] | None = None) -> str | None:

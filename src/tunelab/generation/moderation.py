@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..errors import RecordError
-from ..records import alpaca_to_chat, read_table_rows
+from ..records import alpaca_to_chat, read_table_rows, text_problem
 from ..taxonomy import Taxonomy
 
 TRUE_VALUES = {"1", "1.0", "true", "yes"}
@@ -46,8 +46,8 @@ def load_labeled_corpus(path: str | Path, taxonomy: Taxonomy, text_column: str,
     records, skipped = [], Counter()
     for line, row in rows:
         text = row[text_column]
-        if not isinstance(text, str) or not text.strip():
-            raise RecordError(path, line, f"column '{text_column}' is empty")
+        if problem := text_problem(text, f"column '{text_column}'"):
+            raise RecordError(path, line, problem)
         flags = {label: _flag(row[col], path, line, col) for label, col in label_columns.items()}
         if any(v is None for v in flags.values()):
             skipped["unscored (-1) rows"] += 1

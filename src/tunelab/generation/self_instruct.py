@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import RecordError
-from ..records import iter_json_objects
+from ..records import iter_json_objects, text_problem
 
 # Alpaca's blacklist: tasks a text model cannot do, or that ask for output it cannot give.
 BLACKLIST = (
@@ -55,8 +55,8 @@ def load_seed_tasks(path: str | Path) -> list[SeedTask]:
                             instance["output"])
         except (KeyError, IndexError, TypeError, AttributeError):
             raise RecordError(path, line, "a seed task needs 'instruction' and 'instances': [{'input', 'output'}]") from None
-        if not isinstance(seed.instruction, str) or not seed.instruction.strip():
-            raise RecordError(path, line, "seed task has an empty instruction")
+        if problem := text_problem(seed.instruction, "the seed task's 'instruction'"):
+            raise RecordError(path, line, problem)
         seeds.append(seed)
     if not seeds:
         raise RecordError(path, None, "holds no seed tasks")

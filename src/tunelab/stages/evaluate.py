@@ -153,7 +153,14 @@ def align_runs(paths: Sequence, runs: Sequence[Sequence[tuple[int, dict]]]) -> l
     """The rows of every run, in the first run's order, matched by id. Runs are compared on the same
     examples: each file must hold exactly the first file's ids, once each, with the same references;
     otherwise a RecordError names the file, the line and the id."""
-    if len(runs) == 1:
+    if len(runs) == 1:  # ids are optional for one run, but an id twice means two answers to one example
+        seen: dict = {}
+        for line, obj in runs[0]:
+            rid = obj.get("id")
+            if isinstance(rid, (str, int)) and not isinstance(rid, bool):
+                if rid in seen:
+                    raise RecordError(paths[0], line, f"record {rid}: id already on line {seen[rid]}")
+                seen[rid] = line
         return [[obj for _, obj in runs[0]]]
     index = []
     for path, rows in zip(paths, runs, strict=True):
