@@ -196,3 +196,12 @@ def test_messages_say_what_is_wrong_with_a_value(tmp_path, capsys):
     twice.write_text("".join(json.dumps({"id": "a", "prediction": "x", "reference": "y"}) + "\n" for _ in range(2)))
     assert evaluate.main(["--task", "text", "--predictions", str(twice), "--output_dir", str(tmp_path / "s")]) == 2
     assert f"{twice}:2: record a: id already on line 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("config", ["llama2_70b", "llama2_70b_vllm"])
+def test_the_full_size_teacher_configs_dry_run_offline(config, capsys):
+    """The README's first real-use command: a dry run needs no weights, and estimates tokens without the
+    tokenizer when the hub is out of reach."""
+    assert generate.main(["--config", config, "--dry_run"]) == 0
+    report = json.loads(capsys.readouterr().out.split("\ngenerate: dry run")[0])
+    assert report["tasks"]["self_instruct"]["to_send"] == (500 if config == "llama2_70b" else 2000)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import ConfigError
 from .base import TeacherRequest
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb for English with Llama/GPT tokenizers
@@ -24,7 +25,7 @@ class TokenCounter:
                     self.tokenizer = AutoProcessor.from_pretrained(path, trust_remote_code=cfg.trust_remote_code).tokenizer
                 else:
                     self.tokenizer = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
-            except (OSError, ValueError):  # offline, gated or unknown: fall back to an estimate
+            except (OSError, ValueError, ConfigError):  # offline, gated or unknown: fall back to an estimate
                 self.tokenizer = None
         self.method = f"tokenizer of {ref}" if self.tokenizer is not None else f"estimate: characters / {CHARS_PER_TOKEN}"
 
