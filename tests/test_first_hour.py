@@ -25,24 +25,55 @@ def unreadable_by_others(folder):
                   if not p.is_symlink() and not os.stat(p).st_mode & stat.S_IROTH)
 
 
-def test_every_entry_point_runs_without_a_config_and_writes_files_others_can_read(tmp_path, tiny_llama, umask_022):
-    student, classifier = tmp_path / "student", tmp_path / "classifier"
-    assert finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json", "--max_steps", "2",
-                          "--max_examples", "16", "--save_steps", "1", "--output_dir", str(student)]) == 0
+@pytest.fixture(scope="module")
+def configless(tmp_path_factory, tiny_llama):
+    """A student trained, merged and run with no config: only --base/--model, --data and --output_dir
+    (plus step limits that keep it quick). Files are written under umask 022."""
+    root = tmp_path_factory.mktemp("configless")
+    old = os.umask(0o022)
+    try:
+        assert finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json", "--max_steps", "2",
+                              "--max_examples", "16", "--save_steps", "1", "--output_dir", str(root / "student")]) == 0
+        assert infer.main(["--model", str(root / "student"), "--data", "data/alpaca_heldout.json", "--limit", "2",
+                           "--max_new_tokens", "4", "--output_dir", str(root / "answers")]) == 0
+    finally:
+        os.umask(old)
+    return root
+
+
+def test_finetune_sft_runs_without_a_config(configless):
+    assert (configless / "student/adapter_model.safetensors").stat().st_mode & 0o777 == 0o644
+    assert not list(configless.rglob("training_args.bin"))  # a pickle, and it can carry a hub token
+    assert unreadable_by_others(configless / "student") == []
+
+
+def test_inference_runs_without_a_config(configless):
+    assert len((configless / "answers/predictions.jsonl").read_text().splitlines()) == 2
+    assert unreadable_by_others(configless / "answers") == []
+
+
+def test_merge_runs_without_a_config(configless, tmp_path, umask_022):
+    assert merge.main(["--model", str(configless / "student"), "--output_dir", str(tmp_path / "merged")]) == 0
+    assert unreadable_by_others(tmp_path / "merged") == []
+
+
+def test_evaluate_runs_without_a_config(configless, tmp_path, umask_022):
+    assert evaluate.main(["--predictions", str(configless / "answers/predictions.jsonl"), "--allow_empty_predictions",
+                          "--bootstrap_resamples", "0", "--output_dir", str(tmp_path / "scores")]) == 0
+    assert unreadable_by_others(tmp_path / "scores") == []
+
+
+def test_finetune_classify_runs_without_a_config(tmp_path, umask_022):
     assert finetune.main(["--base", "tunelab:minilm", "--task", "classify", "--data", "data/jigsaw_sample.csv",
                           "--text_column", "comment_text", "--label_columns", "toxic", "insult", "--max_steps", "1",
-                          "--max_examples", "32", "--output_dir", str(classifier)]) == 0
-    assert merge.main(["--model", str(student), "--output_dir", str(tmp_path / "merged")]) == 0
-    assert infer.main(["--model", str(student), "--data", "data/alpaca_heldout.json", "--limit", "2",
-                       "--max_new_tokens", "4", "--output_dir", str(tmp_path / "answers")]) == 0
-    assert evaluate.main(["--predictions", str(tmp_path / "answers/predictions.jsonl"), "--allow_empty_predictions",
-                          "--bootstrap_resamples", "0", "--output_dir", str(tmp_path / "scores")]) == 0
-    assert generate.main(["--tasks", "moderation", "--output_dir", str(tmp_path / "data")]) == 0
+                          "--max_examples", "32", "--output_dir", str(tmp_path / "classifier")]) == 0
+    assert unreadable_by_others(tmp_path / "classifier") == []
+
+
+def test_generate_runs_without_a_config(tmp_path, umask_022):
     # Libraries write some files through temporary files (0600); every run folder ends as the umask says.
-    for name in ("student", "classifier", "merged", "answers", "scores", "data"):
-        assert unreadable_by_others(tmp_path / name) == [], name
-    assert (tmp_path / "student/adapter_model.safetensors").stat().st_mode & 0o777 == 0o644
-    assert not list(tmp_path.rglob("training_args.bin"))  # a pickle, and it can carry a hub token
+    assert generate.main(["--tasks", "moderation", "--output_dir", str(tmp_path / "data")]) == 0
+    assert unreadable_by_others(tmp_path / "data") == []
 
 
 def test_atomic_writes_follow_the_umask(tmp_path):
