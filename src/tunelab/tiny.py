@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .paths import DATA_DIR, PROMPTS_DIR
-from .records import honour_umask
+from .model_cache import build_once
 
 # Llama-2's chat format, so the tiny model takes the same messages path as Llama-2-7b-chat.
 LLAMA2_CHAT_TEMPLATE = (
@@ -226,22 +224,7 @@ BUILDERS = {TINY_LLAMA: build_tiny_llama, TINY_LLAVA: build_tiny_llava, TINY_LLA
 
 
 def ensure_tiny_model(name: str, cache: Path) -> Path:
-    """The cached tiny model `name`, built on first use (atomically, so a killed build is not reused)."""
+    """The cached tiny model `name`, built on first use."""
     if name not in BUILDERS:
         raise KeyError(name)
-    target = cache / "models" / f"{name}-v{BUILD_VERSION}"
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=target.parent))
-    try:
-        honour_umask(tmp, directory=True)
-        BUILDERS[name](tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # built concurrently by another process: keep theirs
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+    return build_once(cache / "models" / f"{name}-v{BUILD_VERSION}", BUILDERS[name])

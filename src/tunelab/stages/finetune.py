@@ -24,7 +24,7 @@ from .common import quiet_libraries, run_main
 
 @dataclass
 class ModelConfig:
-    base: str = field(metadata={"help": "Hub id, local folder, or a built-in (tunelab:tiny-llama, tunelab:tiny-llava, tunelab:minilm)."})
+    base: str = field(metadata={"help": "Hub id, local folder, or a built-in (tunelab:tiny-llama, tunelab:tiny-llava, tunelab:minilm, tunelab:smollm2)."})
     task: str = field(default="sft", metadata={"help": "sft (causal or vision-language student) or classify (encoder)."})
     use_lora: bool = field(default=True, metadata={
         "group": "lora", "help": "Train a LoRA adapter; off = full fine-tuning."})
