@@ -44,6 +44,8 @@ def configless(tmp_path_factory, tiny_llama):
 def test_finetune_sft_runs_without_a_config(configless):
     assert (configless / "student/adapter_model.safetensors").stat().st_mode & 0o777 == 0o644
     assert not list(configless.rglob("training_args.bin"))  # a pickle, and it can carry a hub token
+    checkpoints = list((configless / "student").glob("checkpoint-*"))
+    assert checkpoints and not [c for c in checkpoints if (c / "README.md").exists()]  # no blank peft cards
     assert unreadable_by_others(configless / "student") == []
 
 
@@ -93,10 +95,16 @@ def run_cli(script, *args, env=None):
 
 
 def test_user_errors_are_one_line_with_exit_2_and_debug_shows_the_traceback(tmp_path):
-    missing = run_cli("inference.py", "--model", "runs/no-such-student", "--output_dir", str(tmp_path / "a"))
+    (tmp_path / "runs").mkdir()
+    inside = run_cli("inference.py", "--model", str(tmp_path / "runs/no-such-student"), "--output_dir",
+                     str(tmp_path / "a"))
+    assert inside.returncode == 2 and inside.stderr.count("\n") == 1 and "no such folder" in inside.stderr
+    assert inside.stdout == ""  # no library notice ahead of it (bitsandbytes' missing 'kernels' line)
+    assert not (tmp_path / "a").exists()  # an early error leaves no output folder behind
+    # The shape of a hub id, in no folder that exists here: it could be either, and neither is there.
+    missing = run_cli("inference.py", "--model", "no-such-org-tl/no-such-student", "--output_dir", str(tmp_path / "a"))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1
-    assert "runs/no-such-student" in missing.stderr and "HF_HUB_OFFLINE" in missing.stderr
-    assert missing.stdout == ""  # no library notice ahead of it (bitsandbytes' missing 'kernels' line)
+    assert "no-such-org-tl/no-such-student" in missing.stderr and "HF_HUB_OFFLINE" in missing.stderr
     hub = run_cli("finetune/train.py", "--base", "meta-llama/Llama-2-7b-chat-hf", "--data", "data/alpaca_sample.json",
                   "--output_dir", str(tmp_path / "b"))
     assert hub.returncode == 2 and hub.stderr.count("\n") == 1 and "local folder" in hub.stderr
@@ -173,7 +181,7 @@ def test_a_key_given_as_the_variable_name_is_not_echoed():
         api_key_from_env("NO_SUCH_TUNELAB_KEY")
 
 
-def test_a_run_killed_before_its_teacher_cache_exists_continues_with_the_same_command(tmp_path, monkeypatch):
+def test_a_run_killed_before_its_teacher_cache_exists_continues_with_the_same_command(tmp_path, monkeypatch, capsys):
     argv = ["--tasks", "moderation", "--output_dir", str(tmp_path / "d")]
 
     def killed(self, out, record):
@@ -181,8 +189,8 @@ def test_a_run_killed_before_its_teacher_cache_exists_continues_with_the_same_co
         raise KeyboardInterrupt  # as good as a kill: nothing after this line runs
 
     monkeypatch.setattr(generate.ModerationBuild, "write", killed)
-    with pytest.raises(KeyboardInterrupt):
-        generate.main(argv)
+    assert generate.main(argv) == 130  # Ctrl-C: one line on how to continue, no traceback
+    assert capsys.readouterr().err.strip() == "interrupted; rerun the same command to continue"
     monkeypatch.undo()
     assert generate.main(argv) == 0 and (tmp_path / "d/provenance.json").exists()
 
@@ -236,3 +244,95 @@ def test_the_full_size_teacher_configs_dry_run_offline(config, capsys):
     assert generate.main(["--config", config, "--dry_run"]) == 0
     report = json.loads(capsys.readouterr().out.split("\ngenerate: dry run")[0])
     assert report["tasks"]["self_instruct"]["to_send"] == (500 if config == "llama2_70b" else 2000)
+
+
+@pytest.mark.parametrize("flag, value", [("--per_device_train_batch_size", "0"), ("--gradient_accumulation_steps", "0"),
+                                         ("--num_train_epochs", "-1"), ("--num_train_epochs", "0"),
+                                         ("--max_length", "0"), ("--learning_rate", "0")])
+def test_trainer_numbers_are_checked_before_anything_is_written(tmp_path, capsys, flag, value):
+    out = tmp_path / "t"
+    assert finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json", flag, value,
+                          "--output_dir", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag[2:] in err and not out.exists()
+
+
+def test_range_errors_name_the_config_line(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("base: tunelab:tiny-llama\nlora_r: 0\n")
+    assert finetune.main(["--config", str(config), "--data", "data/alpaca_sample.json",
+                          "--output_dir", str(tmp_path / "t")]) == 2
+    assert f"{config}:2: lora_r must be in [1, inf), got 0" in capsys.readouterr().err
+
+
+def test_an_output_folder_inside_a_file_is_one_line_everywhere(tmp_path, capsys):
+    file = tmp_path / "afile"
+    file.write_text("mine")
+    assert infer.main(["--model", "tunelab:tiny-llama", "--output_dir", str(file)]) == 2
+    assert generate.main(["--tasks", "moderation", "--output_dir", str(file / "sub")]) == 2
+    assert capsys.readouterr().err.count("is a file, not a folder") == 2 and file.read_text() == "mine"
+
+
+def test_evaluate_leaves_no_folder_when_its_input_is_missing(tmp_path, capsys):
+    out = tmp_path / "deep/scores"
+    assert evaluate.main(["--task", "text", "--predictions", str(tmp_path / "none.jsonl"), "--output_dir", str(out)]) == 2
+    assert "file not found" in capsys.readouterr().err and not (tmp_path / "deep").exists()
+
+
+def test_an_interrupted_finetune_run_is_pointed_to_resume(tmp_path, capsys):
+    out = tmp_path / "t"
+    out.mkdir()
+    (out / "config.yaml").write_text("seed: 0\n")  # what a run killed after its start leaves
+    assert finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json",
+                          "--output_dir", str(out)]) == 2
+    assert "did not finish: add --resume" in capsys.readouterr().err
+
+
+def test_a_failed_finetune_overwrite_leaves_no_file_of_the_earlier_run(configless, tmp_path, monkeypatch):
+    import shutil
+
+    from transformers import Trainer
+
+    out = tmp_path / "student"
+    shutil.copytree(configless / "student", out)
+
+    def crash(self, *args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(Trainer, "train", crash)
+    with pytest.raises(RuntimeError):
+        finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json", "--max_steps", "1",
+                       "--max_examples", "8", "--output_dir", str(out), "--overwrite"])
+    left = sorted(p.name for p in out.iterdir())
+    assert left == ["config.yaml"], left  # the replacement's settings only: no old adapter, card or provenance
+
+
+def test_sigterm_stops_a_run_cleanly_with_its_lock_released(tmp_path):
+    import signal
+    import time
+
+    from tunelab.teachers.mock_server import MockServer
+
+    with MockServer(latency_s=0.5) as server:
+        proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "generate/run.py"), "--tasks", "self_instruct",
+                                 "--teacher_backend", "openai", "--teacher", "m", "--teacher_base_url", server.base_url,
+                                 "--max_requests", "40", "--requests_per_round", "40", "--teacher_max_in_flight", "1",
+                                 "--output_dir", str(tmp_path / "g")],
+                                cwd=PROJECT_ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, stderr=subprocess.PIPE,
+                                stdout=subprocess.DEVNULL, text=True)
+        cache = tmp_path / "g/teacher_cache.jsonl"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (cache.exists() and cache.read_text().count("\n") >= 1):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted; rerun the same command to continue" in err
+    assert "Traceback" not in err and not (tmp_path / ".g.lock").exists()
+
+
+def test_compared_runs_are_named_by_folder_or_by_sweep_setting():
+    from tunelab.stages.evaluate import _run_names
+
+    names = _run_names(["runs/demo/latest/inference/predictions.jsonl",
+                        "runs/demo/latest/sweep/predictions/t0.7_k50_b1.jsonl"], [])
+    assert names == ["inference", "t0_7_k50_b1"]

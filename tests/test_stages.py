@@ -159,7 +159,8 @@ def test_finetune_student_saves_adapter_template_and_record(student):
 
 def test_finetune_refuses_to_overwrite(student, capsys):
     out, _ = student
-    assert finetune.main(["--config", "demo_student", "--output_dir", str(out), *FAST_TRAIN]) == 2
+    assert finetune.main(["--config", "demo_student", "--data", "data/alpaca_sample.json", "--output_dir", str(out),
+                          *FAST_TRAIN]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
 

@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tunelab: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[name][0])
-    sys.argv[0] = f"tunelab {name}"
+    sys.argv[:] = [f"tunelab {name}", *argv[1:]]  # what the run records and --help show: `tunelab demo`, not `demo demo`
     return module.main(argv[1:])
 
 

@@ -164,14 +164,19 @@ def parse_config(
     prog: str | None = None,
     description: str | None = None,
     layout: HelpLayout | None = None,
+    ranges: dict[str, tuple] | None = None,
 ) -> tuple[list[Any], Path | None]:
     """Parse `--config FILE` plus overrides into instances of `dataclass_types`.
 
     `layout` groups the settings in `--help` (and names prog and description); without one they are
-    listed in one group. Returns the dataclass instances and the config file used (None when there was none).
+    listed in one group. `ranges` declares (low, high[, open end]) for fields of library dataclasses whose
+    metadata tunelab does not write (TRL's). Returns the dataclass instances and the config file used (None
+    when there was none).
     """
     layout = layout or HelpLayout(prog or "", description or "", {"settings": "settings"})
     argv = list(sys.argv[1:] if argv is None else argv)
+    if sys.argv and sys.argv[0].startswith("tunelab "):  # run as `tunelab generate`: usage says so
+        prog = sys.argv[0]
     parser = _settings_parser()(dataclass_types, prog=prog or layout.prog or None,
                                 description=description or layout.description or None,
                                 usage="%(prog)s [--config FILE] [--SETTING VALUE ...]", add_help=False,
@@ -188,15 +193,20 @@ def parse_config(
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(argv)
-    config_path = None
+    config_path, lines = None, {}
+    typed = {a.dest for flag in _flags(argv) if (a := parser._option_string_actions.get(flag)) is not None}
+
+    def where(key: str) -> str:
+        """Where a setting's value came from, for errors: the command line, else the config's line."""
+        if key in typed:
+            return "command line"
+        return f"{config_path}:{lines[key]}" if key in lines else str(config_path or "defaults")
+
     if known.config:
         config_path = find_config(known.config, configs_dir)
         values, lines = load_yaml_with_lines(config_path)
         actions = {a.dest: a for a in parser._actions}
         field_names = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
-
-        def where(key: str) -> str:
-            return f"{config_path}:{lines[key]}" if key in lines else str(config_path)
 
         for key in values:
             if key not in field_names:
@@ -218,21 +228,41 @@ def parse_config(
     for dtype in dataclass_types:
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
         kwargs = {k: v for k, v in vars(namespace).items() if k in names}
-        check_ranges(dtype, kwargs)
+        check_ranges(dtype, kwargs, where, ranges or {})
         try:
             outputs.append(dtype(**kwargs))
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{config_path or 'command line'}: {e}") from None
+            source = f" ({config_path} and the command line)" if config_path else ""
+            raise ConfigError(f"invalid settings{source}: {e}") from None
     return outputs, config_path
 
 
-def check_ranges(dtype: type, values: dict[str, Any]) -> None:
-    """Refuse a number no setting can mean (nan, inf) and one outside its field's declared `range`.
+def _flags(argv: Sequence[str]) -> list[str]:
+    """The option strings typed in `argv` (`--lr 1` and `--lr=1` alike)."""
+    return [arg.split("=", 1)[0] for arg in argv if arg.startswith("--")]
 
-    `range` in a field's metadata is (low, high), either end None for open; a number at an end is allowed
-    unless `range_open` names that end ("low", "high" or "both").
+
+def field_range(f: dataclasses.Field, ranges: dict[str, tuple]) -> tuple | None:
+    """(low, high, open end) of a field: its metadata's `range` and `range_open`, else `ranges[name]`."""
+    if "range" in f.metadata:
+        return (*f.metadata["range"], f.metadata.get("range_open", ""))
+    if f.name in ranges:
+        low, high, *open_end = ranges[f.name]
+        return low, high, (open_end[0] if open_end else "")
+    return None
+
+
+def check_ranges(dtype: type, values: dict[str, Any], where=lambda key: "settings", ranges=None) -> None:
+    """Refuse a number no setting can mean (nan, inf) and one outside its field's declared range, naming where
+    the value came from (`where(name)`: the command line, or a config file's line).
+
+    A range is (low, high), either end None for open; a number at an end is allowed unless the open end is
+    named ("low", "high" or "both"): `range`/`range_open` in a field's metadata, or `ranges` for fields of
+    library dataclasses.
     """
     import math
+
+    from .settings import interval_text
 
     for f in dataclasses.fields(dtype):
         if f.name not in values:
@@ -240,17 +270,15 @@ def check_ranges(dtype: type, values: dict[str, Any]) -> None:
         value = values[f.name]
         numbers = [v for v in (value if isinstance(value, list) else [value])
                    if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        low, high = f.metadata.get("range", (None, None))
-        open_end = f.metadata.get("range_open", "")
+        low, high, open_end = field_range(f, ranges or {}) or (None, None, "")
         for v in numbers:
             if isinstance(v, float) and not math.isfinite(v):
-                raise ConfigError(f"{f.name} must be a finite number, got {v}")
+                raise ConfigError(f"{where(f.name)}: {f.name} must be a finite number, got {v}")
             below = low is not None and (v < low or (v == low and open_end in ("low", "both")))
             above = high is not None and (v > high or (v == high and open_end in ("high", "both")))
             if below or above:
-                from .settings import range_text
-
-                raise ConfigError(f"{f.name} must be in {range_text(f)}, got {v}")
+                raise ConfigError(f"{where(f.name)}: {f.name} must be in {interval_text(low, high, open_end)}, "
+                                  f"got {v}")
 
 
 def to_plain(obj: Any) -> Any:

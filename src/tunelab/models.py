@@ -43,7 +43,8 @@ def resolve_model(ref: str) -> str:
     path = Path(ref).expanduser()
     if path.exists():
         return str(path)
-    if not HUB_ID.fullmatch(ref):
+    # Not a hub id's shape, or inside a folder that exists here (runs/...): a local path that is missing.
+    if not HUB_ID.fullmatch(ref) or ("/" in ref and Path(path.parts[0]).is_dir()):
         raise ConfigError(f"model {ref!r}: no such folder ({path.resolve()})")
     if hub_offline() and not hub_cached(ref):
         raise ConfigError(f"model {ref!r} is not a local folder ({path.resolve()} does not exist), and HF_HUB_OFFLINE=1 "

@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -41,6 +42,26 @@ MASK = "***"
 
 
 _CLAIMS: dict[Path, Any] = {}  # output folder -> the open lock file this process holds for it
+_CREATED: list[Path] = []  # folders that did not exist when claimed: a run that fails leaves none of them empty
+
+
+def check_not_a_file(path: str | os.PathLike) -> None:
+    """An output folder cannot be, or be inside, an existing file: say so in one line."""
+    path = Path(path)
+    for folder in (path, *path.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise OutputExistsError(f"output folder {path}: {folder} is a file, not a folder; "
+                                        "give another output_dir")
+            return
+
+
+def _first_missing(folder: Path) -> Path:
+    """The outermost ancestor of `folder` (or itself) that does not exist yet."""
+    missing = folder
+    while not missing.parent.exists():
+        missing = missing.parent
+    return missing
 
 
 def claim_output_dir(path: str | os.PathLike) -> None:
@@ -50,6 +71,7 @@ def claim_output_dir(path: str | os.PathLike) -> None:
     The lock is an OS file lock on `.<name>.lock` beside the folder, so it dies with its process; the
     folder itself need not exist yet. Under torchrun only rank 0 claims. No-op where the OS has no flock.
     """
+    check_not_a_file(path)
     try:
         import fcntl
     except ImportError:  # Windows
@@ -57,7 +79,11 @@ def claim_output_dir(path: str | os.PathLike) -> None:
     path = Path(path).resolve()
     if path in _CLAIMS or int(os.environ.get("RANK", "0")) != 0:
         return
+    if not path.parent.exists():
+        _CREATED.append(_first_missing(path.parent))
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        _CREATED.append(path)
     handle = open(path.parent / f".{path.name}.lock", "a+", encoding="utf-8")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -74,27 +100,38 @@ def claim_output_dir(path: str | os.PathLike) -> None:
     _CLAIMS[path] = handle
 
 
-def release_output_dirs() -> None:
-    """Let go of every folder this process claimed (each stage's entry point does, when the stage ends)."""
-    if not _CLAIMS:  # also where the OS has no flock (nothing is ever claimed there)
-        return
-    import fcntl
+def release_output_dirs(*, failed: bool = False) -> None:
+    """Let go of every folder this process claimed (each stage's entry point does, when the stage ends).
+    After a failure, the folders this run created and left empty are removed: an early error leaves nothing."""
+    created, _CREATED[:] = list(_CREATED), []
+    if _CLAIMS:  # none where the OS has no flock
+        import fcntl
 
-    while _CLAIMS:
-        path, handle = _CLAIMS.popitem()
-        Path(handle.name).unlink(missing_ok=True)
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
+        while _CLAIMS:
+            path, handle = _CLAIMS.popitem()
+            Path(handle.name).unlink(missing_ok=True)
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            handle.close()
+    if failed:
+        for folder in reversed(created):
+            try:
+                if folder.is_dir() and not any(p for p in folder.rglob("*") if not p.is_dir()):
+                    shutil.rmtree(folder)
+            except OSError:
+                pass  # not ours to force
 
 
-def check_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "output folder") -> Path:
+def check_output_dir(path: str | os.PathLike, overwrite: bool, *, what: str = "output folder",
+                     unfinished_hint: str | None = None) -> Path:
     """Refuse, before any slow work, when `path` already holds files and `overwrite` is off, or when
-    another run is writing it; otherwise claim it for this run."""
+    another run is writing it; otherwise claim it for this run. `unfinished_hint` says how to continue a run
+    that was interrupted there (its config.yaml without provenance.json)."""
     path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise OutputExistsError(f"{what} {path} is a file, not a folder: give another output_dir")
     claim_output_dir(path)
     if path.exists() and any(path.iterdir()) and not overwrite:
+        if unfinished_hint and (path / "config.yaml").exists() and not (path / "provenance.json").exists():
+            raise OutputExistsError(f"{what} {path} holds a run that did not finish: {unfinished_hint}, or pass "
+                                    "--overwrite to start again")
         raise OutputExistsError(f"{what} {path} already exists and is not empty; pass --overwrite to replace its outputs")
     return path
 

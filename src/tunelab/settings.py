@@ -244,7 +244,10 @@ def help_text(f: dataclasses.Field) -> str:
 def range_text(f: dataclasses.Field) -> str:
     """A field's declared range as an interval, e.g. [1, inf) or (0, 1]."""
     low, high = f.metadata["range"]
-    open_end = f.metadata.get("range_open", "")
+    return interval_text(low, high, f.metadata.get("range_open", ""))
+
+
+def interval_text(low, high, open_end: str = "") -> str:
     left = "(" if low is None or open_end in ("low", "both") else "["
     right = ")" if high is None or open_end in ("high", "both") else "]"
     return f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"

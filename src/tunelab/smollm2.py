@@ -47,10 +47,10 @@ def convert(gguf: Path, out_dir: Path) -> Path:
 
     from .runs import sha256_file
 
-    try:
-        import gguf as _  # noqa: F401  (transformers' GGUF reader)
-    except ModuleNotFoundError:
-        raise ConfigError(f"tunelab:smollm2 is converted with the gguf package: {INSTALL}") from None
+    from importlib.util import find_spec
+
+    if find_spec("gguf") is None:  # transformers' GGUF reader
+        raise ConfigError(f"tunelab:smollm2 is converted with the gguf package: {INSTALL}")
     folder, name = str(gguf.parent), gguf.name
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)

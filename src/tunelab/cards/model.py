@@ -122,7 +122,8 @@ def _data_section(facts: RunFacts) -> tuple[list[str], list[str], list[str]]:
             ("test examples (held out, not trained on)", s.get("test_examples")),
             ("records left out as unreadable", s.get("skipped_records")),
             ("longer than max_length", s.get("overlength")),
-            ("dropped: no response left after truncation", s.get("dropped_no_response_left"))]
+            ("of the training examples, dropped by the trainer: no response left after truncation",
+             s.get("dropped_no_response_left"))]
     used = [(k, v) for k, v in used if v not in (None, 0) or k == "training examples"]
     if any(v is not None for _, v in used):
         lines.append("")

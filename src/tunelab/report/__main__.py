@@ -24,7 +24,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("eval_dir", metavar="folder", type=Path,
                         help="a run output folder: evaluate (scores.json, ...), generate or inference")
     parser.add_argument("--title", default=None, help="page title (default: the kind and the folder's name)")
-    parser.add_argument("--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
+    parser.add_argument("--max_examples", "--max-examples", type=int, default=DEFAULT_MAX_EXAMPLES,
                         help="rows per table; 0 for all (plain DOM stays quick to ~10k)")
     args = parser.parse_args(argv)
     try:

@@ -647,7 +647,8 @@ def render_report(eval_dir: str | Path, title: str | None = None, *,
     """The report page for `eval_dir` as one HTML string (see the module docstring)."""
     eval_dir = Path(eval_dir)
     if not eval_dir.is_dir():
-        raise ConfigError(f"{eval_dir} is not a folder: give an evaluation output folder (holding scores.json)")
+        problem = "is not a folder" if eval_dir.exists() else "does not exist"
+        raise ConfigError(f"{eval_dir} {problem}: give an evaluation output folder (holding scores.json)")
     folder = read_eval_folder(eval_dir, max_examples)
     task = (folder.config or {}).get("task")
     title = title or f"{str(task).capitalize() + ' evaluation' if task else 'Evaluation'}: {eval_dir.name}"

@@ -60,7 +60,8 @@ def folder_kind(folder: Path) -> str:
     ConfigError (naming the folder) when it is not a folder or holds none of them."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ConfigError(f"{folder} is not a folder: give a generate, inference or evaluation output folder")
+        problem = "is not a folder" if folder.exists() else "does not exist"
+        raise ConfigError(f"{folder} {problem}: give a generate, inference or evaluation output folder")
     try:
         stage = json.loads((folder / "provenance.json").read_text(encoding="utf-8")).get("stage")
     except (OSError, ValueError, AttributeError):

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from ..errors import TunelabError
 
@@ -15,7 +17,8 @@ def quiet_libraries() -> None:
     """Keep the console for our own progress bars and summaries."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    for name in ("transformers", "datasets", "accelerate", "peft", "trl", "absl", "bitsandbytes"):
+    # huggingface_hub logs each retry of an unreachable Hub; a failure ends in one line of ours instead.
+    for name in ("transformers", "datasets", "accelerate", "peft", "trl", "absl", "bitsandbytes", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.ERROR)
     # Deprecation notices inside the libraries themselves, not about anything a user set.
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"transformers\.")
@@ -28,23 +31,50 @@ def quiet_libraries() -> None:
         pass
 
 
-def run_main(body: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None) -> int:
+def run_main(body: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None, *,
+             interrupted_hint: str = "rerun the same command to continue") -> int:
     """Run a stage. A failure the user can fix (a `TunelabError`, a model the Hub would not give) is printed
-    as one line (exit 2); `TUNELAB_DEBUG=1` shows the traceback instead. The output folders it claimed are
-    let go when it ends."""
+    as one line (exit 2); `TUNELAB_DEBUG=1` shows the traceback instead. Ctrl-C or a SIGTERM ends with one
+    line saying how to continue. The output folders it claimed are let go when it ends, and folders it
+    created are removed if it failed before writing anything into them."""
     from ..runs import release_output_dirs
 
+    failed = True
+    debug = os.environ.get("TUNELAB_DEBUG", "").strip() not in ("", "0")
+    previous = _stop_on_sigterm()
     try:
         body(argv)
+        failed = False
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"\ninterrupted; {interrupted_hint}", file=sys.stderr)
+        return 130
     except Exception as e:
         message = str(e) if isinstance(e, TunelabError) else hub_failure(e)
-        if message is None or os.environ.get("TUNELAB_DEBUG", "").strip() not in ("", "0"):
+        if message is None or debug:
             raise
         print(f"error: {message}", file=sys.stderr)
         return 2
     finally:
-        release_output_dirs()
+        release_output_dirs(failed=failed)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _stop_on_sigterm():
+    """A SIGTERM (a queue's cancel, `kill`) stops the stage as Ctrl-C does, so `finally` blocks run: locks are
+    let go and nothing half-written is left behind. Returns the handler to restore (None off the main thread)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, stop)
 
 
 def _chain(error: BaseException):
@@ -60,10 +90,13 @@ def hub_failure(error: BaseException) -> str | None:
     error has nothing to do with the Hub."""
     from ..models import HUB_REFERENCES
 
+    ref = HUB_REFERENCES[-1] if HUB_REFERENCES else None
     local = "or give a local folder instead of a hub id"
+    if ref is not None:  # it may have been meant as a folder: say there is none
+        local += f" (there is no folder {Path(ref).resolve()} here)"
     message = _hub_message(error, local)
-    if message is not None and HUB_REFERENCES:
-        message = f"loading {HUB_REFERENCES[-1]!r}: {message}"
+    if message is not None and ref is not None:
+        message = f"loading {ref!r}: {message}"
     return message
 
 

@@ -129,7 +129,9 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     write_json(root / "summary.json", {"rows": rows, "seconds": timings, "note": TINY_NOTE})
     print_table(rows)
     where = str(root)
-    if cfg.output_dir is None and link_latest(root):
+    # A --quick smoke run takes `latest` only when there is none: the next commands want a full demo's outputs.
+    keep_full = cfg.quick and (root.parent / LATEST).exists()
+    if cfg.output_dir is None and not keep_full and link_latest(root):
         where = f"{root} (also {root.parent / LATEST}, where the demo configs look)"
     print(f"\n{TINY_NOTE}\nStage times (s): {timings}\nEverything is under {where}; summary.json lists it.")
     return rows
@@ -164,4 +166,4 @@ def print_table(rows: list[dict]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(demo, argv)
+    return run_main(demo, argv, interrupted_hint="run `tunelab demo` again (it starts a new folder)")

@@ -202,7 +202,9 @@ def _run_names(paths: Sequence, given: Sequence[str]) -> list[str]:
                               f"'<name>.prediction'): {list(given)}")
         return list(given)
     paths = [Path(p).resolve() for p in paths]
-    ways = [lambda p: p.parent.name, lambda p: p.stem] + [
+    # A file named predictions.jsonl is named by its folder; a sweep's files (t0.7_k50_b1.jsonl) by themselves.
+    ways = [lambda p: p.parent.name if p.stem == "predictions" else p.stem, lambda p: p.parent.name,
+            lambda p: p.stem] + [
         (lambda p, d=d: "/".join(p.parent.parts[-d:])) for d in range(2, max(len(p.parts) for p in paths))]
     for way in ways:
         names = [way(p).replace(".", "_") or f"run{i}" for i, p in enumerate(paths)]
@@ -715,4 +717,4 @@ def _headline(task: str, scores: dict) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(score, argv)
+    return run_main(score, argv, interrupted_hint="rerun the same command with --overwrite")

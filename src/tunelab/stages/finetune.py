@@ -107,6 +107,17 @@ HELP = HelpLayout(
 )
 
 
+# Ranges of the Trainer's own numbers (TRL's and transformers' fields carry no tunelab metadata): refused
+# when parsed, before anything loads, rather than by a traceback mid-run.
+TRAINER_RANGES = {
+    "per_device_train_batch_size": (1, None), "per_device_eval_batch_size": (1, None),
+    "gradient_accumulation_steps": (1, None), "num_train_epochs": (0, None), "max_steps": (-1, None),
+    "learning_rate": (0, None, "low"), "warmup_steps": (0, None), "weight_decay": (0, None),
+    "max_grad_norm": (0, None), "max_length": (1, None), "logging_steps": (0, None, "low"),
+    "save_steps": (0, None, "low"), "eval_steps": (0, None, "low"), "dataloader_num_workers": (0, None),
+}
+
+
 def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
     """Every setting problem, before any folder is created or weights are loaded."""
     from ..models import QUANTIZATIONS
@@ -115,6 +126,11 @@ def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
         raise ConfigError(f"task must be sft or classify, got {mcfg.task!r}")
     if not dcfg.data:
         raise ConfigError("no training data: give --data FILE [FILE ...] or 'data:' in the config")
+    check_data_refs(dcfg.data, "data")
+    check_data_refs(dcfg.eval_data, "eval_data")
+    if args.max_steps <= 0 and args.num_train_epochs <= 0:
+        raise ConfigError(f"num_train_epochs is {args.num_train_epochs:g} and max_steps is off: nothing would train; "
+                          "give num_train_epochs > 0 or max_steps > 0")
     if mcfg.quantization not in QUANTIZATIONS:
         raise ConfigError(f"quantization must be one of {QUANTIZATIONS}, got {mcfg.quantization!r}")
     if mcfg.quantization != "none" and (mcfg.task != "sft" or not mcfg.use_lora):
@@ -135,19 +151,33 @@ def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
         raise ConfigError("resume continues the run in output_dir; overwrite would replace it: choose one")
 
 
+def check_data_refs(refs: Sequence[str], setting: str) -> None:
+    """Each data entry is a file, a texts+labels pair, a dataset folder or a hub dataset id: a missing file is
+    named now, not after a model has loaded."""
+    from ..paths import resolve_input
+    from ..records import split_joined_path
+    from ..training.data import is_dataset_ref
+
+    for ref in refs:
+        if resolve_input(ref).exists() or split_joined_path(ref) or is_dataset_ref(ref):
+            continue
+        raise ConfigError(f"{setting}: {ref}: file not found")
+
+
 def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = None) -> dict:
     """Run the finetune stage; `callbacks` are extra `transformers.TrainerCallback`s (library use)."""
     from ..config import parse_config
 
     (mcfg, dcfg, ccfg, vcfg, args), config_file = parse_config(
-        CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["finetune"], layout=HELP)
+        CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["finetune"], layout=HELP, ranges=TRAINER_RANGES)
     validate(mcfg, dcfg, args)
     quiet_libraries()
     record = RunRecord(args.output_dir, "finetune", [mcfg, dcfg, ccfg, vcfg, args], config_file)
     if mcfg.resume:
         out = check_resumable_run(args.output_dir, record, ignore=("resume", "overwrite"))
-    else:
-        out = check_output_dir(args.output_dir, mcfg.overwrite)  # created once the data and model have loaded
+    else:  # created once the data and model have loaded
+        out = check_output_dir(args.output_dir, mcfg.overwrite,
+                               unfinished_hint="add --resume to continue it from its last checkpoint")
     from accelerate import PartialState
 
     PartialState().wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
@@ -177,4 +207,5 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(finetune, argv)
+    return run_main(finetune, argv,
+                    interrupted_hint="add --resume to the same command to continue from its last checkpoint")

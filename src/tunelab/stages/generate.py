@@ -649,10 +649,14 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         # A long run says how long it may take before it starts, and which settings bound it.
         total = dry_run(gen, teacher_cfg, builds, out_path, count_prompt_tokens=False)["total"]
         if total["to_send"]:
+            import torch
+
+            on_cpu = teacher_cfg.teacher_backend != "openai" and not torch.cuda.is_available()
             print(f"generate: up to {total['to_send']} teacher requests of up to {teacher_cfg.max_new_tokens} new "
-                  f"tokens ({total['completion_tokens_at_most']:,} tokens), at most {total['time_at_most']} at "
-                  f"{teacher_cfg.teacher_tokens_per_s:g} tokens/s (--teacher_tokens_per_s); --max_requests, "
-                  "--max_posts and --max_new_tokens bound it, --dry_run details it", flush=True)
+                  f"tokens ({total['completion_tokens_at_most']:,} tokens): at most {total['time_at_most']} if the "
+                  f"teacher writes {teacher_cfg.teacher_tokens_per_s:g} tokens/s (--teacher_tokens_per_s)"
+                  + ("; on this CPU it writes far fewer, and the progress bar shows the real rate" if on_cpu else "")
+                  + "; --max_requests, --max_posts and --max_new_tokens bound it", flush=True)
     out = ensure_output_dir(out_path, gen.overwrite or unfinished)
     if gen.overwrite:
         clear_earlier_outputs(out)

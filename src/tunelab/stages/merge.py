@@ -376,4 +376,4 @@ def merge(argv: Sequence[str] | None = None) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_main(merge, argv)
+    return run_main(merge, argv, interrupted_hint="rerun the same command with --overwrite")

@@ -15,6 +15,7 @@ class TokenCounter:
         from ..models import load_tokenizer, resolve_model
 
         self.tokenizer = None
+        missing = ""
         ref = cfg.teacher_tokenizer or (cfg.teacher if cfg.teacher_backend != "openai" else None)
         if ref:
             try:
@@ -27,7 +28,9 @@ class TokenCounter:
                     self.tokenizer = load_tokenizer(path, trust_remote_code=cfg.trust_remote_code)
             except (OSError, ValueError, ConfigError):  # offline, gated or unknown: fall back to an estimate
                 self.tokenizer = None
-        self.method = f"tokenizer of {ref}" if self.tokenizer is not None else f"estimate: characters / {CHARS_PER_TOKEN}"
+                missing = f" (the tokenizer of {ref} could not be loaded; --teacher_tokenizer names another)"
+        self.method = (f"tokenizer of {ref}" if self.tokenizer is not None
+                       else f"estimate: characters / {CHARS_PER_TOKEN}{missing}")
 
     def _text(self, request: TeacherRequest) -> str:
         if request.prompt is not None:

@@ -923,9 +923,7 @@ def finetune_classifier(ctx) -> dict:
     from ..metrics.classification import multilabel_metrics, tune_thresholds
     from ..models import load_tokenizer, resolve_model
     from ..paths import resolve_input
-    from ..records import write_jsonl
     from .runner import early_stopping_callbacks, is_main_process, train_and_save
-    from .sft import SKIPPED_RECORDS
 
     mcfg, dcfg, ccfg, args, record, out = ctx.model, ctx.data, ctx.classifier, ctx.train, ctx.record, ctx.out
     if ccfg.balanced_sampling and args.train_sampling_strategy != "random":
@@ -1022,10 +1020,7 @@ def finetune_classifier(ctx) -> dict:
     prior = label_prior_logits(train, weights, draws) if ccfg.head_bias_init == "prior" else None
     model, prior_bias = classifier_model(base, train.labels, train.problem_type, mcfg, pooling=ccfg.pooling,
                                          trust_remote_code=args.trust_remote_code, head_bias=prior)
-    if skipped and is_main_process():  # written once data and model have loaded (the folder appears here)
-        write_jsonl(out / SKIPPED_RECORDS, skipped)
-        record.add_output("skipped_records", out / SKIPPED_RECORDS)
-        print(f"finetune: {len(skipped)} row(s) left out; see {out / SKIPPED_RECORDS}")
+    ctx.write_skipped(skipped)  # once data and model have loaded (the folder appears here)
     trainer = build_classifier_trainer(model, tokenizer, train, evals, args, max_length, loss_weights=weights,
                                        balanced_sampling=ccfg.balanced_sampling,
                                        callbacks=early_stopping_callbacks(args) + ctx.callbacks,

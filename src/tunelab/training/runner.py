@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..records import honour_umask_tree, write_json
+from ..records import honour_umask_tree, write_json, write_jsonl
+from ..runs import drop_finished_record
 
 TRAIN_LOG = "train_log.json"
 CURVES_PNG = "training_curves.png"
@@ -37,6 +38,43 @@ class FinetuneContext:
     out: Path
     record: Any
     callbacks: list = field(default_factory=list)
+    writing: bool = False  # set by begin_writing(): the first file of this run is about to be written
+
+    def begin_writing(self) -> None:
+        """Called before this run writes its first file. With --overwrite, the earlier run's files go now, once
+        the data and model have loaded: a replacement that fails on its inputs leaves the earlier run as it
+        was, and one that fails later never leaves files of two runs side by side."""
+        if self.writing:
+            return
+        self.writing = True
+        if self.model.overwrite and not self.model.resume and is_main_process():
+            clear_run_folder(self.out)
+
+    def write_skipped(self, skipped: list[dict]) -> None:
+        """List the records left out (bad or over-long) in skipped_records.jsonl, with file and line."""
+        if not skipped or not is_main_process():
+            return
+        self.begin_writing()
+        write_jsonl(self.out / SKIPPED_RECORDS, skipped)
+        self.record.add_output("skipped_records", self.out / SKIPPED_RECORDS)
+        print(f"finetune: {len(skipped)} record(s) left out; see {self.out / SKIPPED_RECORDS}")
+
+
+SKIPPED_RECORDS = "skipped_records.jsonl"
+RUN_FOLDER_MARKS = ("config.yaml", "provenance.json")
+
+
+def clear_run_folder(out: Path) -> None:
+    """Empty a finetune run folder for the run replacing it (provenance.json first: from then on it never reads
+    as finished). A folder that holds no run record is left alone: it is not one of ours to empty."""
+    import shutil
+
+    out = Path(out)
+    if not any((out / mark).exists() for mark in RUN_FOLDER_MARKS):
+        return
+    drop_finished_record(out)
+    for path in out.iterdir():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
 
 
 def is_main_process() -> bool:
@@ -88,6 +126,7 @@ def _train_time_callback(seconds_before: float | None, sittings_before: int | No
                     "seconds": None if total is None else round(total, 1),
                     "sittings": None if sittings_before is None else sittings_before + 1})
                 drop_pickled_args(folder)
+                (folder / "README.md").unlink(missing_ok=True)  # peft's blank card; the run's own comes at the end
                 honour_umask_tree(folder)
 
     return TrainTimeCallback()
@@ -146,6 +185,7 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
     trainer.add_callback(timer)
     main = trainer.is_world_process_zero()
     if main:
+        ctx.begin_writing()
         ctx.record.write_config()  # before the first step, so an interrupted run can be resumed with its settings
     result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_seconds = timer.total_seconds()

@@ -9,9 +9,7 @@ from dataclasses import dataclass, field
 from trl import SFTConfig
 
 from ..errors import ConfigError
-from ..records import write_jsonl
 
-SKIPPED_RECORDS = "skipped_records.jsonl"
 MODEL_INFO = "tunelab_model.json"  # what a student folder is: base, adapter or not, prompt format
 STUDENT_TEMPLATE = "student_template.jinja2"
 
@@ -185,10 +183,7 @@ def finetune_sft(ctx) -> dict:
         if not train:
             raise ConfigError(f"every training example is longer than max_length ({args.max_length}) and "
                               "overlength is drop; raise --max_length or use --overlength truncate")
-    if skipped and is_main_process():
-        write_jsonl(out / SKIPPED_RECORDS, skipped)
-        record.add_output("skipped_records", out / SKIPPED_RECORDS)
-        print(f"finetune: {len(skipped)} record(s) left out; see {out / SKIPPED_RECORDS}")
+    ctx.write_skipped(skipped)  # once data and model have loaded (the folder appears here)
 
     quant, load_dtype, sharded = student_quantization(mcfg.quantization, mcfg.dtype, args.bf16)
     resolve_qlora_defaults(args, mcfg.quantization)

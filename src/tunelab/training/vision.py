@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, RecordError
-from ..records import iter_json_objects, validate, write_jsonl
+from ..records import iter_json_objects, validate
 from .data import SFTData, detect_format, is_dataset_ref, split_eval
 
 TASK = "vision_sft"
@@ -345,7 +345,7 @@ def finetune_vision(ctx) -> dict:
     from ..paths import resolve_input
     from .lora import lora_from_settings
     from .runner import early_stopping_callbacks, is_main_process, train_and_save
-    from .sft import MODEL_INFO, SKIPPED_RECORDS, resolve_qlora_defaults
+    from .sft import MODEL_INFO, resolve_qlora_defaults
 
     mcfg, dcfg, vcfg, args, record, out = ctx.model, ctx.data, ctx.vision, ctx.train, ctx.record, ctx.out
     check_settings(dcfg, args)
@@ -400,10 +400,7 @@ def finetune_vision(ctx) -> dict:
         peft_config.exclude_modules = EXCLUDED_FROM_LORA
     trainer = build_vision_trainer(model, processor, train, evals, args, peft_config,
                                    callbacks=early_stopping_callbacks(args) + ctx.callbacks)
-    if skipped and is_main_process():
-        write_jsonl(out / SKIPPED_RECORDS, skipped)
-        record.add_output("skipped_records", out / SKIPPED_RECORDS)
-        print(f"finetune: {len(skipped)} record(s) left out; see {out / SKIPPED_RECORDS}")
+    ctx.write_skipped(skipped)  # once data and model have loaded (the folder appears here)
 
     summary = {"examples": len(train), "eval_examples": len(evals) if evals else 0,
                "image_examples": sum(bool(ex["images"]) for ex in train), "skipped_records": bad,
