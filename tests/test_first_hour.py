@@ -248,7 +248,7 @@ def test_the_full_size_teacher_configs_dry_run_offline(config, capsys):
 
 @pytest.mark.parametrize("flag, value", [("--per_device_train_batch_size", "0"), ("--gradient_accumulation_steps", "0"),
                                          ("--num_train_epochs", "-1"), ("--num_train_epochs", "0"),
-                                         ("--max_length", "0"), ("--learning_rate", "0")])
+                                         ("--max_length", "0"), ("--learning_rate", "-1")])
 def test_trainer_numbers_are_checked_before_anything_is_written(tmp_path, capsys, flag, value):
     out = tmp_path / "t"
     assert finetune.main(["--base", "tunelab:tiny-llama", "--data", "data/alpaca_sample.json", flag, value,

@@ -274,7 +274,7 @@ def test_cli_overwrites_and_caps(text_eval, tmp_path, capsys):
     assert "Run A vs B" in text and "stale" not in text
     assert len(_examples(text)["rows"]) == 10 and f"first 10 of {N_TEXT} examples" in text
     assert report_main([str(tmp_path / "missing")]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert "missing does not exist" in capsys.readouterr().err
 
 
 def test_lenient_about_what_is_missing(tmp_path):

@@ -281,5 +281,5 @@ def test_text_records_and_wrong_settings_are_refused_early(tmp_path, project_roo
     with pytest.raises(ConfigError, match="not dataset folders or hub datasets"):
         finetune(["--base", "tunelab:tiny-llava", "--data", str(tmp_path), "--output_dir", str(out), *FAST])
     with pytest.raises(ConfigError, match="completion_only_loss"):
-        finetune(["--base", "tunelab:tiny-llava", "--data", "x.jsonl", "--output_dir", str(out),
-                  "--completion_only_loss", "false", *FAST])
+        finetune(["--base", "tunelab:tiny-llava", "--data", str(project_root / "data/alpaca_sample.json"),
+                  "--output_dir", str(out), "--completion_only_loss", "false", *FAST])

@@ -112,7 +112,7 @@ HELP = HelpLayout(
 TRAINER_RANGES = {
     "per_device_train_batch_size": (1, None), "per_device_eval_batch_size": (1, None),
     "gradient_accumulation_steps": (1, None), "num_train_epochs": (0, None), "max_steps": (-1, None),
-    "learning_rate": (0, None, "low"), "warmup_steps": (0, None), "weight_decay": (0, None),
+    "learning_rate": (0, None), "warmup_steps": (0, None), "weight_decay": (0, None),
     "max_grad_norm": (0, None), "max_length": (1, None), "logging_steps": (0, None, "low"),
     "save_steps": (0, None, "low"), "eval_steps": (0, None, "low"), "dataloader_num_workers": (0, None),
 }
