@@ -70,3 +70,4 @@ def test_only_the_answer_and_eos_are_learned_on_its_chatml_template(smollm2, pro
         text = prompt.render(tokenizer, example["prompt"][0]["content"])
         assert tokenizer(text, add_special_tokens=prompt.tokenize_with_special_tokens)["input_ids"] == ids[:first]
         assert text.endswith("<|im_start|>assistant\n")
+

@@ -217,3 +217,20 @@ def test_missing_vllm_is_a_clear_config_error():
 
     with pytest.raises(ConfigError, match="vllm serve"):
         make_teacher(TeacherConfig(teacher="m", teacher_backend="vllm"))
+
+
+def test_cpu_generation_autocasts_to_bf16_only_where_it_is_native_and_asked_for_by_auto(monkeypatch, tiny_llama):
+    import contextlib
+
+    import torch
+
+    from tunelab import models
+
+    from tunelab.models import load_causal_lm
+
+    model = load_causal_lm(tiny_llama, dtype="float32")
+    monkeypatch.setattr(models, "native_bf16_cpu", lambda: True)
+    assert isinstance(models.cpu_autocast(model, "auto"), torch.autocast)
+    assert isinstance(models.cpu_autocast(model, "float32"), contextlib.nullcontext)  # an explicit dtype is kept
+    monkeypatch.setattr(models, "native_bf16_cpu", lambda: False)
+    assert isinstance(models.cpu_autocast(model, "auto"), contextlib.nullcontext)  # emulated bf16 is slower

@@ -135,6 +135,31 @@ def torch_dtype(name: str):
         raise ConfigError(f"unknown dtype {name!r}; use float32, bfloat16, float16 or auto") from None
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere it is emulated, and slower."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_autocast(model, dtype: str):
+    """bf16 autocast for a float32 model on a CPU that computes bf16 natively, when the dtype setting is auto:
+    matmuls run in bf16 while the weights stay float32 (SmolLM2-135M, 8 chat prompts, greedy: 154 against
+    113 tokens/s on 2 cores, the same text); otherwise a no-op context."""
+    import contextlib
+
+    import torch
+
+    param = next(model.parameters(), None)
+    if (dtype == "auto" and param is not None and param.device.type == "cpu" and param.dtype == torch.float32
+            and native_bf16_cpu()):
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 QUANTIZATIONS = ("none", "4bit", "8bit")
 
 

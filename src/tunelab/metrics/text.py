@@ -114,16 +114,6 @@ class BERTScoreSettings:
 _MATCH_BATCH = 64
 
 
-def native_bf16_cpu() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere it is emulated, and slower."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
 def resolve_dtype(dtype: str) -> str:
     """float32 or bfloat16 for a BERTScore dtype setting (float32, bfloat16 or auto)."""
     if dtype not in ("float32", "bfloat16", "auto"):
@@ -131,6 +121,8 @@ def resolve_dtype(dtype: str) -> str:
     if dtype != "auto":
         return dtype
     import torch
+
+    from ..models import native_bf16_cpu
 
     return "bfloat16" if not torch.cuda.is_available() and native_bf16_cpu() else "float32"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import ConfigError
-from ..models import load_causal_lm, load_tokenizer, quantization_config, resolve_model
+from ..models import cpu_autocast, load_causal_lm, load_tokenizer, quantization_config, resolve_model
 from .base import BatchedTeacher, SamplingParams, TeacherRequest, TeacherResponse, request_seed
 
 class TransformersTeacher(BatchedTeacher):
@@ -19,6 +19,7 @@ class TransformersTeacher(BatchedTeacher):
         self.model = load_causal_lm(self.path, dtype=dtype, device_map=device_map, trust_remote_code=trust_remote_code,
                                     quantization_config=quantization_config(quantization, compute_dtype))
         self.model.eval()
+        self.dtype = dtype
         self.use_chat_template = chat_template and self.tokenizer.chat_template is not None
 
     def _text(self, request: TeacherRequest) -> tuple[str, bool]:
@@ -44,9 +45,10 @@ class TransformersTeacher(BatchedTeacher):
             idx = [i for i, (_, add) in enumerate(texts) if add == add_special]
             if not idx:
                 continue
-            outs = generate_texts(self.model, self.tokenizer, [texts[i][0] for i in idx], params,
-                                  add_special_tokens=add_special, batch_size=len(idx), progress=False,
-                                  seeds=[seeds[i] for i in idx])
+            with cpu_autocast(self.model, self.dtype):
+                outs = generate_texts(self.model, self.tokenizer, [texts[i][0] for i in idx], params,
+                                      add_special_tokens=add_special, batch_size=len(idx), progress=False,
+                                      seeds=[seeds[i] for i in idx])
             for i, out in zip(idx, outs, strict=True):
                 results[i] = TeacherResponse(out.text, out.finish_reason, out.prompt_tokens, out.completion_tokens)
         return results  # type: ignore[return-value]
