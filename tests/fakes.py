@@ -17,10 +17,11 @@ def numbered_answer(start: int, tasks: list[tuple[str, str, str]], cut_last: boo
 class CannedTeacher(BatchedTeacher):
     """Answers every request with the next canned text; counts what it was asked."""
 
-    def __init__(self, answers: list[str], name: str = "canned", batch_size: int = 8):
+    def __init__(self, answers: list[str], name: str = "canned", batch_size: int = 8, finish_reason: str = "stop"):
         self.name = name
         self.answers = answers
         self.batch_size = batch_size
+        self.finish_reason = finish_reason
         self.calls = 0
 
     def generate_batch(self, requests, params):
@@ -28,5 +29,5 @@ class CannedTeacher(BatchedTeacher):
         for _ in requests:
             text = self.answers[self.calls % len(self.answers)]
             self.calls += 1
-            out.append(TeacherResponse(text, "stop", 10, len(text.split())))
+            out.append(TeacherResponse(text, self.finish_reason, 10, len(text.split())))
         return out

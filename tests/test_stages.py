@@ -132,6 +132,16 @@ def test_self_instruct_keeps_parsed_tasks_with_provenance(tmp_path, monkeypatch)
     assert stats["self_instruct"]["reject_reasons"] == {"ROUGE-L > 0.7 vs an earlier task": 1}
 
 
+def test_a_qa_answer_cut_open_by_the_length_limit_is_rejected_as_cut_off(tmp_path, monkeypatch):
+    """A real small teacher often runs out of tokens inside its JSON: that is a length problem, and the reason
+    says so (raise max_new_tokens), not a format one."""
+    cut = 'Here is the JSON:\n```json\n{"qa": [{"question": "Who is targeted?", "answer": "No one'
+    monkeypatch.setitem(factory.BACKENDS, "canned", lambda cfg: CannedTeacher([cut], finish_reason="length"))
+    stats = generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "g"), "--tasks", "moderation_qa",
+                               "--teacher_backend", "canned", "--max_posts", "2"])
+    assert stats["moderation_qa"]["reject_reasons"] == {"cut off by the length limit": 2}
+
+
 def test_malformed_corpus_is_named_and_existing_outputs_survive(tmp_path, capsys):
     out = tmp_path / "g"
     generate.generate(["--config", "demo", "--output_dir", str(out), "--tasks", "moderation"])

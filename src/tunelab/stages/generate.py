@@ -364,7 +364,8 @@ class ModerationQABuild:
                                 "post_id": post.id, "line": post.line, "provenance": provenance})
                 continue
             parsed = mqa.parse_answer(answer.text, self.taxonomy)
-            if parsed.reject is None and answer.finish_reason == "length":
+            if answer.finish_reason == "length" and (parsed.reject is None or parsed.reject.startswith("no JSON")):
+                # an object left open by the limit is a length problem (raise max_new_tokens), not a format one
                 parsed.reject = "cut off by the length limit"
             if parsed.reject:
                 rejects.append({"stage": "parse", "reason": parsed.reject, "post_id": post.id, "raw": answer.text,
