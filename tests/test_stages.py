@@ -132,6 +132,24 @@ def test_self_instruct_keeps_parsed_tasks_with_provenance(tmp_path, monkeypatch)
     assert stats["self_instruct"]["reject_reasons"] == {"ROUGE-L > 0.7 vs an earlier task": 1}
 
 
+def test_self_instruct_as_a_chat_request_reads_the_list_the_teacher_starts_itself(tmp_path, monkeypatch):
+    """An instruction-tuned teacher gets the prompt as one user turn and answers with its own numbered list."""
+    answer = "Here are more tasks:\n" + numbered_answer(1, [
+        ("Explain why the sky looks blue during the day.", "", "Sunlight scatters off air molecules."),
+        ("Give three tips for staying healthy this winter.", "", "Sleep, eat well, move.")]).replace(
+        " Explain why", "1. Instruction: Explain why", 1)
+    teacher = CannedTeacher([answer])
+    seen = []
+    original = teacher.generate_batch
+    teacher.generate_batch = lambda requests, params: seen.extend(requests) or original(requests, params)
+    monkeypatch.setitem(factory.BACKENDS, "canned", lambda cfg: teacher)
+    stats = generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "g"), "--tasks", "self_instruct",
+                               "--teacher_backend", "canned", "--max_requests", "1", "--self_instruct_request", "chat"])
+    assert seen and seen[0].prompt is None and seen[0].messages[0]["role"] == "user"
+    assert "List of 20 tasks" in seen[0].messages[0]["content"]
+    assert stats["self_instruct"]["kept"] == 2, stats["self_instruct"]["reject_reasons"]
+
+
 def test_a_qa_answer_cut_open_by_the_length_limit_is_rejected_as_cut_off(tmp_path, monkeypatch):
     """A real small teacher often runs out of tokens inside its JSON: that is a length problem, and the reason
     says so (raise max_new_tokens), not a format one."""

@@ -89,6 +89,9 @@ class TeacherConfig:
 class SelfInstructConfig:
     seed_tasks: str = field(default="data/seed_tasks.jsonl", metadata={"help": "Alpaca seed_tasks.jsonl format."})
     self_instruct_template: str = field(default="self_instruct", metadata={"help": "Teacher prompt in prompts/."})
+    self_instruct_request: str = field(default="completion", metadata={
+        "help": "completion: the teacher continues the numbered list (Alpaca's way, for base models and "
+                "/completions); chat: the same text as one user turn (instruction-tuned teachers, /chat/completions)."})
     num_prompt_instructions: int = field(default=3, metadata={"range": (1, None), "help": "Seed examples per prompt (Alpaca: 3)."})
     requests_per_round: int = field(default=32, metadata={"range": (1, None),
         "help": "Prompts sent together; the target is checked between rounds. Match teacher_max_in_flight."})
@@ -222,6 +225,8 @@ class SelfInstructBuild:
     def __init__(self, cfg: SelfInstructConfig, params, seed: int):
         from ..generation import self_instruct as si
 
+        if cfg.self_instruct_request not in ("completion", "chat"):
+            raise ConfigError(f"self_instruct_request must be completion or chat, got {cfg.self_instruct_request!r}")
         self.cfg, self.params, self.seed = cfg, params, seed
         self.seeds_path = resolve_input(cfg.seed_tasks)
         self.seeds = si.load_seed_tasks(self.seeds_path)
@@ -236,8 +241,12 @@ class SelfInstructBuild:
         from ..teachers import TeacherRequest
 
         chosen = si.sample_seed_sets(self.seeds, count, self.cfg.num_prompt_instructions, f"{self.seed}-{round_index}")
-        return [TeacherRequest(prompt=self.template.render(seeds=[asdict(s) for s in c]),
-                               meta={"seed_ids": [s.id for s in c]}) for c in chosen]
+        texts = [self.template.render(seeds=[asdict(s) for s in c]) for c in chosen]
+        if self.cfg.self_instruct_request == "chat":  # the answer then starts its own list: the parser reads either
+            return [TeacherRequest(messages=[{"role": "user", "content": text}], meta={"seed_ids": [s.id for s in c]})
+                    for text, c in zip(texts, chosen, strict=True)]
+        return [TeacherRequest(prompt=text, meta={"seed_ids": [s.id for s in c]})
+                for text, c in zip(texts, chosen, strict=True)]
 
     def all_requests(self):
         """Every request the build could send (dry runs count these)."""
