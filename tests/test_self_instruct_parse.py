@@ -155,3 +155,11 @@ def test_generate_with_fewer_seeds_than_configured_and_a_renumbering_teacher_kee
     kept = json.loads((tmp_path / "g/self_instruct.alpaca.json").read_text())
     assert stats["self_instruct"]["kept"] == 3 and [k["instruction"] for k in kept] == [t[0] for t in TASKS]
     assert stats["self_instruct"]["reject_reasons"] == {}
+
+
+def test_plural_labels_are_read_as_the_fields():
+    """A chat answer heading its list "1. Instructions:" (seen from SmolLM2) is a task, not prose."""
+    answer = "\n1. Instructions: Name three primary colors.\n1. Inputs: <noinput>\n1. Outputs: Red, yellow and blue.\n"
+    kept, rejected = si.parse_tasks(answer, 3, "stop")
+    assert [(t.instruction, t.input, t.output) for t in kept] == [
+        ("Name three primary colors.", "", "Red, yellow and blue.")], rejected

@@ -74,7 +74,7 @@ def sample_seed_sets(seeds: list[SeedTask], num_prompts: int, per_prompt: int, s
 _LABEL = re.compile(
     r"(?:^[ \t>*_#-]*|(?<=\s)[*_]{0,2}(?=\d))"  # line start with markdown decoration, or mid-line before a number
     r"(?:\d{1,4}[ \t]*[.)][ \t]*(?:[*_]{1,2}[ \t]*)?)?"  # the number, whatever it is, or none
-    r"(?P<label>instruction|input|output)[ \t]*(?:[*_]{1,2}[ \t]*)?:(?:[ \t]*[*_]{2})?",
+    r"(?P<label>instruction|input|output)s?[ \t]*(?:[*_]{1,2}[ \t]*)?:(?:[ \t]*[*_]{2})?",  # plurals too
     re.IGNORECASE | re.MULTILINE)
 # What teachers write for "this task takes no input".
 _NO_INPUT = re.compile(r"[<\[(]?\s*no[\s_-]*input\s*[>\])]?\.?|none\.?|n/?a\.?", re.IGNORECASE)
