@@ -61,6 +61,8 @@ HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")  # name or org/
 
 
 def hub_offline() -> bool:
+    # Read at call time: huggingface_hub.is_offline_mode() is fixed when that package is imported, and
+    # transformers' own switch (TRANSFORMERS_OFFLINE) counts too.
     return any(os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
                for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 

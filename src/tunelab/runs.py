@@ -151,6 +151,16 @@ def drop_finished_record(path: Path) -> None:
     (Path(path) / "provenance.json").unlink(missing_ok=True)
 
 
+def clear_earlier_run(path: str | os.PathLike, patterns: Iterable[str] = ("*",)) -> None:
+    """Remove an earlier run's outputs (those matching `patterns`) for the run replacing it: provenance.json
+    first, so whatever a kill leaves never reads as the finished earlier run."""
+    path = Path(path)
+    drop_finished_record(path)
+    for pattern in patterns:
+        for found in path.glob(pattern):
+            shutil.rmtree(found) if found.is_dir() and not found.is_symlink() else found.unlink()
+
+
 def settings_differences(path: str | os.PathLike, record: "RunRecord", *, ignore: Iterable[str] = ()) -> list[str]:
     """How the settings saved in `path`/config.yaml differ from `record`'s, as 'key: then, now' lines."""
     saved = yaml.safe_load((Path(path) / "config.yaml").read_text(encoding="utf-8")) or {}

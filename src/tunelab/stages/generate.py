@@ -29,7 +29,7 @@ from ..errors import ConfigError, OutputExistsError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
 from ..prompts import load_template
 from ..records import alpaca_to_chat, write_json, write_jsonl
-from ..runs import (RunRecord, check_output_dir, claim_output_dir, drop_finished_record, ensure_output_dir,
+from ..runs import (RunRecord, check_output_dir, claim_output_dir, clear_earlier_run, ensure_output_dir,
                     settings_differences)
 from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
@@ -589,15 +589,6 @@ GENERATED = ("*.alpaca.json", "*.chat.jsonl", "*.completion.jsonl", "*.rejects.j
              "stats.json", "config.yaml", "provenance.json", "README.md", "view.html", "corpora", "sittings.jsonl")
 
 
-def clear_earlier_outputs(out: Path) -> None:
-    import shutil
-
-    drop_finished_record(out)  # first: whatever else a kill leaves, the folder no longer reads as finished
-    for pattern in GENERATED:
-        for path in out.glob(pattern):
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-
-
 def continues_unfinished_run(out: Path, record: RunRecord, overwrite: bool) -> bool:
     """True when `out` holds an interrupted run with these settings: this run continues it (the teacher cache
     has every answer paid for). An interrupted run with other settings is refused unless `overwrite`."""
@@ -669,7 +660,7 @@ def generate(argv: Sequence[str] | None = None) -> dict:
                   + "; --max_requests, --max_posts and --max_new_tokens bound it", flush=True)
     out = ensure_output_dir(out_path, gen.overwrite or unfinished)
     if gen.overwrite:
-        clear_earlier_outputs(out)
+        clear_earlier_run(out, GENERATED)
     record.write_config()  # first: until provenance.json joins it, the folder reads as this run, unfinished
     stats: dict = {}
     if moderation_build is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..records import honour_umask_tree, write_json, write_jsonl
-from ..runs import drop_finished_record
+from ..runs import clear_earlier_run
 
 TRAIN_LOG = "train_log.json"
 CURVES_PNG = "training_curves.png"
@@ -65,16 +65,10 @@ RUN_FOLDER_MARKS = ("config.yaml", "provenance.json")
 
 
 def clear_run_folder(out: Path) -> None:
-    """Empty a finetune run folder for the run replacing it (provenance.json first: from then on it never reads
-    as finished). A folder that holds no run record is left alone: it is not one of ours to empty."""
-    import shutil
-
-    out = Path(out)
-    if not any((out / mark).exists() for mark in RUN_FOLDER_MARKS):
-        return
-    drop_finished_record(out)
-    for path in out.iterdir():
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    """Empty a finetune run folder for the run replacing it. A folder that holds no run record is left alone:
+    it is not one of ours to empty."""
+    if any((Path(out) / mark).exists() for mark in RUN_FOLDER_MARKS):
+        clear_earlier_run(out)
 
 
 def is_main_process() -> bool:
