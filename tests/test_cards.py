@@ -18,6 +18,7 @@ def test_the_base_model_is_the_users_reference_or_the_hub_model_it_copies(ref, h
     text = describe_base(ref)
     assert "None" not in text and "snapshots" not in text
     assert (hub or ref) in text
+    assert ("huggingface.co" in text) == bool(hub)  # a link only for a real org/name repository
 
 
 def test_inputs_with_hashes_joined_files_and_hub_references(tmp_path):

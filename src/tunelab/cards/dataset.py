@@ -12,9 +12,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..records import atomic_write_text
 from .facts import (BUILTIN_MODELS, CARD, DATASET_CARD_MARKER, SAMPLE_LIMITS, count_records, display_path, fmt,
-                    front_matter, is_random_base, parse_inputs, shipped_sample, shipped_samples, table)
+                    front_matter, is_random_base, parse_inputs, shipped_sample, shipped_samples, table, write_card)
 
 TASK_DESCRIPTIONS = {
     "moderation": "balanced train/test moderation sets from a labelled corpus (no teacher)",
@@ -243,6 +242,6 @@ def dataset_card_text(out: Path, stats: dict, record) -> str:
 def write_dataset_card(out: str | Path, stats: dict, record) -> Path:
     """Write README.md, the dataset card, into a generate run folder (before its record is written)."""
     out = Path(out)
-    path = atomic_write_text(out / CARD, dataset_card_text(out, stats, record))
+    path = write_card(out / CARD, dataset_card_text(out, stats, record))
     record.add_output("dataset_card", path)
     return path

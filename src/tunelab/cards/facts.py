@@ -285,3 +285,11 @@ def folder_kind(folder: Path) -> tuple[str, dict]:
         return "merged", info
     return ("vision" if info.get("task") == "vision_sft" else "student"), info
 
+
+def write_card(path: Path, text: str) -> Path:
+    """Write a card as every run file is written, and redacted as config.yaml and provenance.json are: a card
+    is the most public file of a folder (push uploads it)."""
+    from ..records import atomic_write_text
+    from ..runs import redact
+
+    return atomic_write_text(path, redact(text))

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from ..models import VISION_LANGUAGE_TYPES
-from ..records import atomic_write_text
 from .facts import (CARD, CARD_PACKAGES, MODEL_CARD_MARKER, SAMPLE_LIMITS, RunFacts, beside_dataset_card,
                     count_records, describe_base, display_path, fmt, folder_kind, front_matter, hub_model_id,
-                    is_hub_repo, is_random_base, parse_inputs, read_json, shipped_sample, shipped_samples, table)
+                    is_hub_repo, is_random_base, parse_inputs, read_json, shipped_sample, shipped_samples, table, write_card)
 
 _SETTINGS = (  # (config key, label) of the settings a reader needs; absent or unset ones are left out
     ("task", "task"), ("use_lora", "LoRA"), ("lora_r", "LoRA r"), ("lora_alpha", "LoRA alpha"),
@@ -295,7 +294,7 @@ def model_card_text(folder: Path, facts: RunFacts, *, merge: dict | None = None)
 def write_model_card(out: str | Path, record, summary: dict) -> Path:
     """Write (or replace the trainer's) README.md in a finetune run folder, from its record and summary."""
     out = Path(out)
-    path = atomic_write_text(out / CARD, model_card_text(out, RunFacts.from_record(record, summary)))
+    path = write_card(out / CARD, model_card_text(out, RunFacts.from_record(record, summary)))
     record.add_output("model_card", path)
     return path
 
@@ -317,7 +316,7 @@ def write_merged_model_card(out: str | Path, student: str | Path, check: dict, r
 
     out, student = Path(out), Path(student)
     text = merged_model_card_text(out, student, check, packages=package_versions(CARD_PACKAGES), git=git_state())
-    path = atomic_write_text(out / CARD, text)
+    path = write_card(out / CARD, text)
     if record is not None:
         record.add_output("model_card", path)
     return path
@@ -345,6 +344,6 @@ def ensure_model_card(folder: str | Path) -> Path:
                                                     if k in CARD_PACKAGES}, git=provenance.get("git"))
         else:
             text = model_card_text(folder, RunFacts.from_folder(folder))
-        atomic_write_text(folder / CARD, text)
+        write_card(folder / CARD, text)
     return folder / CARD
 

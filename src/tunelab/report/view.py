@@ -27,6 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..records import atomic_write_text
+from ..stages.infer import PREDICTIONS, SWEEP_INDEX, id_key as _id_key, prediction_files as inference_files
 from .html import (DEFAULT_MAX_EXAMPLES, REPORT_NAME, _Column, _example_columns, _kv_table, _records_table,
                    _scores_block, _table, about_section, esc, flatten, fmt, read_jsonl_rows, read_run_files,
                    render_page, rows_view, shared_texts_block, write_report)
@@ -41,7 +42,7 @@ TEACHER_CACHE = "teacher_cache.jsonl"
 SENT = "prompt sent"  # the column of a row's request key, drawn as the prompt the teacher received
 REJECT_FIRST = ("from", "stage", "reason")
 GENERATE_MARKERS = ("stats.json", TEACHER_CACHE, "moderation.dropped.jsonl", "corpora/summary.json")
-INFERENCE_MARKERS = ("sweep.json", "predictions.jsonl")
+INFERENCE_MARKERS = (SWEEP_INDEX, PREDICTIONS)
 
 
 @dataclass
@@ -248,7 +249,7 @@ def _generate_sections(run: RunFolder, max_rows: int | None) -> tuple[list[tuple
         path = folder / file
         if not path.is_file():
             continue
-        records, total = read_jsonl_rows(path, None, notes)
+        records, total = read_jsonl_rows(path, cap, notes)
         if cap is not None:  # one cap for all the rejects together
             records = records[: max(cap - len(rejects), 0)]
         rejects += [{"from": source, **_row(r)} for r in records]
@@ -263,7 +264,7 @@ def _generate_sections(run: RunFolder, max_rows: int | None) -> tuple[list[tuple
         try:
             stats = json.loads(stats_path.read_text(encoding="utf-8"))
             body = "".join(_scores_block(stats if isinstance(stats, dict) else {"stats": stats}))
-        except (ValueError, UnicodeDecodeError) as e:
+        except (OSError, ValueError) as e:
             body = f'<p class="note warn">stats.json could not be read: {esc(e)}</p>'
         nav.append(("stats", "Stats"))
         sections.append(f'<section id="stats"><h2>Stats</h2><p class="note">From stats.json.</p>{body}</section>')
@@ -306,7 +307,7 @@ def _generate_sections(run: RunFolder, max_rows: int | None) -> tuple[list[tuple
 def _prediction_files(folder: Path, notes: list[str]) -> tuple[list[tuple[str, Path]], dict]:
     """(setting, file) of every predictions file, from sweep.json when it lists them, and the index."""
     index: dict = {}
-    index_path = folder / "sweep.json"
+    index_path = folder / SWEEP_INDEX
     if index_path.exists():
         try:
             loaded = json.loads(index_path.read_text(encoding="utf-8"))
@@ -317,10 +318,8 @@ def _prediction_files(folder: Path, notes: list[str]) -> tuple[list[tuple[str, P
     for entry in index.get("settings") or []:
         if isinstance(entry, dict) and entry.get("file") and (folder / entry["file"]).is_file():
             files.append((str(entry.get("name") or Path(entry["file"]).stem), folder / entry["file"]))
-    if not files:
-        if (folder / "predictions.jsonl").is_file():
-            files.append(("predictions", folder / "predictions.jsonl"))
-        files += [(p.stem, p) for p in sorted((folder / "predictions").glob("*.jsonl"))]
+    if not files:  # no index: the files themselves, as inference lists them
+        files = [(p.stem, p) for p in inference_files(folder)]
     return files, index
 
 
@@ -363,11 +362,13 @@ def _inference_sections(run: RunFolder, max_rows: int | None) -> tuple[list[tupl
 
     # A sweep: one row per input, one answer column per setting.
     by_id: dict[str, dict] = {}
+    seen: set[str] = set()  # every input, held or not: the page says how many were left out
     cap = _cap(max_rows)
     for name, path in files:
         records, _ = read_jsonl_rows(path, None, notes)
         for r in records:
-            key = json.dumps(r.get("id"), sort_keys=True)
+            key = _id_key(r.get("id"))
+            seen.add(key)
             row = by_id.get(key)
             if row is None:
                 if cap is not None and len(by_id) >= cap:
@@ -376,7 +377,7 @@ def _inference_sections(run: RunFolder, max_rows: int | None) -> tuple[list[tupl
             row[name] = r.get("prediction")
     names = [name for name, _ in files]
     rows = list(by_id.values())
-    total = index.get("examples") if isinstance(index.get("examples"), int) else len(rows)
+    total = index.get("examples") if isinstance(index.get("examples"), int) else len(seen)
     plain = [{k: v for k, v in r.items() if k not in names} for r in rows]
     columns = _example_columns(plain) + [_Column(name, "answer", False) for name in names]
     nav.append(("predictions", "Answers side by side"))

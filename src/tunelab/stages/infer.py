@@ -360,7 +360,7 @@ def read_examples(cfg: InferenceConfig) -> tuple[Path, list[dict]]:
     examples, seen = [], {}
     for i, r in enumerate(records):
         example = {**r, "id": r.get("id", str(i))}
-        key = _id_key(example["id"])
+        key = id_key(example["id"])
         if key in seen:
             raise RecordError(path, None, f"record #{i} has the id {example['id']!r} of record #{seen[key]}: ids key "
                                           "the answers (a resumed run skips the ids it has), so they must be unique")
@@ -369,7 +369,8 @@ def read_examples(cfg: InferenceConfig) -> tuple[Path, list[dict]]:
     return path, examples
 
 
-def _id_key(value) -> str:
+def id_key(value) -> str:
+    """An example's id as a dict key, whatever JSON type it has (the view page matches sweep rows by it)."""
     return json.dumps(value, sort_keys=True)
 
 
@@ -377,7 +378,8 @@ def prediction_path(out: Path, setting: Setting, sweep: bool) -> Path:
     return out / SWEEP_DIR / f"{setting.name}.jsonl" if sweep else out / PREDICTIONS
 
 
-def _prediction_files(out: Path) -> list[Path]:
+def prediction_files(out: Path) -> list[Path]:
+    """The predictions files an inference folder holds: one setting's, or a sweep's, one per setting."""
     files = [out / PREDICTIONS] + sorted((out / SWEEP_DIR).glob("*.jsonl"))
     return [p for p in files if p.is_file()]
 
@@ -396,7 +398,7 @@ def prepare_output(cfg: InferenceConfig, record: RunRecord) -> tuple[Path, bool]
     if cfg.overwrite:
         return out, False  # cleared once the model has loaded, so a failed start costs nothing
     finished = (out / "provenance.json").exists()
-    has_rows = any(p.stat().st_size for p in _prediction_files(out))
+    has_rows = any(p.stat().st_size for p in prediction_files(out))
     if (out / "config.yaml").exists() and not finished and not has_rows:
         return out, False  # died before answering anything: nothing to keep
     if finished and not cfg.resume:
@@ -411,7 +413,7 @@ def prepare_output(cfg: InferenceConfig, record: RunRecord) -> tuple[Path, bool]
 
 def clear_outputs(out: Path) -> None:
     """Remove what an earlier run of this stage wrote here (and nothing else)."""
-    for path in [*_prediction_files(out), out / SWEEP_INDEX, out / "provenance.json", out / "config.yaml"]:
+    for path in [*prediction_files(out), out / SWEEP_INDEX, out / "provenance.json", out / "config.yaml"]:
         path.unlink(missing_ok=True)
     if (out / SWEEP_DIR).is_dir() and not any((out / SWEEP_DIR).iterdir()):
         (out / SWEEP_DIR).rmdir()
@@ -445,7 +447,7 @@ def load_done(path: Path, setting: Setting, known: set[str]) -> dict[str, dict]:
             raise RecordError(path, line, f"row {row['id']!r} was made with other decoding settings "
                                           f"({row.get('decoding')}, this run: {expected}); use another output_dir "
                                           "or --overwrite")
-        key = _id_key(row["id"])
+        key = id_key(row["id"])
         if key not in known:
             raise RecordError(path, line, f"row {row['id']!r} answers an id that is not in the data; the data or "
                                           "--limit changed: use another output_dir or --overwrite")
@@ -486,7 +488,7 @@ def infer(argv: Sequence[str] | None = None) -> dict:
                                   f"{record.inputs['data']} now); use another output_dir or --overwrite")
         record.write_config()  # first, so a killed run is recognised (and its settings checked) on rerun
         sweep = len(settings) > 1
-        known = {_id_key(e["id"]) for e in examples}
+        known = {id_key(e["id"]) for e in examples}
         requests = [backend.request(e) for e in examples]
         done = {s.name: load_done(prediction_path(out, s, sweep), s, known) for s in settings}
         resumed = sum(len(d) for d in done.values())
@@ -508,7 +510,7 @@ def infer(argv: Sequence[str] | None = None) -> dict:
             for s, entry in zip(settings, index["settings"], strict=True):
                 path = prediction_path(out, s, sweep)
                 rows = done[s.name]
-                todo = [i for i, e in enumerate(examples) if _id_key(e["id"]) not in rows]
+                todo = [i for i, e in enumerate(examples) if id_key(e["id"]) not in rows]
                 progress.counts.update(setting=s.name, empty=progress.counts.get("empty", 0))
                 started = time.monotonic()
                 if todo:
@@ -525,12 +527,12 @@ def infer(argv: Sequence[str] | None = None) -> dict:
                                 row["label_probs"] = p
                         append_jsonl(path, new)  # fsynced: a kill loses only the batch in flight
                         for row in new:
-                            rows[_id_key(row["id"])] = row
+                            rows[id_key(row["id"])] = row
                         progress.counts["empty"] += sum(r["empty"] for r in new)
                         progress.update(len(new), sum(r["completion_tokens"] for r in new),
                                         getattr(backend.teacher, "in_flight", 0))
                 # Complete: rewritten in data order, so a resumed run's file equals an uninterrupted one's.
-                ordered = [rows[_id_key(e["id"])] for e in examples]
+                ordered = [rows[id_key(e["id"])] for e in examples]
                 write_jsonl(path, ordered)
                 entry.update(complete=True, seconds=round(time.monotonic() - started, 2), **file_stats(ordered))
                 write_json(out / SWEEP_INDEX, index)

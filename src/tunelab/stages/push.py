@@ -22,7 +22,8 @@ from ..settings import HelpLayout
 from .common import run_main
 
 # Resumable training state, not the model: optimizer states are twice the adapter's size or more.
-IGNORED = ["checkpoint-*", ".*.tmp"]
+# A folder from before runs dropped the Trainer's pickled arguments may still hold them: never uploaded.
+IGNORED = ["checkpoint-*", ".*.tmp", "training_args.bin"]
 
 
 @dataclass
