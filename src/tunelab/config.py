@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError
-from .settings import HelpFormatter, HelpLayout, add_help
+from .settings import HelpFormatter, HelpLayout, add_help, interval_text
 
 
 def find_config(name: str, configs_dir: Path | None) -> Path:
@@ -261,8 +261,6 @@ def check_ranges(dtype: type, values: dict[str, Any], where=lambda key: "setting
     library dataclasses.
     """
     import math
-
-    from .settings import interval_text
 
     for f in dataclasses.fields(dtype):
         if f.name not in values:

@@ -42,9 +42,10 @@ HELP = HelpLayout(prog="finetune/push.py",
 
 def hub_token_for(repo_id: str | None) -> str:
     """The token for an upload to `repo_id`, from HF_TOKEN only; refuses a malformed id or a missing token."""
+    from ..cards import is_hub_repo
     from ..models import hub_token
 
-    if not repo_id or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+    if not repo_id or not is_hub_repo(repo_id):
         raise ConfigError(f"push_to_hub needs --hub_repo_id user/name, got {repo_id!r}")
     token = hub_token()
     if not token:
