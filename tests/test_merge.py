@@ -148,6 +148,8 @@ def test_vision_student_merges_as_llava(tmp_path):
     assert (tmp_path / "m/processor_config.json").exists() and not (tmp_path / "m/student_template.jinja2").exists()
     processor = AutoProcessor.from_pretrained(tmp_path / "m")
     assert processor.chat_template and hasattr(processor, "image_processor")
+    card = (tmp_path / "m/README.md").read_text()
+    assert "a vision-language (llava) student" in card.lower() and "- llava" in card and "causal language-model" not in card
 
 
 def test_refuses_folders_with_nothing_to_merge(tmp_path, adapter, capsys):

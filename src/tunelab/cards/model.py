@@ -237,6 +237,8 @@ def model_card_text(folder: Path, facts: RunFacts, *, merge: dict | None = None)
     tags += {"classifier": ["text-classification"], "vision": ["sft", "trl", "llava"], "merged": ["sft", "merged"],
              "student": ["sft", "trl"]}[kind]
     tags += [method.lower().replace(" ", "-")]
+    if vision and "llava" not in tags:  # a merged LLaVA student
+        tags.append("llava")
     if kind == "classifier" and info.get("problem_type"):
         tags.append(info["problem_type"].replace("_", "-"))
     if is_random_base(facts.base):
@@ -247,7 +249,8 @@ def model_card_text(folder: Path, facts: RunFacts, *, merge: dict | None = None)
         tags=tags, datasets=hub_datasets or None, model_name=folder.name)
 
     what = {"classifier": "an encoder text classifier", "vision": "a vision-language (LLaVA) student",
-            "student": "a causal language-model student", "merged": "a causal language-model student"}[kind]
+            "student": "a causal language-model student",
+            "merged": "a vision-language (LLaVA) student" if vision else "a causal language-model student"}[kind]
     base_name = f"`{facts.base}`" if facts.base else "its base"
     trained = ("Trained with `tunelab` (`finetune/train.py`: "
                + ("the Hugging Face `Trainer`" if kind == "classifier" else "TRL's `SFTTrainer`") + ")")
