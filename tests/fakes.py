@@ -1,5 +1,7 @@
 """A canned teacher for parser and pipeline tests: it answers in Alpaca's numbered format."""
 
+from pathlib import Path
+
 from tunelab.teachers.base import BatchedTeacher, TeacherResponse
 
 
@@ -13,6 +15,12 @@ def numbered_answer(start: int, tasks: list[tuple[str, str, str]], cut_last: boo
     text = "###\n".join(parts)
     return text + (f"###\n{start + len(tasks)}. Instruction: Describe the" if cut_last else "")
 
+
+# The default QA request: the JSON template as a chat turn (the demo config asks SmolLM2 in labelled lines instead).
+JSON_QA = ["--qa_template", "moderation_qa", "--qa_request", "chat"]
+NO_READING = "no JSON object or Question/Answer/Categories lines in the answer"  # a QA answer with neither form
+# The tests' LoRA student on the tiny random Llama (mechanics in seconds; the demo's student is SmolLM2).
+TINY_STUDENT_CONFIG = str(Path(__file__).parent / "fixtures" / "tiny_student.yaml")
 
 class CannedTeacher(BatchedTeacher):
     """Answers every request with the next canned text; counts what it was asked."""

@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from tunelab.paths import PROJECT_ROOT
+from fakes import TINY_STUDENT_CONFIG
 
 ACCELERATE_CONFIGS = PROJECT_ROOT / "finetune" / "configs" / "accelerate"
 HELPER = Path(__file__).parent / "helpers" / "dist_finetune.py"
@@ -33,10 +34,12 @@ EXPECTED = {  # config -> what it is to accelerate
     "ddp": "MULTI_GPU", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED", "fsdp": "FSDP", "fsdp_qlora": "FSDP",
 }
 STEPS = 3
-# A few steps of the shipped demo config on the shipped Alpaca sample, small enough for seconds.
-TRAIN_ARGS = ["--config", "demo_student", "--data", str(PROJECT_ROOT / "data" / "alpaca_sample.json"), "--max_examples", "32",
+# A few steps of the tiny student on the shipped Alpaca sample, small enough for seconds; in float32, so the
+# logged loss is exactly the token-weighted mean of the ranks' own (bf16 would round each).
+TRAIN_ARGS = ["--config", TINY_STUDENT_CONFIG, "--data", str(PROJECT_ROOT / "data" / "alpaca_sample.json"), "--max_examples", "32",
               "--max_length", "128", "--per_device_train_batch_size", "2", "--max_steps", str(STEPS),
-              "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true"]
+              "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none", "--disable_tqdm", "true",
+              "--bf16", "false"]
 
 
 def _launch_env() -> dict[str, str]:

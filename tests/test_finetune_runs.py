@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 
 from tunelab.stages import finetune
 from tunelab.training.runner import TRAIN_TIME
+from fakes import TINY_STUDENT_CONFIG
 
-QUICK = ["--config", "demo_student", "--data", "data/alpaca_sample.json", "--logging_steps", "1",
+QUICK = ["--config", TINY_STUDENT_CONFIG, "--data", "data/alpaca_sample.json", "--logging_steps", "1",
          "--report_to", "none", "--activation_checkpointing", "false"]
 
 

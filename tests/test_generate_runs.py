@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from fakes import numbered_answer
+from fakes import JSON_QA, NO_READING, numbered_answer
 from tunelab.errors import RecordError
 from tunelab.paths import PROJECT_ROOT
 from tunelab.stages import generate
@@ -43,7 +43,7 @@ def teacher_answer(body: dict) -> str:
 
 def http_argv(server, out, *extra):
     return ["--config", "demo", "--output_dir", str(out), "--teacher_backend", "openai", "--teacher", "served-model",
-            "--teacher_base_url", server.base_url, "--teacher_max_retries", "8", *extra]
+            "--teacher_base_url", server.base_url, "--teacher_max_retries", "8", *JSON_QA, *extra]
 
 
 def read_jsonl(path):
@@ -130,7 +130,7 @@ def test_vision_teacher_in_process_on_generated_images(tmp_path):
         Image.effect_noise(size, 60 + 20 * i).convert("RGB").save(images / f"meme{i}.png")
         rows.append(f"m{i},look at this {i},meme{i}.png")
     (tmp_path / "posts.csv").write_text("\n".join(rows) + "\n")
-    argv = ["--config", "demo", "--output_dir", str(tmp_path / "out"), "--tasks", "moderation_qa",
+    argv = ["--config", "demo", "--output_dir", str(tmp_path / "out"), "--tasks", "moderation_qa", *JSON_QA,
             "--teacher", "tunelab:tiny-llava-next", "--teacher_backend", "llava_next", "--max_new_tokens", "12",
             "--posts", str(tmp_path / "posts.csv"), "--posts_text_column", "text", "--posts_image_column", "image",
             "--images_root", str(images)]
@@ -181,7 +181,7 @@ def test_teacher_answers_that_do_not_parse_are_kept_with_reasons(tmp_path):
     assert stats["rejected"] == 3 and stats["kept_posts"] == 0
     rejects = read_jsonl(tmp_path / "out/moderation_qa.rejects.jsonl")
     reasons = sorted(r["reason"] for r in rejects)
-    assert reasons[0] == "no JSON object in the answer" and reasons[1].startswith("no verdict for")
+    assert reasons[0] == NO_READING and reasons[1].startswith("no verdict for")
     assert reasons[2].startswith("schema: ")
     assert "not json at all" in [r["raw"] for r in rejects]
 

@@ -140,8 +140,14 @@ def test_self_instruct_parser_never_raises(answer, finish_reason):
     assert all(isinstance(r.reason, str) and r.reason for r in rejected)
 
 
+LINEISH = st.lists(st.sampled_from(["Question 1:", "Answer 1:", "**Question 2:**", "Answer:", "Categories:", "Category:",
+                                    "Reason:", "Comment:", " toxic", ", insult", " none", " no", " hateful", " and",
+                                    " Who is it for?", " A friend.", "\n", "\n\n", " ", "é", "\x00"]), max_size=30)
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(max_size=300), JSONISH.map(json.dumps), JSONISH.map(lambda o: f"```json\n{json.dumps(o)}\n```")))
+@given(st.one_of(st.text(max_size=300), JSONISH.map(json.dumps), JSONISH.map(lambda o: f"```json\n{json.dumps(o)}\n```"),
+                 LINEISH.map("".join)))
 def test_moderation_qa_parser_never_raises(answer):
     parsed = mqa.parse_answer(answer, load_taxonomy("jigsaw"))
     assert (parsed.reject is None) == bool(parsed.verdicts)
@@ -155,3 +161,50 @@ def test_moderation_qa_parser_accepts_a_fenced_answer_amid_prose():
     parsed = mqa.parse_answer(f"Sure!\n```json\n{json.dumps(body)}\n```\nHope this helps.", taxonomy)
     assert parsed.reject is None and [v["category"] for v in parsed.verdicts if v["violates"]] == ["hate"]
     assert mqa.verdict_answer(parsed.verdicts, taxonomy).startswith("hate\n- hate: why")
+
+
+# SmolLM2-135M's answer to the few-shot template (moderation_qa_fewshot), as it wrote it, then its next example.
+SMALL_TEACHER_LINES = """Question 1: Who is the comment addressed to?
+Answer 1: The person who wrote the article.
+Question 2: Does it threaten anyone?
+Answer 2: No. It is a joke,
+but a rude one.
+Categories: toxic, insult
+Reason: It is rude and insulting.
+
+Comment: "Awesome, you're just a stupid editor."
+Question 1: Who is the comment addressed to?"""
+
+
+def test_moderation_qa_parser_reads_labelled_lines_up_to_the_next_block():
+    taxonomy = load_taxonomy("jigsaw")
+    parsed = mqa.parse_answer(SMALL_TEACHER_LINES, taxonomy)
+    assert parsed.reject is None and not parsed.unfinished
+    assert parsed.qa == [{"question": "Who is the comment addressed to?", "answer": "The person who wrote the article."},
+                         {"question": "Does it threaten anyone?", "answer": "No. It is a joke, but a rude one."}]
+    assert [v["category"] for v in parsed.verdicts if v["violates"]] == ["toxic", "insult"]
+    assert mqa.verdict_answer(parsed.verdicts, taxonomy) == (
+        "toxic, insult\n- toxic: It is rude and insulting.\n- insult: It is rude and insulting.")
+
+
+@pytest.mark.parametrize("categories, labels", [("none", []), ("No.", []), ("**Severe toxic** and Threat", ["severe_toxic", "threat"]),
+                                                ("insult, insult", ["insult"]), ("Insults, threatening", ["threat", "insult"]),
+                                                ("severe", ["severe_toxic"])])
+def test_moderation_qa_parser_reads_a_categories_line_the_way_a_person_would(categories, labels):
+    parsed = mqa.parse_answer(f"Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: {categories}\nReason: Because.",
+                              load_taxonomy("jigsaw"))
+    assert parsed.reject is None and [v["category"] for v in parsed.verdicts if v["violates"]] == labels
+    assert parsed.unfinished  # nothing after the Reason line: a length cut there may have cut the reason
+
+
+@pytest.mark.parametrize("answer, reason", [
+    ("Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: toxic, hateful\nReason: x", "unknown categories ['hateful']"),
+    ("Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: none, toxic\nReason: x", "the verdict names none and categories"),
+    ("Question 1: Is it rude?\nAnswer 1: Yes.\nReason: x", "no Categories line"),
+    ("Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: toxic", "no Reason line"),
+    ("Categories: toxic\nReason: x", "no question/answer pairs"),
+    ("I cannot help with that.", "no JSON object or Question/Answer/Categories lines"),
+])
+def test_moderation_qa_parser_names_what_a_lines_answer_lacks(answer, reason):
+    parsed = mqa.parse_answer(answer, load_taxonomy("jigsaw"))
+    assert parsed.reject.startswith(reason) and not parsed.verdicts

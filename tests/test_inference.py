@@ -3,12 +3,14 @@
 import json
 
 import pytest
+import torch
 
 from tunelab.config import parse_config
 from tunelab.paths import PROJECT_ROOT
 from tunelab.errors import ConfigError, OutputExistsError, RecordError
 from tunelab.stages import finetune, infer, merge
 from tunelab.teachers.mock_server import MockServer
+from fakes import TINY_STUDENT_CONFIG
 
 QUICK = ["--model", "tunelab:tiny-llama", "--limit", "5", "--max_new_tokens", "6"]
 SWEEP = ["--temperature", "0", "0.7", "--top_k", "0", "50", "--num_beams", "1", "2"]
@@ -225,7 +227,7 @@ def test_bad_inputs_are_named(tmp_path):
 def student(tmp_path_factory):
     """A LoRA student (two steps at a high rate, so it differs from the base) and its float32 merge."""
     root = tmp_path_factory.mktemp("students")
-    finetune.finetune(["--config", "demo_student", "--data", "data/alpaca_sample.json", "--max_examples", "4",
+    finetune.finetune(["--config", TINY_STUDENT_CONFIG, "--data", "data/alpaca_sample.json", "--max_examples", "4",
                        "--per_device_train_batch_size", "4", "--max_length", "128", "--max_steps", "2",
                        "--learning_rate", "0.01", "--lora_dropout", "0", "--save_strategy", "no", "--report_to", "none",
                        "--activation_checkpointing", "false", "--disable_tqdm", "true",
@@ -250,6 +252,23 @@ def test_base_adapter_and_merged_models_answer_with_their_own_names(student, tmp
     assert found["adapter"][0]["prompt_tokens"] != found["base"][0]["prompt_tokens"]
     with pytest.raises(ConfigError, match="merge it first"):
         infer.infer(["--model", str(adapter), "--backend", "vllm", "--output_dir", str(tmp_path / "v")])
+
+
+def test_an_adapter_is_folded_into_the_weights_in_memory_for_generation(student):
+    """Inference merges a LoRA adapter in memory (no extra matmuls per layer and token) and leaves the weights
+    requiring grad: bf16 autocast caches its bf16 copy of a weight only then (else it re-casts at every token)."""
+    from tunelab.models import load_causal_lm_with_adapter, resolve_model
+
+    adapter, _ = student
+    before = {p.name: p.read_bytes() for p in adapter.iterdir() if p.is_file()}
+    kept = load_causal_lm_with_adapter(resolve_model("tunelab:tiny-llama"), str(adapter), dtype="float32")
+    merged = load_causal_lm_with_adapter(resolve_model("tunelab:tiny-llama"), str(adapter), merge=True, dtype="float32")
+    assert hasattr(kept, "peft_config") and not hasattr(merged, "peft_config")
+    assert all(p.requires_grad for p in merged.parameters())
+    ids = torch.tensor([[1, 5, 9, 13]])
+    with torch.no_grad():
+        assert torch.allclose(kept(ids).logits, merged(ids).logits, atol=1e-5)
+    assert {p.name: p.read_bytes() for p in adapter.iterdir() if p.is_file()} == before
 
 
 def test_label_probabilities_are_the_models_own_next_token_probabilities(tiny_llama):

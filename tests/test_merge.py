@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from tunelab.stages import finetune, infer, merge
+from fakes import TINY_STUDENT_CONFIG
 
 # Two steps at a high learning rate, so the adapter moves the logits and the check means something.
-FAST_TRAIN = ["--config", "demo_student", "--data", "data/alpaca_sample.json", "--max_examples", "4",
+FAST_TRAIN = ["--config", TINY_STUDENT_CONFIG, "--data", "data/alpaca_sample.json", "--max_examples", "4",
               "--per_device_train_batch_size", "4", "--max_length", "128", "--max_steps", "2", "--learning_rate", "0.01",
               "--lora_dropout", "0", "--save_strategy", "no", "--report_to", "none", "--activation_checkpointing", "false",
               "--disable_tqdm", "true"]

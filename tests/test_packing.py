@@ -16,6 +16,7 @@ from tunelab.stages import finetune
 from tunelab.training.data import example_lengths, load_sft_examples
 from tunelab.training.lora import lora_config
 from tunelab.training.sft import TrainConfig, build_sft_trainer
+from fakes import TINY_STUDENT_CONFIG
 
 MAX_LENGTH = 384
 
@@ -108,7 +109,7 @@ def test_attention_that_ignores_packing_is_refused(tiny_llama, examples, tmp_pat
 
 
 def test_finetune_with_packing_trains(tmp_path, tiny_llama):
-    summary = finetune.finetune(["--config", "demo_student", "--output_dir", str(tmp_path / "p"),
+    summary = finetune.finetune(["--config", TINY_STUDENT_CONFIG, "--output_dir", str(tmp_path / "p"),
                                  "--data", "data/alpaca_sample.json", "--max_examples", "16", "--max_length", "128",
                                  "--packing", "true", "--max_steps", "2", "--logging_steps", "1",
                                  "--report_to", "none"])

@@ -139,6 +139,8 @@ def test_the_shipped_plan_names_shipped_configs():
         assert (STAGE_CONFIG_DIRS["finetune"] / f"{task.finetune}.yaml").exists()
         assert all((STAGE_CONFIG_DIRS["evaluate"] / f"{e.config}.yaml").exists() for e in task.evaluations)
         assert {"full", "lora"} <= set(task.methods)
+    for generate_run in results.load_generate():
+        assert (STAGE_CONFIG_DIRS["generate"] / f"{generate_run.config}.yaml").exists()
 
 
 def test_interrupted_steps_resume_or_start_over_and_prepare_needs_its_folder(plan, tmp_path, capsys):
@@ -299,6 +301,222 @@ def test_results_md_is_what_the_kept_records_make():
     """RESULTS.md is never typed: remade from evaluate/records/ (and bench/results.md), it is unchanged."""
     from tunelab.paths import PROJECT_ROOT
 
-    made = results.report(results.load_plan(), out=None)
+    made = results.report(results.load_plan(), out=None, generate_runs=results.load_generate())
     assert made == (PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8"), \
         "RESULTS.md differs from its records: run python evaluate/results.py report"
+
+
+# ---- generate runs ---------------------------------------------------------------------------------
+
+SERVER = """
+import http.server, os, sys
+open(sys.argv[2], "w").write(" ".join([str(os.getpid()), *sys.argv[3:]]))
+class Models(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"data": [{"id": "smollm2"}]}')
+    def log_message(self, *args):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Models).serve_forever()
+"""
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def generate_plan(tmp_path, serve_command: list[str], port: int, timeout_s: float = 30) -> list:
+    """The fixture's plan with a generate run of two variants, `served` behind `serve_command`."""
+    (tmp_path / "plan.yaml").write_text((tmp_path / "plan.yaml").read_text() + f"""
+generate:
+  - name: tiny_self_instruct
+    title: Tiny self-instruct
+    config: demo
+    variants:
+      in_process: []
+      served: [--teacher_backend, openai, --teacher_base_url, "http://127.0.0.1:{port}/v1"]
+    serve:
+      served: {{command: {json.dumps(serve_command)}, ready: "http://127.0.0.1:{port}/v1/models",
+               timeout_s: {timeout_s}}}
+    data: a made-up teacher run
+    examples: 3
+""", encoding="utf-8")
+    return results.load_generate(tmp_path / "plan.yaml")
+
+
+def write_generate_run(folder: Path, teacher: str = "tunelab:smollm2", kept: int = 5) -> None:
+    """What a finished generate run leaves that the records are made from."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(f"teacher: {teacher}\n")
+    (folder / "provenance.json").write_text(json.dumps({
+        "stage": "generate", "seconds": 150.0, "models": {"teacher": teacher},
+        "hardware": {"platform": "Linux-6", "cpu": "Intel Xeon", "cpu_count": 2, "load_average": [1.5, 1.5, 1.5]}}))
+    (folder / "stats.json").write_text(json.dumps({"self_instruct": {
+        "kept": kept, "rejected": 26, "requests": 8, "cached": 0, "sent": 8, "completion_tokens": 2590,
+        "seconds": 74.0, "rejected_by_stage": {"parse": 21, "novelty": 5},
+        "reject_reasons": {"cut off by the length limit": 6, "no output": 12, "ROUGE-L > 0.7 vs an earlier task": 5,
+                           "blacklisted keyword": 3}}}))
+    tasks = [{"id": f"self-instruct-{i}", "instruction": f"Task {i}", "input": "", "output": f"answer {i}",
+              "provenance": {"teacher": teacher}} for i in range(kept)]
+    tasks[0].update(instruction="Fill the table: a | b", input="<b>bold</b>\n\nsecond line", output="x" * 500)
+    (folder / "self_instruct.alpaca.json").write_text(json.dumps(tasks))
+
+
+def test_a_generate_run_reports_what_the_teacher_sent_wrote_and_kept(plan, tmp_path, monkeypatch):
+    generate = generate_plan(tmp_path, ["python", "-c", "pass"], free_port())
+    root, records = tmp_path / "runs", tmp_path / "records"
+    records.mkdir()
+    # no generate record yet: the report is byte for byte what it was without generate runs
+    assert results.report(plan, root=records, out=None, bench=None, generate_runs=generate) == \
+        results.report(plan, root=records, out=None, bench=None)
+
+    run_dir = root / "tiny_self_instruct_in_process"
+    write_generate_run(run_dir)
+    assert results.keep_generate_records(generate[0], "served", root, records) is None  # never run
+    kept = results.keep_generate_records(generate[0], "in_process", root, records)
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "examples.json", "provenance.json", "stats.json"]
+    examples = json.loads((kept / "examples.json").read_text())
+    assert len(examples) == 3 and all(set(e) == {"instruction", "input", "output"} for e in examples)
+    results.keep_generate_records(generate[0], "in_process", root, records)
+    assert json.loads((kept / "examples.json").read_text()) == examples  # a fixed seed: the same draw
+    shutil.rmtree(root)  # the report reads the records alone
+
+    text = results.report(plan, root=records, out=None, bench=None, generate_runs=generate)
+    section = text.split("## Tiny self-instruct")[1].split("\n## ")[0]
+    assert text.index("## Tiny reviews") < text.index("## Tiny self-instruct") < text.index("## Hardware")
+    row = next(line for line in section.splitlines() if line.startswith("| in_process |"))
+    # 31 blocks (5 kept + 26 rejected), 21 of them failed parsing: 10 parsed; 2,590 tokens in 74 s
+    assert row.startswith("| in_process | 8 | 2,590 | 35.0 | 31 | 10 | 32.3% | 5 | 0.62 | parse 21, novelty 5 | "
+                          "no output (12); cut off by the length limit (6); ROUGE-L > 0.7 vs an earlier task (5) | "
+                          "2.5 min (load 1.5) | Intel Xeon, 2 cores, no GPU |")
+    assert "Not run yet: served." in section and "a 135M-parameter model's tasks" in section
+    assert "3 kept tasks of in_process, drawn at random" in section
+    shown = [line for line in section.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [line.split(" | ")[1] for line in shown] == ["Fill the table: a \\| b", "Task 3", "Task 4"]
+    # as written, but a pipe escaped, markup shown as text, a long field cut, an empty input a dash
+    assert shown[0] == f"| 1 | Fill the table: a \\| b | &lt;b>bold&lt;/b><br>second line | {'x' * 400} … |"
+    assert shown[1] == "| 2 | Task 3 | – | answer 3 |"
+    assert results._example_cell("a | b\n\n<i>c</i>") == "a \\| b<br>&lt;i>c&lt;/i>"
+    assert "tiny_self_instruct_in_process" in text.split("## Hardware")[1]
+    assert "python generate/run.py --config demo --output_dir runs/results/tiny_self_instruct_served" in section
+
+    # another teacher: no word about a 135M model; a refused request is no task block
+    stats = json.loads((kept / "stats.json").read_text())
+    stats["self_instruct"]["rejected_by_stage"] = {"teacher": 2, "parse": 19, "novelty": 5}
+    (kept / "stats.json").write_text(json.dumps(stats))
+    (kept / "provenance.json").write_text(json.dumps({"models": {"teacher": "meta-llama/Llama-2-70b-chat-hf"}}))
+    section = results.generate_section(generate[0], records)[0]
+    assert not any("135M" in line for line in section)
+    assert "| 29 | 10 | 34.5% |" in next(line for line in section if line.startswith("| in_process |"))
+
+
+def fake_generate(calls: list, ready: str | None):
+    """Stands in for the generate command: checks the server answers while it runs and leaves a finished run."""
+    def call(command, cwd=None):
+        assert ready is None or results._answers(ready), "the generate command ran without its server"
+        calls.append(command)
+        write_generate_run(Path(command[command.index("--output_dir") + 1]))
+        return 0
+    return call
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+def test_a_served_variant_runs_inside_its_servers_lifetime_and_a_finished_one_is_skipped(plan, tmp_path, monkeypatch,
+                                                                                        capsys):
+    port, pid_file = free_port(), tmp_path / "server.pid"
+    (tmp_path / "server.py").write_text(SERVER)
+    generate = generate_plan(tmp_path, ["python", str(tmp_path / "server.py"), str(port), str(pid_file),
+                                        "{smollm2_gguf}"], port)
+    monkeypatch.setattr("tunelab.smollm2.gguf_path", lambda: Path("/models/SmolLM2.gguf"))
+    calls = []
+    ready = f"http://127.0.0.1:{port}/v1/models"
+    monkeypatch.setattr(results, "call_forwarding_termination", fake_generate(calls, ready))
+    root, records = tmp_path / "runs", tmp_path / "records"
+    ran = results.run(plan, only=["tiny_self_instruct"], methods=["served"], root=root, records=records,
+                      generate_runs=generate)
+    assert [r["returncode"] for r in ran] == [0] and len(calls) == 1
+    assert calls[0][1:] == ["generate/run.py", "--config", "demo", "--output_dir",
+                            str(root / "tiny_self_instruct_served"), "--teacher_backend", "openai", "--teacher_base_url", f"http://127.0.0.1:{port}/v1"]
+    pid, gguf = pid_file.read_text().split()
+    assert gguf == "/models/SmolLM2.gguf" and gone(int(pid))  # stopped after the run, not left behind
+    assert (records / "tiny_self_instruct_served" / "examples.json").exists()
+
+    pid_file.unlink()
+    assert results.run(plan, only=["tiny_self_instruct"], methods=["served"], root=root, records=records,
+                       generate_runs=generate) == []
+    assert "is finished; skipped" in capsys.readouterr().out and not pid_file.exists()  # no server for nothing
+
+    # `list` shows the server in the background around its command
+    monkeypatch.chdir(tmp_path)  # main moves to the project; back where the test was afterwards
+    assert results.main(["--plan", str(tmp_path / "plan.yaml"), "list"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    served = listed.index(next(line for line in listed if "tiny_self_instruct_served" in line))
+    assert listed[served - 1].endswith(" &") and "server.py" in listed[served - 1] and listed[served + 1] == "kill $!"
+    assert any(line.endswith("--output_dir runs/results/tiny_self_instruct_in_process") for line in listed)
+
+
+def test_a_server_that_never_answers_or_exits_is_named_in_one_line_and_stopped(plan, tmp_path, monkeypatch, capsys):
+    pid_file = tmp_path / "server.pid"
+    silent = ["python", "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
+                              "print('loading the model', flush=True); time.sleep(60)"]
+    calls = []
+    monkeypatch.setattr(results, "call_forwarding_termination", fake_generate(calls, None))
+    root = tmp_path / "runs"
+    started = time.monotonic()
+    ran = results.run(plan, only=["tiny_self_instruct"], methods=["served"], root=root, records=None,
+                      generate_runs=generate_plan(tmp_path, silent, free_port(), timeout_s=1))
+    assert [r["returncode"] for r in ran] == [1] and calls == [] and time.monotonic() - started < 20
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "did not answer at http://127.0.0.1:" in error and "within 1 s" in error
+    assert "import os, time" in error and error.endswith("ends: loading the model")
+    assert gone(int(pid_file.read_text()))
+
+    (tmp_path / "plan.yaml").write_text((tmp_path / "plan.yaml").read_text().split("generate:")[0])
+    failing = ["python", "-c", "import sys; sys.exit('no such flag: --n_ctx')"]
+    results.run(plan, only=["tiny_self_instruct"], methods=["served"], root=root, records=None,
+                generate_runs=generate_plan(tmp_path, failing, free_port()))
+    error = capsys.readouterr().err.strip()
+    assert "exited (1) before answering" in error and error.endswith("ends: no such flag: --n_ctx")
+
+    # llama.cpp's server missing: the extra that installs it, before anything starts
+    monkeypatch.setattr(results, "find_spec", lambda name: None)
+    (tmp_path / "plan.yaml").write_text((tmp_path / "plan.yaml").read_text().split("generate:")[0])
+    ran = results.run(plan, only=["tiny_self_instruct"], methods=["served"], root=root, records=None,
+                      generate_runs=generate_plan(tmp_path, ["python", "-m", "llama_cpp.server"], free_port()))
+    error = capsys.readouterr().err.strip()
+    assert [r["returncode"] for r in ran] == [1] and len(error.splitlines()) == 1
+    assert error.endswith('pip install -e ".[llamacpp]"') and "llama_cpp.server is not installed" in error
+
+
+def test_stopping_the_runner_while_its_server_starts_stops_the_server(tmp_path):
+    pid_file = tmp_path / "server.pid"
+    script = tmp_path / "runner.py"
+    script.write_text(f"""
+import sys
+from pathlib import Path
+from tunelab import results
+server = results.Server(command=["python", "-c", "import os, time; "
+                                 "open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"],
+                        ready="http://127.0.0.1:9/never", timeout_s=120)
+with results.serving(server, Path({str(tmp_path / 'server.log')!r})):
+    pass
+""")
+    runner = subprocess.Popen([sys.executable, str(script)])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=30) == 128 + signal.SIGTERM
+    assert gone(int(pid_file.read_text()))  # stopped and reaped, not orphaned

@@ -7,12 +7,14 @@ import sys
 
 import pytest
 
-from fakes import CannedTeacher, numbered_answer
+from fakes import TINY_STUDENT_CONFIG, CannedTeacher, numbered_answer
 from tunelab.stages import evaluate, finetune, generate, infer
 from tunelab.teachers import factory
 
 FAST_TRAIN = ["--max_steps", "2", "--logging_steps", "1", "--save_strategy", "no", "--report_to", "none",
               "--activation_checkpointing", "false"]
+# The demo configs run SmolLM2; these tests check the stages' mechanics on the tiny random Llama.
+TINY_TEACHER = ["--teacher", "tunelab:tiny-llama"]
 
 
 @pytest.fixture(scope="session")
@@ -24,14 +26,14 @@ def workdir(tmp_path_factory):
 def generated(workdir, tiny_llama):
     out = workdir / "generate"
     stats = generate.generate(["--config", "demo", "--output_dir", str(out), "--max_requests", "2",
-                               "--max_new_tokens", "32"])
+                               "--max_new_tokens", "32", *TINY_TEACHER])
     return out, stats
 
 
 @pytest.fixture(scope="session")
 def student(workdir, generated):
     out = workdir / "student"
-    summary = finetune.finetune(["--config", "demo_student", "--output_dir", str(out), "--data",
+    summary = finetune.finetune(["--config", TINY_STUDENT_CONFIG, "--output_dir", str(out), "--data",
                                  "data/alpaca_sample.json", str(generated[0] / "self_instruct.alpaca.json"),
                                  "--max_examples", "16", *FAST_TRAIN])
     return out, summary
@@ -67,7 +69,8 @@ def test_generate_builds_moderation_and_self_instruct(generated):
     assert si["sent"] == 2 and si["kept"] + si["rejected"] >= 1
     assert (out / "self_instruct.rejects.jsonl").exists() and (out / "teacher_cache.jsonl").exists()
     provenance = json.loads((out / "provenance.json").read_text())
-    assert set(provenance["templates"]) == {"self_instruct", "moderation_instruction", "moderation_qa", "alpaca_student"}
+    assert set(provenance["templates"]) == {"self_instruct", "moderation_instruction", "moderation_qa_fewshot",
+                                            "alpaca_student"}
     assert provenance["inputs"]["seed_tasks"].split("sha256:")[1]
     assert "tiny random" in provenance["notes"]["teacher"]
 
@@ -100,14 +103,14 @@ def test_generate_resumes_from_its_cache(generated, tiny_llama, tmp_path):
     out = tmp_path / "generate"
     shutil.copytree(generated[0], out)  # --overwrite replaces the folder's outputs; other tests read the original
     stats = generate.generate(["--config", "demo", "--output_dir", str(out), "--max_requests", "2",
-                               "--max_new_tokens", "32", "--tasks", "self_instruct", "--overwrite"])
+                               "--max_new_tokens", "32", "--tasks", "self_instruct", "--overwrite", *TINY_TEACHER])
     assert stats["self_instruct"]["sent"] == 0 and stats["self_instruct"]["cached"] == 2
 
 
 def test_unfinished_generate_run_continues_without_overwrite(tmp_path, tiny_llama):
     out = tmp_path / "g"
     argv = ["--config", "demo", "--output_dir", str(out), "--tasks", "self_instruct", "--max_requests", "2",
-            "--max_new_tokens", "16"]
+            "--max_new_tokens", "16", *TINY_TEACHER]
     first = generate.generate(argv)
     (out / "provenance.json").unlink()  # as if the run was killed before it finished
     again = generate.generate(argv)
@@ -160,6 +163,27 @@ def test_a_qa_answer_cut_open_by_the_length_limit_is_rejected_as_cut_off(tmp_pat
     assert stats["moderation_qa"]["reject_reasons"] == {"cut off by the length limit": 2}
 
 
+def test_qa_as_a_completion_continues_the_few_shot_prompt_and_stops_at_the_blank_line(tmp_path, monkeypatch):
+    """The few-shot template small teachers can finish: the request is the prompt itself, ending at
+    'Question 1:', the answer is read from there, and the teacher stops at the blank line ending its block."""
+    answer = " Who is it aimed at?\nAnswer 1: An editor.\nQuestion 2: Is it rude?\nAnswer 2: Yes.\nCategories: toxic, insult\nReason: Rude."
+    teacher = CannedTeacher([answer])
+    seen = []
+    original = teacher.generate_batch
+    teacher.generate_batch = lambda requests, params: seen.append((requests, params)) or original(requests, params)
+    monkeypatch.setitem(factory.BACKENDS, "canned", lambda cfg: teacher)
+    stats = generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "g"), "--tasks", "moderation_qa",
+                               "--teacher_backend", "canned", "--max_posts", "2", "--qa_questions", "2",
+                               "--qa_template", "moderation_qa_fewshot", "--qa_request", "completion"])["moderation_qa"]
+    requests, params = seen[0]
+    assert requests[0].messages is None and requests[0].prompt.endswith("Question 1:") and "\n\n" in params.stop
+    assert requests[0].prompt.count("Question 3:") == 0  # the worked examples show as many questions as asked
+    assert stats["kept_posts"] == 2 and stats["pairs"] == 6, stats["reject_reasons"]
+    record = json.loads((tmp_path / "g/moderation_qa.jsonl").read_text().splitlines()[0])
+    assert record["qa"][0] == {"question": "Who is it aimed at?", "answer": "An editor."}
+    assert record["labels"] == ["toxic", "insult"]
+
+
 def test_malformed_corpus_is_named_and_existing_outputs_survive(tmp_path, capsys):
     out = tmp_path / "g"
     generate.generate(["--config", "demo", "--output_dir", str(out), "--tasks", "moderation"])
@@ -187,7 +211,7 @@ def test_finetune_student_saves_adapter_template_and_record(student):
 
 def test_finetune_refuses_to_overwrite(student, capsys):
     out, _ = student
-    assert finetune.main(["--config", "demo_student", "--data", "data/alpaca_sample.json", "--output_dir", str(out),
+    assert finetune.main(["--config", TINY_STUDENT_CONFIG, "--data", "data/alpaca_sample.json", "--output_dir", str(out),
                           *FAST_TRAIN]) == 2
     assert "--overwrite" in capsys.readouterr().err
 
@@ -253,18 +277,20 @@ def test_demo_runs_every_stage_and_reports_where_outputs_went(in_tmp, tiny_llama
     from tunelab.stages import demo
 
     rows = demo.demo(["--output_dir", "runs/d", "--quick"])
-    assert [r["stage"] for r in rows] == ["generate", "generate", "generate", "finetune", "finetune", "inference", "evaluate",
-                                          "evaluate"]
+    assert [r["stage"] for r in rows] == ["generate", "generate", "generate", "finetune", "finetune", "inference",
+                                          "inference", "evaluate", "evaluate"]
     assert all((in_tmp / r["where"]).exists() for r in rows)
     summary = json.loads((in_tmp / "runs/d/summary.json").read_text())
-    assert "tiny random" in summary["note"]
+    assert "SmolLM2" in summary["note"] and len(summary["examples"]["answers"]) == 3
+    assert all(a["base.prediction"] is not None and a["tuned.prediction"] is not None for a in summary["examples"]["answers"])
     out = capsys.readouterr().out
-    assert "know nothing" in out and "BERTScore" in out
+    assert "before and after tuning" in out and "BERTScore" in out and " -> " in out
     assert demo.main(["--output_dir", "runs/d"]) == 2  # an existing demo folder is not overwritten
+    assert demo.main(["--output_dir", "runs/e", "--quick", "--full"]) == 2 and not (in_tmp / "runs/e").exists()
 
 
 def test_sft_with_no_room_for_responses_says_so(tmp_path, tiny_llama, capsys):
-    code = finetune.main(["--config", "demo_student", "--output_dir", str(tmp_path / "s"), "--data",
+    code = finetune.main(["--config", TINY_STUDENT_CONFIG, "--output_dir", str(tmp_path / "s"), "--data",
                           "data/alpaca_sample.json", "--max_length", "16", "--max_examples", "4", *FAST_TRAIN])
     assert code == 2 and "raise --max_length" in capsys.readouterr().err
 
@@ -274,14 +300,14 @@ def test_truncated_training_data_is_named_and_the_existing_model_survives(studen
     before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     bad = tmp_path / "bad.json"
     bad.write_text('[\n {"instruction": "Say hi.", "input": "", "output": "Hi."},\n {"instruction": "Say')
-    assert finetune.main(["--config", "demo_student", "--output_dir", str(out), "--data", str(bad), "--overwrite",
+    assert finetune.main(["--config", TINY_STUDENT_CONFIG, "--output_dir", str(out), "--data", str(bad), "--overwrite",
                           *FAST_TRAIN]) == 2
     assert f"{bad}:3:" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
 
 
 def test_finetune_qlora_4bit_on_cpu(tmp_path, tiny_llama):
-    summary = finetune.finetune(["--config", "demo_student", "--output_dir", str(tmp_path / "q"), "--quantization", "4bit",
+    summary = finetune.finetune(["--config", TINY_STUDENT_CONFIG, "--output_dir", str(tmp_path / "q"), "--quantization", "4bit",
                                  "--data", "data/alpaca_sample.json", "--max_examples", "8", *FAST_TRAIN])
     assert summary["steps"] == 2 and (tmp_path / "q/adapter_model.safetensors").exists()
     assert "quantization: 4bit" in (tmp_path / "q/config.yaml").read_text()
@@ -407,5 +433,5 @@ def test_push_replaces_a_trainers_readme_with_a_card(classifier, tmp_path, monke
 
 
 def test_finetune_leaves_pushing_to_the_push_command(tmp_path, capsys):
-    assert finetune.main(["--config", "demo_student", "--output_dir", str(tmp_path / "p"), "--push_to_hub"]) == 2
+    assert finetune.main(["--config", TINY_STUDENT_CONFIG, "--output_dir", str(tmp_path / "p"), "--push_to_hub"]) == 2
     assert "finetune/push.py" in capsys.readouterr().err and not (tmp_path / "p").exists()

@@ -8,6 +8,7 @@ from tunelab.prompts import student_prompt
 from tunelab.training.data import load_sft_examples
 from tunelab.training.lora import lora_config
 from tunelab.training.sft import TrainConfig, build_sft_trainer
+from fakes import TINY_STUDENT_CONFIG
 
 
 @pytest.fixture
@@ -100,7 +101,9 @@ def test_qlora_defaults_on_cuda_and_plain_ones_on_cpu(monkeypatch, tmp_path):
 
     cpu = TrainConfig(output_dir=str(tmp_path))
     resolve_qlora_defaults(cpu, "4bit")
-    assert not cpu.activation_checkpointing and "paged" not in str(cpu.optim) and not cpu.bf16
+    from tunelab.models import native_bf16_cpu
+
+    assert not cpu.activation_checkpointing and "paged" not in str(cpu.optim) and cpu.bf16 == native_bf16_cpu()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     gpu = TrainConfig(output_dir=str(tmp_path), use_cpu=True)  # use_cpu: no device is touched while parsing
@@ -117,7 +120,7 @@ def test_lora_variants_train_and_are_saved(variant, tiny_llama, tmp_path):
     from tunelab.stages import finetune
 
     out = tmp_path / variant
-    finetune.finetune(["--config", "demo_student", "--data", "data/alpaca_sample.json", "--max_examples", "4",
+    finetune.finetune(["--config", TINY_STUDENT_CONFIG, "--data", "data/alpaca_sample.json", "--max_examples", "4",
                        "--max_steps", "1", "--save_strategy", "no", "--report_to", "none", f"--{variant}", "true",
                        "--output_dir", str(out)])
     import json
@@ -144,7 +147,7 @@ def test_lora_in_bf16_on_cpu(tiny_llama, tmp_path):
     from tunelab.stages import finetune
 
     out = tmp_path / "bf16"
-    summary = finetune.finetune(["--config", "demo_student", "--data", "data/alpaca_sample.json", "--max_examples", "4",
+    summary = finetune.finetune(["--config", TINY_STUDENT_CONFIG, "--data", "data/alpaca_sample.json", "--max_examples", "4",
                                  "--max_steps", "2", "--save_strategy", "no", "--report_to", "none", "--dtype", "bfloat16",
                                  "--bf16", "true", "--output_dir", str(out)])
     assert summary["steps"] == 2 and torch.isfinite(torch.tensor(summary["train_loss"]))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fakes import CannedTeacher, numbered_answer
+from fakes import JSON_QA, NO_READING, CannedTeacher, numbered_answer
 from test_report import _Page, _open, browser  # noqa: F401  (browser: the Chromium fixture)
 from tunelab.cli import main as tunelab_main
 from tunelab.errors import ConfigError
@@ -44,7 +44,7 @@ def generate_run(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(factory.BACKENDS, "canned", lambda cfg: CannedTeacher([_answer()]))
         generate.generate(["--config", "demo", "--output_dir", str(out), "--tasks", "moderation", "self_instruct",
-                           "moderation_qa", "--teacher_backend", "canned", "--max_requests", "2",
+                           "moderation_qa", *JSON_QA, "--teacher_backend", "canned", "--max_requests", "2",
                            "--max_posts", "3"])
     return out
 
@@ -98,7 +98,7 @@ def test_generate_view_shows_records_rejects_and_prompts(generate_run):
     assert list(rejects[0])[:3] == ["from", "stage", "reason"]
     reasons = {(r["from"], r["stage"], r["reason"]) for r in rejects}
     assert ("self_instruct", "novelty", NOVELTY) in reasons and ("self_instruct", "parse", "no output") in reasons
-    assert ("moderation_qa", "parse", "no JSON object in the answer") in reasons
+    assert ("moderation_qa", "parse", NO_READING) in reasons
     assert '<select id="rejects-facet-reason" data-facet="2">' in text
 
     texts = _block(text, "texts-data")

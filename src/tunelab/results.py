@@ -9,6 +9,10 @@ run's records and writes the tables. The run folders (runs/results/, weights inc
 repository; each finished run's provenance.json, config.yaml and scores.json are kept in
 evaluate/records/, which the report reads, so a fresh clone remakes RESULTS.md exactly.
 
+The plan's generate runs are teacher data generation: each variant (the teacher in process, or behind
+a local server the runner starts and stops) is one generate command; its provenance.json, config.yaml,
+stats.json and a fixed random draw of its kept tasks (examples.json) are kept the same way.
+
     python evaluate/results.py run --only jigsaw dbpedia
     python evaluate/results.py report
 """
@@ -24,7 +28,10 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from importlib.util import find_spec
 from pathlib import Path
 
 from .config import load_yaml
@@ -40,6 +47,18 @@ RECORD_FILES = ("provenance.json", "config.yaml", "scores.json")
 RESULTS_MD = PROJECT_ROOT / "RESULTS.md"
 BENCH_RESULTS = PROJECT_ROOT / "bench" / "results.json"  # written by `make bench` (bench/suite.py)
 BENCH_GPU_RESULTS = PROJECT_ROOT / "bench" / "results_gpu.json"  # written by `make bench-gpu` on a GPU machine
+GENERATE_RECORD_FILES = ("provenance.json", "config.yaml", "stats.json")
+EXAMPLES_FILE = "examples.json"  # kept tasks drawn from the run's data, so the report never needs the run folder
+EXAMPLES_SEED = 0
+EXAMPLE_CHARS = 400  # a longer field of a shown task is cut there
+# Placeholders a serve command may hold, resolved when the server starts (so `list` works without them), and
+# how the commands in RESULTS.md spell them for a shell.
+SERVE_PLACEHOLDERS = {"smollm2_gguf": ("tunelab.smollm2", "gguf_path")}
+SERVE_PLACEHOLDER_SHELL = {
+    "smollm2_gguf": "\"$(python -c 'from tunelab.smollm2 import gguf_path; print(gguf_path())')\""}
+SERVER_EXTRAS = {"llama_cpp": "llamacpp"}  # a server module -> the extra that installs it
+READY_TIMEOUT_S = 180.0  # loading a model takes a while; a server that never answers must not hang the runner
+STOP_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -82,6 +101,47 @@ class Task:
         return [train, *scores]
 
 
+@dataclass
+class Server:
+    """A local teacher server a variant needs: started before its generate command, stopped after it."""
+    command: list[str]
+    ready: str  # a URL that answers once the server can take requests
+    timeout_s: float = READY_TIMEOUT_S
+
+    def shell(self) -> str:
+        """The command as typed in a shell, its placeholders spelled out."""
+        text = shlex.join(self.command)
+        for name, shell in SERVE_PLACEHOLDER_SHELL.items():
+            text = text.replace(shlex.quote(f"{{{name}}}"), shell)
+        return text
+
+
+@dataclass
+class GenerateRun:
+    name: str
+    title: str
+    config: str
+    variants: dict[str, list[str]]  # variant -> command-line overrides, like a task's methods
+    data: str
+    serve: dict[str, Server] = field(default_factory=dict)
+    examples: int = 20
+
+    def run_dir(self, variant: str, root: Path = RUNS_DIR) -> Path:
+        return root / f"{self.name}_{variant}"
+
+    def command(self, variant: str, root: Path = RUNS_DIR, python: str = "python") -> list[str]:
+        """The generate command a user would type; an unfinished run continues when it is typed again."""
+        return [python, "generate/run.py", "--config", self.config, "--output_dir", str(self.run_dir(variant, root)),
+                *self.variants[variant]]
+
+    def shell_lines(self, variant: str) -> list[str]:
+        """The variant as typed in a shell: its server in the background, the command, the server stopped."""
+        line = shlex.join(self.command(variant))
+        if variant not in self.serve:
+            return [line]
+        return [f"{self.serve[variant].shell()} &", line, "kill $!"]
+
+
 def load_plan(path: Path = PLAN) -> list[Task]:
     data = load_yaml(path)
     tasks = []
@@ -105,13 +165,37 @@ def load_plan(path: Path = PLAN) -> list[Task]:
     return tasks
 
 
-def select(tasks: list[Task], only: list[str] | None, methods: list[str] | None) -> list[tuple[Task, str]]:
-    names = {t.name for t in tasks}
+def load_generate(path: Path = PLAN) -> list[GenerateRun]:
+    """The plan's generate runs (none where it lists none)."""
+    data = load_yaml(path)
+    runs = []
+    for i, entry in enumerate(data.get("generate") or []):
+        try:
+            variants = {v: [str(a) for a in (args or [])] for v, args in entry["variants"].items()}
+            serve = {v: Server(command=[str(a) for a in spec["command"]], ready=spec["ready"],
+                               timeout_s=float(spec.get("timeout_s", READY_TIMEOUT_S)))
+                     for v, spec in (entry.get("serve") or {}).items()}
+            runs.append(GenerateRun(name=entry["name"], title=entry["title"], config=entry["config"],
+                                    variants=variants, data=entry["data"], serve=serve,
+                                    examples=int(entry.get("examples", 20))))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"{path}: generate run {i} ({entry.get('name', '?')}): {e}") from e
+        if unknown := sorted(set(serve) - set(variants)):
+            raise ConfigError(f"{path}: generate run {entry['name']}: serve names no variant {unknown}")
+    return runs
+
+
+def select(tasks: list[Task], only: list[str] | None, methods: list[str] | None,
+           generate_runs: list[GenerateRun] = ()) -> list[tuple[Task | GenerateRun, str]]:
+    """(task, method) pairs, then (generate run, variant) pairs; `only` names either, `methods` methods or
+    variants."""
+    names = {t.name for t in tasks} | {g.name for g in generate_runs}
     unknown = sorted(set(only or []) - names)
     if unknown:
         raise ConfigError(f"unknown task(s) {unknown}; the plan has {sorted(names)}")
-    chosen = [t for t in tasks if not only or t.name in only]
-    pairs = [(t, m) for t in chosen for m in t.methods if not methods or m in methods]
+    chosen = [t for t in [*tasks, *generate_runs] if not only or t.name in only]
+    pairs = [(t, m) for t in chosen for m in (t.methods if isinstance(t, Task) else t.variants)
+             if not methods or m in methods]
     if not pairs:
         raise ConfigError(f"no (task, method) left to run for tasks {only or 'all'} and methods {methods}")
     return pairs
@@ -145,20 +229,167 @@ def keep_records(task: Task, method: str, root: Path = RUNS_DIR, records: Path =
     return kept
 
 
+def keep_generate_records(generate_run: GenerateRun, variant: str, root: Path = RUNS_DIR,
+                          records: Path = RECORDS_DIR) -> Path | None:
+    """Copy a finished generate run's GENERATE_RECORD_FILES to `records`, with EXAMPLES_FILE: its `examples`
+    kept tasks drawn at random (a fixed seed, so a rerun of the report shows the same ones) in the run's
+    order, as the teacher wrote them. Returns the kept folder, or None where the run has not finished."""
+    import random
+    import shutil
+
+    run_dir = generate_run.run_dir(variant, root)
+    if not finished(run_dir):
+        return None
+    kept = generate_run.run_dir(variant, records)
+    staging = kept.with_name(f".{kept.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for name in GENERATE_RECORD_FILES:
+        if (run_dir / name).exists():
+            shutil.copyfile(run_dir / name, staging / name)
+    tasks = _read_json(run_dir / "self_instruct.alpaca.json") or []
+    count = min(generate_run.examples, len(tasks))
+    drawn = sorted(random.Random(EXAMPLES_SEED).sample(range(len(tasks)), count))
+    examples = [{k: tasks[i].get(k, "") for k in ("instruction", "input", "output")} for i in drawn]
+    (staging / EXAMPLES_FILE).write_text(json.dumps(examples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    shutil.rmtree(kept, ignore_errors=True)
+    staging.rename(kept)
+    return kept
+
+
 def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, rerun: bool = False,
-        dry_run: bool = False, records: Path | None = RECORDS_DIR) -> list[dict]:
-    """Train and score each (task, method) in turn with the stage commands; a finished step is skipped
-    (its run record is there) unless `rerun`. A failed step stops that task's method, not the others.
-    Each finished (task, method)'s records are then kept under `records` (None: not kept)."""
+        dry_run: bool = False, records: Path | None = RECORDS_DIR,
+        generate_runs: list[GenerateRun] = ()) -> list[dict]:
+    """Train and score each (task, method) in turn with the stage commands, then each generate run's
+    variants; a finished step is skipped (its run record is there) unless `rerun`. A failed step stops
+    that task's method (or that variant), not the others. Each finished one's records are then kept
+    under `records` (None: not kept)."""
     done = []
-    for task, method in select(tasks, only, methods):
-        steps = _run_steps(task, method, root, rerun, dry_run)
+    for item, method in select(tasks, only, methods, generate_runs):
+        generating = isinstance(item, GenerateRun)
+        steps = (_run_generate if generating else _run_steps)(item, method, root, rerun, dry_run)
         done += steps
         # after a failed step an older evaluation's scores may still sit beside a new model: keep nothing
         if records is not None and not dry_run and not any(r["returncode"] for r in steps):
-            if kept := keep_records(task, method, root, records):
+            if kept := (keep_generate_records if generating else keep_records)(item, method, root, records):
                 print(f"results: records kept in {kept}")
     return done
+
+
+def _run_generate(generate_run: GenerateRun, variant: str, root: Path, rerun: bool,
+                  dry_run: bool) -> list[dict]:
+    """One generate variant: skipped when finished, else run as typed (an unfinished run continues from
+    its teacher cache), inside its server's lifetime where it has one."""
+    command = generate_run.command(variant, root, python=sys.executable)
+    out = generate_run.run_dir(variant, root)
+    text = shlex.join(["python", *command[1:]])
+    if finished(out) and not rerun:
+        print(f"results: {out} is finished; skipped ({text})")
+        return []
+    extra = ["--overwrite", "true"] if rerun and out.exists() and any(out.iterdir()) else []
+    server = generate_run.serve.get(variant)
+    if server:
+        print(f"results: serving {server.shell()}", flush=True)
+    print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
+    if dry_run:
+        return []
+    started = time.monotonic()
+    try:
+        with serving(server, out.with_name(f"{out.name}.server.log")) if server else _nothing():
+            rc = call_forwarding_termination([*command, *extra], cwd=PROJECT_ROOT)
+    except ConfigError as e:  # the server's: the generate command's own failures are its return code
+        print(f"results: {e}", file=sys.stderr)
+        return [{"command": text, "returncode": 1, "seconds": round(time.monotonic() - started, 1)}]
+    if rc != 0:
+        print(f"results: failed ({rc}): {text}", file=sys.stderr)
+    return [{"command": text, "returncode": rc, "seconds": round(time.monotonic() - started, 1)}]
+
+
+class ServerError(ConfigError):
+    """A variant's server could not be started or never answered."""
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+def server_command(server: Server) -> list[str]:
+    """The serve command as run: `python` is this interpreter, placeholders filled in; a server module that
+    is not installed is named with the extra that installs it."""
+    command = [sys.executable, *server.command[1:]] if server.command[0] == "python" else list(server.command)
+    if "-m" in command[:-1]:
+        module = command[command.index("-m") + 1]
+        if find_spec(module.split(".")[0]) is None:
+            extra = SERVER_EXTRAS.get(module.split(".")[0])
+            install = f'pip install -e ".[{extra}]"' if extra else f"install {module.split('.')[0]}"
+            raise ServerError(f"{module} is not installed, which {shlex.join(server.command)} needs: {install}")
+    for name, (module, function) in SERVE_PLACEHOLDERS.items():
+        if any(f"{{{name}}}" in a for a in command):
+            from importlib import import_module
+
+            value = str(getattr(import_module(module), function)())
+            command = [a.replace(f"{{{name}}}", value) for a in command]
+    return command
+
+
+@contextmanager
+def serving(server: Server, log: Path):
+    """Start `server` (its output in `log`), wait until its ready URL answers, and stop it afterwards, whatever
+    happens in between (a failed run, Ctrl-C, a SIGTERM to the runner): a server left behind would hold its port
+    and its memory."""
+    command = server_command(server)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        # A SIGTERM's default ends the runner at once, its server orphaned: end it through `finally` instead
+        # (call_forwarding_termination takes the signal over while the generate command runs).
+        previous = signal.signal(signal.SIGTERM, _exit_on_signal)
+    with log.open("w", encoding="utf-8") as out:
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    text = shlex.join(server.command)
+    try:
+        deadline = time.monotonic() + server.timeout_s
+        while not _answers(server.ready):
+            if process.poll() is not None:
+                raise ServerError(f"{text} exited ({process.returncode}) before answering at {server.ready}; "
+                                  f"its log ({log}) ends: {_log_tail(log)}")
+            if time.monotonic() > deadline:
+                raise ServerError(f"{text} did not answer at {server.ready} within {server.timeout_s:g} s; "
+                                  f"its log ({log}) ends: {_log_tail(log)}")
+            time.sleep(0.25)
+        yield process
+    finally:
+        _stop(process)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_signal(signum, frame):
+    raise SystemExit(128 + signum)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:  # refused while starting, or an HTTP error
+        return False
+
+
+def _log_tail(log: Path, lines: int = 3) -> str:
+    text = [line.strip() for line in log.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    return " / ".join(text[-lines:])[-500:] or "(empty)"
+
+
+def _stop(process: subprocess.Popen, timeout_s: float = STOP_TIMEOUT_S) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:  # a server busy with a request may not stop on a SIGTERM
+            process.kill()
+            process.wait()
 
 
 def _run_steps(task: Task, method: str, root: Path, rerun: bool, dry_run: bool) -> list[dict]:
@@ -280,9 +511,14 @@ def _machines(runs: list[tuple[str, dict]]) -> list[str]:
         named = [cpu for cpu in by_cpu if cpu]
         if len(named) == 1 and "" in by_cpu:
             by_cpu[named[0]] |= by_cpu.pop("")
-        lines += [f"{cpu or platform}, {count} cores, {', '.join(gpus) or 'no GPU'}: {', '.join(sorted(names))}"
-                  for cpu, names in by_cpu.items()]
+        lines += [f"{_machine({'cpu': cpu, 'platform': platform, 'cpu_count': count, 'gpus': gpus})}: "
+                  f"{', '.join(sorted(names))}" for cpu, names in by_cpu.items()]
     return sorted(lines)
+
+
+def _machine(hardware: dict) -> str:
+    return (f"{hardware.get('cpu') or hardware.get('platform', '?')}, {hardware.get('cpu_count', '?')} cores, "
+            f"{', '.join(hardware.get('gpus') or []) or 'no GPU'}")
 
 
 def collect(task: Task, method: str, root: Path = RUNS_DIR) -> dict | None:
@@ -337,11 +573,12 @@ def _target_met(task: Task, scores: dict) -> str:
 
 
 def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESULTS_MD,
-           bench: Path | None = BENCH_RESULTS, bench_gpu: Path | None = BENCH_GPU_RESULTS) -> str:
+           bench: Path | None = BENCH_RESULTS, bench_gpu: Path | None = BENCH_GPU_RESULTS,
+           generate_runs: list[GenerateRun] = ()) -> str:
     """RESULTS.md from the run records under `root` (the kept records by default; a runs folder has the
     same layout) and the benchmark suite's results, where `bench` (and the GPU checks' `bench_gpu`)
-    exist; tasks or methods without a finished run are listed as not run. Returns the markdown, also
-    written to `out` unless None."""
+    exist; tasks or methods without a finished run are listed as not run. A generate run gets a section
+    once one of its variants has a record. Returns the markdown, also written to `out` unless None."""
     intro = ["# Results", "",
              "Generated by `python evaluate/results.py report` from the run records kept in `evaluate/records/` "
              "(each run's provenance.json, config.yaml and scores.json, copied there from `runs/results/` by "
@@ -436,6 +673,10 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
         for method in task.methods:
             lines += [shlex.join(c) for c in task.commands(method)]
         lines += ["```", ""]
+    for generate_run in generate_runs:
+        section, recorded = generate_section(generate_run, root)
+        lines += section
+        provenances += recorded
     lines += ["## Hardware", ""] + [f"- {h}" for h in _machines(provenances)] + [""]
     gpu_ran = set()
     if bench_gpu is not None and bench_gpu.exists():
@@ -454,6 +695,83 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
     if out is not None:
         out.write_text(text, encoding="utf-8")
     return text
+
+
+def generate_section(generate_run: GenerateRun,
+                     root: Path = RECORDS_DIR) -> tuple[list[str], list[tuple[str, dict]]]:
+    """A generate run's section: per variant, what the teacher was sent and wrote, how much of it parsed and
+    was kept and why the rest was not; then kept tasks as the teacher wrote them. Returns the lines (none
+    while no variant has a record) and the (run, provenance) pairs for the Hardware section."""
+    header = ["variant", "requests sent", "tokens generated", "teacher tokens/s", "task blocks", "parsed",
+              "parse rate", "kept", "kept per request", "rejects by stage", "commonest reject reasons", "time",
+              "machine"]
+    rows, recorded, teachers, examples, missing = [], [], set(), [], []
+    for variant in generate_run.variants:
+        folder = generate_run.run_dir(variant, root)
+        provenance, stats = _read_json(folder / "provenance.json"), _read_json(folder / "stats.json")
+        if provenance is None or stats is None:
+            missing.append(variant)
+            continue
+        recorded.append((folder.name, provenance))
+        config = load_yaml(folder / "config.yaml") if (folder / "config.yaml").exists() else {}
+        teachers.add(provenance.get("models", {}).get("teacher") or config.get("teacher") or "?")
+        rows.append([variant, *_self_instruct_cells(stats.get("self_instruct", {})), _minutes(provenance),
+                     _machine(provenance.get("hardware", {}))])
+        if shown := _read_json(folder / EXAMPLES_FILE):
+            examples.append((variant, shown))
+    if not rows:
+        return [], []
+    lines = [f"## {generate_run.title}", "", f"Data: {generate_run.data}", "", *_table(header, rows), "",
+             "Task blocks: the instruction/input/output blocks the teacher's answers held (kept + rejected, "
+             "less the requests the teacher refused; an empty answer counts as one). Parsed: the blocks past the "
+             "parse stage, which also applies Alpaca's filters (length, blacklisted words), so the parse rate is "
+             "the share that came out a usable task before the novelty filter and the data gates. Teacher "
+             "tokens/s: the tokens generated over the self-instruct build's seconds; requests answered from an "
+             "earlier sitting's cache cost neither.", ""]
+    if small := sorted(t for t in teachers if "smollm2" in t.lower()):
+        lines += [f"The teacher is SmolLM2-135M-Instruct ({', '.join(f'`{t}`' for t in small)}): these are a "
+                  "135M-parameter model's tasks, a teacher small enough for a CPU, not what a large teacher "
+                  "writes.", ""]
+    for variant, shown in examples:
+        lines += [f"{len(shown)} kept tasks of {variant}, drawn at random, as the teacher wrote them (a field "
+                  f"longer than {EXAMPLE_CHARS} characters is cut, ending in …):", ""]
+        lines += _table(["#", "instruction", "input", "output"],
+                        [[str(i), *[_example_cell(e.get(k, "")) for k in ("instruction", "input", "output")]]
+                         for i, e in enumerate(shown, 1)])
+        lines.append("")
+    if missing:
+        lines += [f"Not run yet: {', '.join(missing)}.", ""]
+    commands = [line for variant in generate_run.variants for line in generate_run.shell_lines(variant)]
+    lines += ["Commands:", "", "```bash", *commands, "```", ""]
+    return lines, recorded
+
+
+def _self_instruct_cells(si: dict) -> list[str]:
+    """The numbers of a self_instruct entry of stats.json, in generate_section's column order."""
+    kept, by_stage = si.get("kept", 0), si.get("rejected_by_stage", {})
+    # a refused request held no block; a parse reject is a block that did not make a task
+    blocks = kept + si.get("rejected", 0) - by_stage.get("teacher", 0)
+    parsed = blocks - by_stage.get("parse", 0)
+    sent, cached, tokens, seconds = (si.get(k, 0) for k in ("sent", "cached", "completion_tokens", "seconds"))
+    requests = si.get("requests", sent)
+    reasons = sorted(si.get("reject_reasons", {}).items(), key=lambda item: -item[1])[:3]
+    return [f"{sent:,}" + (f" (+{cached:,} cached)" if cached else ""), f"{tokens:,}",
+            f"{tokens / seconds:.1f}" if seconds else "–", f"{blocks:,}", f"{parsed:,}",
+            f"{parsed / blocks:.1%}" if blocks else "–", f"{kept:,}", f"{kept / requests:.2f}" if requests else "–",
+            ", ".join(f"{stage} {n:,}" for stage, n in by_stage.items()) or "none",
+            "; ".join(f"{_example_cell(reason)} ({n:,})" for reason, n in reasons) or "none"]
+
+
+def _example_cell(text: str) -> str:
+    """Teacher text as one table cell, readable in the file and rendered: cut at EXAMPLE_CHARS, a pipe
+    escaped, markup shown as text, line breaks kept."""
+    text = str(text).strip()
+    if not text:
+        return "–"
+    if len(text) > EXAMPLE_CHARS:
+        text = text[:EXAMPLE_CHARS].rstrip() + " …"
+    text = text.replace("<", "&lt;").replace("|", "\\|")
+    return "<br>".join(line.strip() for line in text.splitlines() if line.strip())
 
 
 def bench_section(bench: Path, heading: str | None = None, ran_elsewhere: set[str] = frozenset()) -> list[str]:
@@ -498,8 +816,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="evaluate/results.py", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="train and score the plan's tasks (finished runs are skipped)")
-    run_p.add_argument("--only", nargs="+", help="task names (default: all)")
-    run_p.add_argument("--methods", nargs="+", help="methods (default: every one a task lists)")
+    run_p.add_argument("--only", nargs="+", help="task or generate run names (default: all)")
+    run_p.add_argument("--methods", nargs="+",
+                       help="methods or generate variants (default: every one a task or generate run lists)")
     run_p.add_argument("--rerun", action="store_true",
                        help="train and score finished runs again, replacing them (after a config change: a finished "
                             "run is not compared with its config); a task's prepared data is kept")
@@ -515,12 +834,13 @@ def main(argv=None) -> int:
         args.records = args.records.resolve()  # before the chdir: relative to where it was typed
     os.chdir(PROJECT_ROOT)  # the plan's run folders and the stage commands are relative to the project
     try:
-        tasks = load_plan(args.plan)
+        tasks, generate_runs = load_plan(args.plan), load_generate(args.plan)
         if args.command == "run":
-            results = run(tasks, args.only, args.methods, rerun=args.rerun, dry_run=args.dry_run)
+            results = run(tasks, args.only, args.methods, rerun=args.rerun, dry_run=args.dry_run,
+                          generate_runs=generate_runs)
             return 1 if any(r["returncode"] for r in results) else 0
         if args.command == "report":
-            report(tasks, root=args.records)
+            report(tasks, root=args.records, generate_runs=generate_runs)
             print(f"results: wrote {RESULTS_MD} from {args.records}")
             return 0
         for task in tasks:
@@ -529,6 +849,9 @@ def main(argv=None) -> int:
             for method in task.methods:
                 for command in task.commands(method):
                     print(shlex.join(command))
+        for generate_run in generate_runs:
+            for variant in generate_run.variants:
+                print("\n".join(generate_run.shell_lines(variant)))
         return 0
     except ConfigError as e:
         print(f"results: {e}", file=sys.stderr)

@@ -3,7 +3,8 @@
 Columns in: posts {id, text, image?} from any CSV/JSONL (text and image columns named in config;
 images are paths under a declared root, or http(s) URLs for the HTTP teacher).
 Teacher answer: one JSON object {"qa": [{question, answer}], "verdicts": [{category, violates, rationale}]},
-checked against `ANSWER_SCHEMA` and the taxonomy (every category exactly once).
+checked against `ANSWER_SCHEMA` and the taxonomy (every category exactly once); or, from the few-shot
+template small teachers can finish, labelled lines (Question N / Answer N / Categories / Reason).
 Columns out: structured records {id, text, image, qa, verdicts, labels}; instruction pairs in
 Alpaca ({instruction, input, output, image?}), chat ({messages} with image parts) and
 prompt/completion formats. A post's QA pairs and its verdict become separate examples.
@@ -55,6 +56,7 @@ class ParsedQA:
     qa: list[dict] = field(default_factory=list)
     verdicts: list[dict] = field(default_factory=list)
     reject: str | None = None  # why the answer cannot be used; None when it can
+    unfinished: bool = False  # the answer may go on past its end: with a length cut, the limit's fault
 
 
 def load_posts(path: str | Path, text_column: str, image_column: str | None = None, images_root: str | Path | None = None,
@@ -108,12 +110,19 @@ def extract_json(answer: str) -> tuple[object | None, str | None]:
 
 
 def parse_answer(answer: str, taxonomy: Taxonomy) -> ParsedQA:
-    """Validate a teacher answer; never raises, a bad answer comes back with its reject reason."""
+    """Validate a teacher answer, JSON or labelled lines; never raises, a bad answer comes back with its
+    reject reason."""
+    obj, problem = extract_json(answer)
+    if problem is None:
+        return _parse_json(obj, taxonomy)
+    if problem == "empty answer":
+        return ParsedQA(reject=problem)
+    return _parse_lines(answer, taxonomy)
+
+
+def _parse_json(obj: object, taxonomy: Taxonomy) -> ParsedQA:
     import jsonschema
 
-    obj, problem = extract_json(answer)
-    if problem:
-        return ParsedQA(reject=problem)
     try:
         jsonschema.validate(obj, ANSWER_SCHEMA)
     except jsonschema.ValidationError as e:
@@ -135,6 +144,82 @@ def parse_answer(answer: str, taxonomy: Taxonomy) -> ParsedQA:
     verdicts = [{"category": c, "violates": by_category[c]["violates"], "rationale": by_category[c]["rationale"].strip()}
                 for c in taxonomy.labels]
     return ParsedQA(qa=qa, verdicts=verdicts)
+
+
+# "Question 2: ...", "**Answer 2:** ...", "Categories: toxic, insult", "Reason: ..."; a "Comment:" or "Post:"
+# line after the first block is the teacher writing its next example, where its answer ends.
+_LINE = re.compile(r"^\W*(question|answer|categories|category|reason|comment|post)\b\s*\d*\W*?:\**\s*(.*)$", re.I)
+_NONE_WORDS = {"none", "no", "nothing", "n/a", "no categories", "none of them", "none of the above"}
+
+
+def _category(name: str, labels: tuple[str, ...] | list[str]) -> str:
+    """A category as a person reads it: 'insults' and 'threatening' are insult and threat, 'severe' is
+    severe_toxic; a name that fits no label, or more than one, stays as written (and is rejected)."""
+    if name in labels:
+        return name
+    fits = [label for label in labels if name.startswith(label) or (len(name) >= 4 and label.startswith(name))]
+    # labels nested in one another ('hate', 'hate_speech') fit together: the longest is the reading
+    longest = max(fits, key=len, default=None)
+    if longest and all(longest.startswith(f) or f == longest for f in fits):
+        return longest
+    return name
+
+
+def _parse_lines(answer: str, taxonomy: Taxonomy) -> ParsedQA:
+    fields: list[list[str]] = []  # [label, text], continuation lines joined to the field above
+    followed = False  # the teacher went on to a next block: its first one is complete
+    for line in answer.splitlines():
+        match = _LINE.match(line)
+        if match:
+            label = match.group(1).lower()
+            label = "categories" if label == "category" else label
+            if label in ("comment", "post") and fields:
+                followed = True
+                break
+            fields.append([label, match.group(2).strip()])
+        elif fields and line.strip():
+            fields[-1][1] = f"{fields[-1][1]} {line.strip()}".strip()
+    if not fields:
+        return ParsedQA(reject="no JSON object or Question/Answer/Categories lines in the answer")
+    qa, question, categories, reason = [], None, None, None
+    for label, text in fields:
+        if categories is None and label == "question":
+            question = text
+        elif categories is None and label == "answer" and question:
+            qa.append({"question": question, "answer": text})
+            question = None
+        elif label == "categories" and categories is None:
+            categories = text
+        elif label == "reason" and categories is not None and reason is None:
+            reason = text
+        elif label == "question" and categories is not None:
+            followed = True  # a second block
+            break
+    qa = [q for q in qa if len(q["question"]) >= 3 and q["answer"]]
+    if not qa:
+        return ParsedQA(reject="no question/answer pairs", unfinished=categories is None)
+    if categories is None:
+        return ParsedQA(reject="no Categories line", unfinished=True)
+    if not reason:
+        return ParsedQA(reject="no Reason line", unfinished=True)
+    named = []
+    for part in re.split(r",|;|/|\band\b", categories):
+        name = re.sub(r"[\s-]+", "_", part.strip(" .*\"'`").lower())
+        if name and name not in named:
+            named.append(name)
+    if not named:
+        return ParsedQA(reject="the Categories line is empty")
+    none_words = _NONE_WORDS | {taxonomy.none_label}
+    if any(n.replace("_", " ") in none_words for n in named):
+        if len(named) > 1:
+            return ParsedQA(reject=f"the verdict names none and categories: {categories[:80]!r}")
+        named = []
+    named = [_category(n, taxonomy.labels) for n in named]
+    unknown = [n for n in named if n not in taxonomy.labels]
+    if unknown:
+        return ParsedQA(reject=f"unknown categories {unknown[:5]}")
+    verdicts = [{"category": c, "violates": c in named, "rationale": reason} for c in taxonomy.labels]
+    return ParsedQA(qa=qa, verdicts=verdicts, unfinished=not followed)
 
 
 def verdict_answer(verdicts: list[dict], taxonomy: Taxonomy) -> str:

@@ -14,15 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS
 from ..records import write_json
 from ..runs import ensure_output_dir
 from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
 
-TINY_NOTE = ("The causal teacher and student are tiny random Llama models: they exercise every code path and know "
-             "nothing, so their text and scores are noise. Put a hub id or a local path in their place "
-             "(--teacher, --base) for real data and real scores.")
+MODEL_NOTE = ("The teacher and student are SmolLM2-135M-Instruct, a real instruction-tuned model small enough for a "
+              "CPU: its tasks, QA and answers are real but weak, and the rejects say what it got wrong. Put a larger "
+              "model in its place (--teacher, --base: a hub id, a local folder or a server) for better data.")
 
 
 DEMO_ROOT = Path("runs") / "demo"
@@ -35,6 +36,9 @@ class DemoConfig:
         "help": "Where every artifact goes; default runs/demo/<time>, then linked as runs/demo/latest."})
     overwrite: bool = field(default=False, metadata={"help": "Reuse an existing output_dir, replacing its outputs."})
     quick: bool = field(default=False, metadata={"help": "A smoke run: two training steps and a few examples per stage."})
+    full: bool = field(default=False, metadata={
+        "help": "The larger loop (about 20 minutes on 2 CPU cores) instead of the default slice: 32 self-instruct "
+                "requests instead of 8, 24 comments for QA instead of 8, and the student trained on every example."})
 
 
 CONFIG_TYPES = (DemoConfig,)
@@ -49,6 +53,11 @@ QUICK = {
     "finetune": ["--max_steps", "2", "--max_examples", "32", "--logging_steps", "1"],
     "inference": ["--limit", "4", "--max_new_tokens", "8"],
 }
+# The default demo is a slice of the demo configs that fits in minutes on 2 CPU cores; --full runs them as written.
+SLICE = {"student": ["--max_examples", "160"]}  # the teacher's tasks come first in the data list: all of them stay
+FULL = {"generate": ["--max_requests", "32", "--requests_per_round", "16", "--max_posts", "24"]}
+FULL_COMMAND = "tunelab demo --full"
+SHOWN = 3  # kept records and answers printed at the end, for a person to read
 
 
 def demo(argv: Sequence[str] | None = None) -> list[dict]:
@@ -59,12 +68,16 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     from .infer import infer
 
     (cfg,), _ = parse_config(CONFIG_TYPES, argv, configs_dir=None, layout=HELP)
+    if cfg.quick and cfg.full:
+        raise ConfigError("--quick and --full contradict each other: choose one")
     quiet_libraries()
     root = Path(cfg.output_dir or DEMO_ROOT / time.strftime("%Y%m%d-%H%M%S"))
     ensure_output_dir(root, cfg.overwrite, what="demo folder")
     over = ["--overwrite"] if cfg.overwrite else []
-    quick = {stage: (extra if cfg.quick else []) for stage, extra in QUICK.items()}
-    d = {name: root / name for name in ("generate", "student", "classifier", "inference", "scores_text", "scores_classifier")}
+    quick = {stage: (extra if cfg.quick else FULL.get(stage, []) if cfg.full else []) for stage, extra in QUICK.items()}
+    quick["student"] = quick["finetune"] if cfg.quick or cfg.full else SLICE["student"]
+    d = {name: root / name for name in ("generate", "student", "classifier", "inference_base", "inference",
+                                        "scores_text", "scores_classifier")}
     rows: list[dict] = []
     timings: dict[str, float] = {}
 
@@ -80,18 +93,18 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     mod, si = gen["moderation"], gen["self_instruct"]
     rows.append({"stage": "generate", "what": "moderation set: Jigsaw sample, 6 labels + none",
                  "result": f"train {mod['train']}, test {mod['test']}", "where": str(d["generate"])})
-    rows.append({"stage": "generate", "what": "self-instruct round, tiny teacher",
-                 "result": f"{si['kept']} kept, {si['rejected']} rejected, {si['sent']} requests sent",
+    rows.append({"stage": "generate", "what": "self-instruct round, SmolLM2 teacher",
+                 "result": f"{si['kept']} tasks kept, {si['rejected']} rejected, {si['sent']} requests sent",
                  "where": str(d["generate"] / "self_instruct.alpaca.json")})
     if qa := gen.get("moderation_qa"):
-        rows.append({"stage": "generate", "what": "moderation QA about posts, tiny teacher",
-                     "result": f"{qa['kept_posts']} of {qa['posts']} posts kept, {qa['pairs']} pairs",
+        rows.append({"stage": "generate", "what": "moderation QA about comments, SmolLM2 teacher",
+                     "result": f"{qa['kept_posts']} of {qa['posts']} comments kept, {qa['pairs']} pairs",
                      "where": str(d["generate"] / "moderation_qa.alpaca.json")})
 
     student = step("finetune: student", finetune, [
         "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_student.yaml"), "--output_dir", str(d["student"]),
-        "--data", "data/alpaca_sample.json", str(d["generate"] / "self_instruct.alpaca.json"), *over, *quick["finetune"]])
-    rows.append({"stage": "finetune", "what": "LoRA SFT, tiny Llama student",
+        "--data", str(d["generate"] / "self_instruct.alpaca.json"), "data/alpaca_sample.json", *over, *quick["student"]])
+    rows.append({"stage": "finetune", "what": "LoRA SFT, SmolLM2 student",
                  "result": f"{student['examples']} examples, {student['steps']} steps, " + (
                      f"loss {student['first_loss']:.3f} -> {student['last_loss']:.3f}" if student["last_loss"] is not None
                      else f"train loss {student['train_loss']:.3f}"),
@@ -104,19 +117,22 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
                  "result": f"{classifier['examples']} examples, {classifier['steps']} steps, "
                            f"train loss {classifier['train_loss']:.3f}", "where": str(d["classifier"])})
 
-    answers = step("inference", infer, ["--config", str(STAGE_CONFIG_DIRS["inference"] / "demo.yaml"),
-                                        "--model", str(d["student"]), "--output_dir", str(d["inference"]), *over,
-                                        *quick["inference"]])
-    rows.append({"stage": "inference", "what": "student answers the held-aside Alpaca set",
-                 "result": f"{answers['examples']} answers ({answers['empty_predictions']} empty)",
-                 "where": str(d["inference"] / "predictions.jsonl")})
+    inference_config = str(STAGE_CONFIG_DIRS["inference"] / "demo.yaml")
+    for name, model, who in (("inference_base", "tunelab:smollm2", "SmolLM2 as it is"),
+                             ("inference", str(d["student"]), "the tuned student")):
+        answers = step(f"inference: {who}", infer, ["--config", inference_config, "--model", model,
+                                                    "--output_dir", str(d[name]), *over, *quick["inference"]])
+        rows.append({"stage": "inference", "what": f"{who} answers the held-aside Alpaca set",
+                     "result": f"{answers['examples']} answers ({answers['empty_predictions']} empty)",
+                     "where": str(d[name] / "predictions.jsonl")})
 
     text = step("evaluate: text", score, [
         "--config", str(STAGE_CONFIG_DIRS["evaluate"] / "demo_text.yaml"),
-        "--predictions", str(d["inference"] / "predictions.jsonl"), "--output_dir", str(d["scores_text"]), *over])
-    rows.append({"stage": "evaluate", "what": "student text vs references",
-                 "result": f"BLEU {text['bleu']:.2f}, ROUGE-L {text['rouge_l_f1']:.3f}, BERTScore {text['bertscore_f1']:.3f}",
-                 "where": str(d["scores_text"] / "scores.json")})
+        "--predictions", str(d["inference_base"] / "predictions.jsonl"),
+        "--compare", str(d["inference"] / "predictions.jsonl"), "--run_names", "base", "tuned",
+        "--output_dir", str(d["scores_text"]), *over])
+    rows.append({"stage": "evaluate", "what": "tuned student vs SmolLM2 as it is, on the references",
+                 "result": text_deltas(text), "where": str(d["scores_text"] / "report.html")})
 
     cls = step("evaluate: classifier", score, [
         "--config", str(STAGE_CONFIG_DIRS["evaluate"] / "demo_classifier.yaml"), "--model", str(d["classifier"]),
@@ -126,15 +142,91 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
                  "result": f"micro-F1 {cls['micro']['f1']:.3f}, macro-F1 {cls['macro']['f1']:.3f}, mean ROC-AUC {auc}",
                  "where": str(d["scores_classifier"] / "scores.json")})
 
-    write_json(root / "summary.json", {"rows": rows, "seconds": timings, "note": TINY_NOTE})
+    shown = examples(d)
+    write_json(root / "summary.json", {"rows": rows, "seconds": timings, "note": MODEL_NOTE, "examples": shown})
+    print_examples(shown)
     print_table(rows)
     where = str(root)
     # A --quick smoke run takes `latest` only when there is none: the next commands want a full demo's outputs.
     keep_full = cfg.quick and (root.parent / LATEST).exists()
     if cfg.output_dir is None and not keep_full and link_latest(root):
         where = f"{root} (also {root.parent / LATEST}, where the demo configs look)"
-    print(f"\n{TINY_NOTE}\nStage times (s): {timings}\nEverything is under {where}; summary.json lists it.")
+    print(f"\n{MODEL_NOTE}\nStage times (s): {timings}\nEverything is under {where}; summary.json lists it.")
+    if not cfg.full and not cfg.quick:
+        print(f"This was a slice sized for minutes (8 teacher requests, 8 comments, 160 training examples); "
+              f"a larger loop, about 20 minutes here: {FULL_COMMAND}")
     return rows
+
+
+def text_deltas(scores: dict) -> str:
+    """'BLEU 3.10 -> 5.20 (+2.10 [+0.80, +3.40] *), ...': base -> tuned, with the paired delta and its interval."""
+    base, tuned = scores["runs"][0], scores["runs"][-1]
+    deltas = {c["metric"]: c for c in scores["comparisons"] if c["run"] == tuned["name"]}
+    parts = []
+    for metric, label, digits in (("bleu", "BLEU", 2), ("rouge_l_f1", "ROUGE-L", 3), ("bertscore_f1", "BERTScore", 3)):
+        text = f"{label} {base[metric]['value']:.{digits}f} -> {tuned[metric]['value']:.{digits}f}"
+        if (c := deltas.get(metric)) and c["ci_low"] is not None:
+            star = " *" if c["excludes_zero"] else ""
+            text += f" ({c['delta']:+.{digits}f} [{c['ci_low']:+.{digits}f}, {c['ci_high']:+.{digits}f}]{star})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
+def _read_rows(path: Path) -> list[dict]:
+    import json
+
+    if not path.exists():
+        return []
+    if path.suffix == ".json":
+        return json.loads(path.read_text(encoding="utf-8"))
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _counted(rejects: list[dict]) -> dict[str, int]:
+    from collections import Counter
+
+    return dict(Counter(r.get("reason", "?") for r in rejects).most_common(4))
+
+
+def examples(d: dict[str, Path]) -> dict:
+    """A few kept teacher records, the commonest reject reasons, and answers before and after tuning."""
+    gen = d["generate"]
+    shown: dict = {
+        "self_instruct_kept": [{k: r[k] for k in ("instruction", "input", "output")}
+                               for r in _read_rows(gen / "self_instruct.alpaca.json")[:SHOWN]],
+        "self_instruct_rejects": _counted(_read_rows(gen / "self_instruct.rejects.jsonl")),
+        "moderation_qa_kept": [{"comment": r["text"], "qa": r["qa"], "labels": r["labels"]}
+                               for r in _read_rows(gen / "moderation_qa.jsonl")[:SHOWN]],
+        "moderation_qa_rejects": _counted(_read_rows(gen / "moderation_qa.rejects.jsonl")),
+    }
+    side_by_side = _read_rows(d["scores_text"] / "per_example.jsonl")
+    shown["answers"] = [{k: r.get(k) for k in ("instruction", "input", "reference", "base.prediction", "tuned.prediction")}
+                        for r in side_by_side[:SHOWN]]
+    return shown
+
+
+def _clip(text, width: int = 300) -> str:
+    text = " ".join(str(text or "").split())
+    return text if len(text) <= width else text[:width - 3] + "..."
+
+
+def print_examples(shown: dict) -> None:
+    print("\n--- What the teacher wrote (kept records; every record and reject is in the generate folder) ---")
+    for task in shown["self_instruct_kept"]:
+        print(f"task:    {_clip(task['instruction'])}" + (f"\n  input: {_clip(task['input'])}" if task["input"] else "")
+              + f"\n  output: {_clip(task['output'])}")
+    print(f"self-instruct rejects, commonest reasons: {shown['self_instruct_rejects'] or 'none'}")
+    for post in shown["moderation_qa_kept"]:
+        print(f"comment: {_clip(post['comment'], 120)}\n  verdict: {', '.join(post['labels']) or 'none'}")
+        for qa in post["qa"]:
+            print(f"  Q: {_clip(qa['question'], 150)}\n  A: {_clip(qa['answer'], 150)}")
+    print(f"moderation QA rejects, commonest reasons: {shown['moderation_qa_rejects'] or 'none'}")
+    print("\n--- Answers to held-aside Alpaca instructions, before and after tuning ---")
+    for row in shown["answers"]:
+        print(f"instruction: {_clip(row['instruction'], 200)}" + (f"\n  input:     {_clip(row['input'], 200)}"
+                                                                   if row.get("input") else "")
+              + f"\n  reference: {_clip(row['reference'])}\n  base:      {_clip(row['base.prediction'])}"
+              + f"\n  tuned:     {_clip(row['tuned.prediction'])}")
 
 
 def link_latest(root: Path) -> bool:

@@ -21,7 +21,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from ..cards import write_dataset_card
@@ -59,7 +59,8 @@ class TeacherConfig:
         "help": "Hub id, local folder, tunelab:tiny-llama; for openai, the model name the server serves."})
     teacher_backend: str = field(default="transformers", metadata={
         "help": "transformers | llava_next (image posts) | openai (any OpenAI-compatible server) | vllm (extra)."})
-    teacher_dtype: str = field(default="auto", metadata={"help": "auto, bfloat16, float16 or float32."})
+    teacher_dtype: str = field(default="auto", metadata={"help": "auto (the checkpoint's, computed under bf16 autocast "
+                                                                 "on CPUs with native bf16), bfloat16, float16 or float32."})
     teacher_device_map: str | None = field(default=None, metadata={"help": "'auto' spreads a large teacher over all GPUs."})
     teacher_quantization: str = field(default="none", metadata={
         "help": "none | 4bit (NF4: a 70B teacher in ~40 GB) | 8bit (~75 GB); bitsandbytes, in-process backends."})
@@ -136,6 +137,9 @@ class ModerationQAConfig:
     qa_taxonomy: str = field(default="jigsaw", metadata={"help": "Categories for verdicts: jigsaw, llama_guard, or a YAML path."})
     qa_template: str = field(default="moderation_qa", metadata={"help": "Teacher prompt in prompts/."})
     qa_questions: int = field(default=3, metadata={"range": (1, None), "help": "QA pairs asked for per post."})
+    qa_request: str = field(default="chat", metadata={
+        "help": "chat: the prompt as one user turn; completion: the teacher continues the prompt's text and stops at "
+                "a blank line (the few-shot template moderation_qa_fewshot, for small teachers and /completions)."})
 
 
 CONFIG_TYPES = (GenerateConfig, TeacherConfig, SelfInstructConfig, ModerationConfig, ModerationQAConfig)
@@ -321,7 +325,11 @@ class ModerationQABuild:
         from ..generation import moderation_qa as mqa
         from ..taxonomy import load_taxonomy
 
-        self.cfg, self.params = cfg, params
+        if cfg.qa_request not in ("completion", "chat"):
+            raise ConfigError(f"qa_request must be completion or chat, got {cfg.qa_request!r}")
+        # A continued prompt has no end of turn to stop at: its block ends at the first blank line.
+        self.params = replace(params, stop=(*params.stop, "\n\n")) if cfg.qa_request == "completion" else params
+        self.cfg = cfg
         self.posts_path = posts_path = resolve_input(cfg.posts)
         self.taxonomy = load_taxonomy(cfg.qa_taxonomy)
         self.template = load_template(cfg.qa_template)
@@ -345,9 +353,18 @@ class ModerationQABuild:
         from ..teachers import TeacherRequest
 
         categories = [{"name": n, "description": self.taxonomy.descriptions[n]} for n in self.taxonomy.labels]
-        return [TeacherRequest(messages=mqa.request_messages(post, self.template.render(
-            post=post.text, has_image=post.image is not None, categories=categories,
-            num_questions=self.cfg.qa_questions).strip()), meta={"post": post}) for post in self.posts]
+        requests = []
+        for post in self.posts:
+            text = self.template.render(post=post.text, has_image=post.image is not None, categories=categories,
+                                        num_questions=self.cfg.qa_questions).strip()
+            if self.cfg.qa_request == "completion":
+                if post.image:
+                    raise ConfigError(f"qa_request completion sends text only; post {post.id} has an image: use chat")
+                # the answer continues the prompt's last line ("Question 1:"): the parser reads it from there
+                requests.append(TeacherRequest(prompt=text, meta={"post": post, "answer_prefix": text.rsplit("\n", 1)[-1]}))
+            else:
+                requests.append(TeacherRequest(messages=mqa.request_messages(post, text), meta={"post": post}))
+        return requests
 
     def run(self, teacher, cache, gates: DataGates, out: Path, record: RunRecord) -> dict:
         from ..generation import moderation_qa as mqa
@@ -372,10 +389,10 @@ class ModerationQABuild:
                 rejects.append({"stage": "teacher", "reason": "teacher refused the request", "error": answer.error,
                                 "post_id": post.id, "line": post.line, "provenance": provenance})
                 continue
-            parsed = mqa.parse_answer(answer.text, self.taxonomy)
-            if answer.finish_reason == "length" and (parsed.reject is None or parsed.reject.startswith("no JSON")):
-                # an object left open by the limit is a length problem (raise max_new_tokens), not a format one
-                parsed.reject = "cut off by the length limit"
+            parsed = mqa.parse_answer(request.meta.get("answer_prefix", "") + answer.text, self.taxonomy)
+            if answer.finish_reason == "length" and (parsed.unfinished or (parsed.reject or "").startswith("no JSON")):
+                # an answer left open by the limit is a length problem (raise max_new_tokens), not a format one
+                parsed = mqa.ParsedQA(reject="cut off by the length limit")
             if parsed.reject:
                 rejects.append({"stage": "parse", "reason": parsed.reject, "post_id": post.id, "raw": answer.text,
                                 "provenance": provenance})

@@ -97,8 +97,8 @@ class InferenceConfig:
                 "a label can begin in the answer."})
     limit: int | None = field(default=None, metadata={"range": (1, None), "group": "data", "help": "Answer only the first N examples."})
     dtype: str = field(default="auto", metadata={
-        "help": "In-process weights dtype: auto (the checkpoint's), bfloat16 or float16 (half of float32's memory), "
-                "float32."})
+        "help": "In-process weights dtype: auto (the checkpoint's; generation under bf16 autocast on CPUs with native "
+                "bf16, about 1.5x faster), bfloat16 or float16 (half of float32's memory), float32."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub. Off unless you trust it."})
     resume: bool = field(default=False, metadata={"group": "output",
         "help": "Continue a run in output_dir, finished or not, with the same settings (an unfinished run "
@@ -319,10 +319,10 @@ def make_backend(cfg: InferenceConfig, record: RunRecord) -> Backend:
         return Backend(teacher, prompt, tokenizer, record.models["base"], None, base, renders_chat=False)
     from ..inference import LoadedModelTeacher
 
-    model = load_causal_lm_with_adapter(base, adapter, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
+    model = load_causal_lm_with_adapter(base, adapter, merge=True, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     model.eval()
     teacher = LoadedModelTeacher(model, tokenizer, name=record.models["base"], batch_size=cfg.batch_size,
-                                 add_special_tokens=prompt.tokenize_with_special_tokens)
+                                 add_special_tokens=prompt.tokenize_with_special_tokens, dtype=cfg.dtype)
     return Backend(teacher, prompt, tokenizer, record.models["base"], adapter, base, renders_chat=True,
                    labels=scored_labels(cfg, record))
 

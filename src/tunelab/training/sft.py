@@ -18,11 +18,12 @@ STUDENT_TEMPLATE = "student_template.jinja2"
 class TrainConfig(SFTConfig):
     """`trl.SFTConfig` (every trainer setting) with defaults that suit this workbench.
 
-    bf16, activation checkpointing and the paged 8-bit optimizer are on only where CUDA is, so the
-    same config runs on a laptop CPU and on a GPU.
+    Activation checkpointing and the paged 8-bit optimizer are on only where CUDA is, and bf16 where the
+    hardware computes it natively, so the same config runs on a laptop CPU and on a GPU.
     """
 
-    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on where CUDA supports it."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on where CUDA supports "
+                                                              "it, and on CPUs with native bf16 (autocast, 2-3x faster)."})
     # A list default: HfArgumentParser reads a plain string default of a list field as [None].
     report_to: list[str] = field(default_factory=lambda: ["tensorboard"], metadata={"group": "output",
         "help": "tensorboard (logs in output_dir/runs), wandb, none, ...; a PNG of the curves is always written."})
@@ -52,7 +53,9 @@ class TrainConfig(SFTConfig):
 
         cuda = torch.cuda.is_available()
         if self.bf16 is None:
-            self.bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+            from ..models import native_bf16_cpu
+
+            self.bf16 = bool(torch.cuda.is_bf16_supported()) if cuda else native_bf16_cpu()
         if not cuda:
             self.dataloader_pin_memory = False  # pinning needs an accelerator; on CPU it only warns
             if not torch.backends.mps.is_available():
