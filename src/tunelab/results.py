@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 import urllib.request
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from importlib.util import find_spec
 from pathlib import Path
@@ -295,7 +295,7 @@ def _run_generate(generate_run: GenerateRun, variant: str, root: Path, rerun: bo
         return []
     started = time.monotonic()
     try:
-        with serving(server, out.with_name(f"{out.name}.server.log")) if server else _nothing():
+        with serving(server, out.with_name(f"{out.name}.server.log")) if server else nullcontext():
             rc = call_forwarding_termination([*command, *extra], cwd=PROJECT_ROOT)
     except ConfigError as e:  # the server's: the generate command's own failures are its return code
         print(f"results: {e}", file=sys.stderr)
@@ -307,11 +307,6 @@ def _run_generate(generate_run: GenerateRun, variant: str, root: Path, rerun: bo
 
 class ServerError(ConfigError):
     """A variant's server could not be started or never answered."""
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 def server_command(server: Server) -> list[str]:
