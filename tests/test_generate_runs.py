@@ -113,7 +113,7 @@ def test_moderation_qa_over_http_with_image_posts(tmp_path):
     assert qa["kept_posts"] == 3 and qa["pairs"] == 9 and qa["rejected"] == 0
     chat = read_jsonl(tmp_path / "out/moderation_qa.chat.jsonl")
     user = chat[0]["messages"][0]["content"]
-    assert user[0]["type"] == "image_url" and user[0]["image_url"]["url"].endswith("p0.png")
+    assert user[0]["type"] == "image_url" and user[0]["image_url"]["url"] == "p0.png"  # relative to the images root
     verdicts = [r for r in json.loads((tmp_path / "out/moderation_qa.alpaca.json").read_text()) if r["id"].endswith(":verdict")]
     assert len(verdicts) == 3 and verdicts[0]["output"].split("\n")[0] in JIGSAW
     structured = read_jsonl(tmp_path / "out/moderation_qa.jsonl")

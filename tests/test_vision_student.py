@@ -1,6 +1,6 @@
 """The LLaVA student: image QA records as the generate stage writes them, the label mask, what
-training may change (LoRA on the language model; vision tower and projector never), QLoRA on CPU,
-and bad images skipped and listed."""
+training may change (LoRA on the language model; the projector only with train_projector; the vision
+tower never), QLoRA on CPU, and bad images skipped and listed."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def _save_images(folder, specs) -> dict:
 
 
 def _chat(pid: str, question: str, answer: str, image=None) -> dict:
-    """A record exactly as the generate stage's moderation_qa.chat.jsonl holds it."""
+    """A record as the generate stage's moderation_qa.chat.jsonl holds it (which writes paths relative to
+    the images root; absolute ones under the root work too)."""
     pair = {"id": pid, "instruction": question, "input": "A post about the weekend.", "output": answer}
     if image is not None:
         pair["image"] = str(image)
@@ -71,8 +72,8 @@ def _write_jsonl(path, records) -> None:
 
 @pytest.fixture(scope="module")
 def qa_file(tmp_path_factory):
-    """A generate output folder: QA pairs about generated images (absolute paths, as generate writes;
-    one relative), a text-only pair, and two records whose image is missing or not an image."""
+    """A generate output folder: QA pairs about generated images (absolute paths; one relative to the
+    default root, the file's folder), a text-only pair, and two records whose image is missing or not an image."""
     out = tmp_path_factory.mktemp("generate")
     images = _save_images(out / "images", [("wide.png", (40, 30), "RGB"), ("tall.png", (20, 50), "L"),
                                            ("square.png", (32, 32), "RGBA"), ("photo.jpg", (64, 48), "RGB")])
@@ -92,10 +93,10 @@ class Capture(TrainerCallback):
     """Keeps the trained model, the LoRA weights before training and the LoRA gradients at each step."""
 
     def __init__(self):
-        self.model, self.lora_before, self.grads = None, {}, []
+        self.model, self.optimizer, self.lora_before, self.grads = None, None, {}, []
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
-        self.model = model
+        self.model, self.optimizer = model, kwargs.get("optimizer")
         self.lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
@@ -137,7 +138,8 @@ def test_lora_trains_the_language_model_only_and_saves_a_vision_student(tiny_lla
     info = json.loads((out / "tunelab_model.json").read_text())
     assert info | {"base_path": None} == {
         "task": "vision_sft", "base": "tunelab:tiny-llava", "base_path": None, "model_type": "llava", "adapter": True,
-        "quantization": "none", "template": "chat", "template_version": None, "tiny_random": True}
+        "quantization": "none", "template": "chat", "template_version": None, "tiny_random": True,
+        "train_projector": False}
     skipped = [json.loads(line) for line in (out / "skipped_records.jsonl").read_text().splitlines()]
     assert [(s["file"], s["line"], s["id"]) for s in skipped] == [(str(qa_file), 11, "missing:qa0"),
                                                                  (str(qa_file), 12, "broken:qa0")]
@@ -148,6 +150,67 @@ def test_lora_trains_the_language_model_only_and_saves_a_vision_student(tiny_lla
     assert "`tunelab:tiny-llava`: a tiny random LLaVA 1.5" in card and "pipeline_tag: image-text-to-text" in card
     assert provenance["inputs"]["data[0]"].split(" sha256:")[1] in card and "| 12 |" in card
     assert "None" not in card and "More Information Needed" not in card and str(tiny_llava) not in card
+
+
+def test_train_projector_trains_it_in_full_beside_lora_and_merge_and_inference_carry_it(tiny_llava, qa_file, tmp_path):
+    """LLaVA's LoRA recipe: the projector trained in full (PEFT modules_to_save) at its own rate, the vision
+    tower frozen; the adapter (safetensors) carries the projector, the merge folds it in and checks it on an
+    image, and inference answers the same from the adapter folder and the merged folder."""
+    from tunelab.stages import infer, merge
+
+    capture = Capture()
+    out = tmp_path / "student"
+    _finetune(["--base", "tunelab:tiny-llava", "--data", str(qa_file), "--output_dir", str(out), "--train_projector",
+               "--projector_learning_rate", "5e-3", *FAST], capture)
+    model = capture.model
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n}
+    assert trainable and all(".multi_modal_projector.modules_to_save." in n for n in trainable)
+    rates = {round(g["initial_lr"], 6) for g in capture.optimizer.param_groups}
+    assert rates == {0.01, 0.005}
+    assert all(g["initial_lr"] == 5e-3 for g in capture.optimizer.param_groups
+               if any(p is q for p in g["params"] for n, q in model.named_parameters() if n in trainable))
+    base = _base_weights(tiny_llava)
+    weights = {n: p.detach() for n, p in model.named_parameters()}
+    tower = {n.removeprefix("base_model.model."): p for n, p in weights.items() if ".vision_tower." in n}
+    assert tower and all(torch.equal(base[n], p) for n, p in tower.items())
+    trained = {n.replace("base_model.model.", "").replace("modules_to_save.default.", ""): p
+               for n, p in weights.items() if n in trainable}
+    assert len(trained) == 4 and all(not torch.equal(base[n], p) for n, p in trained.items())
+    info = json.loads((out / "tunelab_model.json").read_text())
+    assert info["train_projector"] is True and not list(out.glob("*.bin"))
+
+    merged = tmp_path / "merged"
+    check = merge.merge(["--model", str(out), "--output_dir", str(merged), "--dtype", "float32"])["logits_check"]
+    assert check["passed"] and check["sequences"] == 4  # three text sequences and one with an image
+    from transformers import LlavaForConditionalGeneration
+
+    reloaded = dict(LlavaForConditionalGeneration.from_pretrained(merged).named_parameters())
+    assert all(torch.equal(reloaded[n], p) for n, p in trained.items())
+    assert all(torch.equal(reloaded[n], base[n]) for n in tower)
+
+    heldout = tmp_path / "heldout.chat.jsonl"
+    heldout.write_text("".join(line + "\n" for line in qa_file.read_text().splitlines()[:3]))
+    answers = {}
+    for name, ref in (("adapter", out), ("merged", merged)):
+        infer.infer(["--model", str(ref), "--data", str(heldout), "--images_root", str(qa_file.parent),
+                     "--max_new_tokens", "5", "--dtype", "float32", "--output_dir", str(tmp_path / f"answers_{name}")])
+        answers[name] = [json.loads(line) for line in (tmp_path / f"answers_{name}" / "predictions.jsonl").read_text().splitlines()]
+    assert [r["prediction"] for r in answers["adapter"]] == [r["prediction"] for r in answers["merged"]]
+    assert [r["image"] for r in answers["merged"]] == [json.loads(line)["messages"][0]["content"][0]["image_url"]["url"]
+                                                      for line in heldout.read_text().splitlines()]
+
+
+def test_train_projector_is_refused_for_text_students(tmp_path, project_root):
+    from tunelab.stages.finetune import finetune
+
+    data = str(project_root / "data/alpaca_sample.json")
+    with pytest.raises(ConfigError, match="train_projector / projector_learning_rate apply to vision"):
+        finetune(["--base", "tunelab:tiny-llama", "--data", data, "--output_dir", str(tmp_path / "t"),
+                  "--train_projector", *FAST])
+    with pytest.raises(ConfigError, match="train_projector is off"):
+        finetune(["--base", "tunelab:tiny-llava", "--data", data, "--output_dir", str(tmp_path / "t"),
+                  "--projector_learning_rate", "1e-4", *FAST])
+    assert not (tmp_path / "t").exists()
 
 
 def test_label_mask_is_the_answer_and_eos_never_prompt_image_or_padding(tiny_llava, processor, qa_file, tmp_path):

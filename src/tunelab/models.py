@@ -82,6 +82,8 @@ def is_tiny_random(path: str) -> bool:
 
 
 VISION_LANGUAGE_TYPES = ("llava", "llava_next")
+# Vision-language models load as their own class: AutoModelForCausalLM would drop the vision tower.
+VISION_LANGUAGE_CLASSES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
 
 
 def model_type(path: str, *, trust_remote_code: bool = False) -> str:

@@ -7,7 +7,9 @@ checked against `ANSWER_SCHEMA` and the taxonomy (every category exactly once); 
 template small teachers can finish, labelled lines (Question N / Answer N / Categories / Reason).
 Columns out: structured records {id, text, image, qa, verdicts, labels}; instruction pairs in
 Alpaca ({instruction, input, output, image?}), chat ({messages} with image parts) and
-prompt/completion formats. A post's QA pairs and its verdict become separate examples.
+prompt/completion formats. A post's QA pairs and its verdict become separate examples. Images in
+the outputs are paths relative to the images root (URLs as given), so the files stay valid when
+the folders move, and the student reads them with the same images_root.
 """
 
 from __future__ import annotations
@@ -47,8 +49,13 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 class Post:
     id: str
     text: str
-    image: str | None  # absolute local path or http(s) URL
+    image: str | None  # absolute local path or http(s) URL: what the teacher reads
     line: int
+    image_ref: str | None = None  # what outputs record: the path relative to the images root, or the URL
+
+    def __post_init__(self):
+        if self.image_ref is None:
+            self.image_ref = self.image
 
 
 @dataclass
@@ -70,18 +77,19 @@ def load_posts(path: str | Path, text_column: str, image_column: str | None = No
         text = row.get(text_column)
         text = text.strip() if isinstance(text, str) else ""
         image_ref = row.get(image_column) if image_column else None
-        image = None
+        image = ref = None
         if isinstance(image_ref, str) and image_ref.strip():
             try:
-                image = resolve_image(image_ref, root, allow_urls=allow_urls)
+                image = ref = resolve_image(image_ref, root, allow_urls=allow_urls)
                 if not is_remote(image):
                     verify_image(image)  # also keeps non-image files under the root from being sent anywhere
+                    ref = Path(image).relative_to(root.resolve()).as_posix()
             except ValueError as e:
                 raise RecordError(path, line, str(e)) from None
         if not text and image is None:
             raise RecordError(path, line, f"post has neither text ('{text_column}') nor an image")
         row_id = row.get("id")
-        posts.append(Post(str(row_id) if row_id not in (None, "") else f"{path.stem}:{line}", text, image, line))
+        posts.append(Post(str(row_id) if row_id not in (None, "") else f"{path.stem}:{line}", text, image, line, ref))
         if limit is not None and len(posts) >= limit:
             break
     if not posts:
@@ -232,7 +240,7 @@ def verdict_answer(verdicts: list[dict], taxonomy: Taxonomy) -> str:
 
 def instruction_pairs(post: Post, parsed: ParsedQA, taxonomy: Taxonomy, verdict_instruction: str) -> list[dict]:
     """Alpaca-style examples from one post: one per QA pair, and one verdict."""
-    base = {"input": post.text} | ({"image": post.image} if post.image else {})
+    base = {"input": post.text} | ({"image": post.image_ref} if post.image else {})
     pairs = [{"id": f"{post.id}:qa{i}", "instruction": q["question"], "output": q["answer"], **base}
              for i, q in enumerate(parsed.qa)]
     pairs.append({"id": f"{post.id}:verdict", "instruction": verdict_instruction,

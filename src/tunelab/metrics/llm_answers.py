@@ -217,7 +217,9 @@ class LabelParser:
         """A reference as labels (taxonomy order), or why it is not a clean label list.
 
         References are data, not model output: a label list ("toxic, insult", "none", or a JSON list of
-        names), nothing else. Any other word is reported as a label outside the taxonomy.
+        names), nothing else. Any other word is reported as a label outside the taxonomy. A verdict as the
+        generate stage's moderation_qa writes it, the label list on the first line and then a "- " line
+        per reason, reads as that first line.
         """
         if isinstance(value, list):
             unknown = [x for x in value if not isinstance(x, str) or x not in self.order]
@@ -226,6 +228,9 @@ class LabelParser:
             return self._sorted(value)
         if not isinstance(value, str) or not value.strip():
             return "empty reference" if isinstance(value, str) else f"reference is {type(value).__name__}, not text"
+        first, _, reasons = value.strip().partition("\n")
+        if reasons and all(line.lstrip().startswith("- ") for line in reasons.splitlines() if line.strip()):
+            value = first  # the label line of a verdict; its reasons are not labels
         tokens = [t.strip(" \t\"'`*.") for t in re.split(r"[,;\n|]", value)]
         tokens = [t for t in tokens if t]
         names, unknown = [], []

@@ -183,15 +183,17 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
     PartialState().wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
     ctx = FinetuneContext(model=mcfg, data=dcfg, classifier=ccfg, vision=vcfg, train=args, out=out, record=record,
                           callbacks=list(callbacks or []))
+    from ..models import is_vision_language, resolve_model
+    from ..training.vision import check_vision_settings
+
+    vision = mcfg.task == "sft" and is_vision_language(resolve_model(mcfg.base))
+    check_vision_settings(vcfg, vision, mcfg.base)  # before the output folder appears
     if mcfg.task == "classify":
         from ..training.classifier import finetune_classifier as task
+    elif vision:
+        from ..training.vision import finetune_vision as task
     else:
-        from ..models import is_vision_language, resolve_model
-
-        if is_vision_language(resolve_model(mcfg.base)):
-            from ..training.vision import finetune_vision as task
-        else:
-            from ..training.sft import finetune_sft as task
+        from ..training.sft import finetune_sft as task
     summary = task(ctx)
     from ..training.runner import is_main_process
 

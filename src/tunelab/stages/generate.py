@@ -403,7 +403,7 @@ class ModerationQABuild:
                 rejects.append(drop | {"post_id": post.id, "provenance": provenance})
                 continue
             labels = [v["category"] for v in parsed.verdicts if v["violates"]]
-            structured.append({"id": post.id, "text": post.text, "image": post.image, "qa": parsed.qa,
+            structured.append({"id": post.id, "text": post.text, "image": post.image_ref, "qa": parsed.qa,
                                "verdicts": parsed.verdicts, "labels": labels, "provenance": provenance})
             pairs += [p | {"provenance": provenance}
                       for p in mqa.instruction_pairs(post, parsed, self.taxonomy, self.verdict_instruction)]

@@ -4,6 +4,12 @@
     python inference.py --model runs/llama2-lora --data data/alpaca_heldout.json --temperature 0.7 --top_k 50
     python inference.py --config sweep --temperature 0 0.7 --top_k 0 50 --num_beams 1 4
     python inference.py --model meta-llama/Llama-2-7b-chat-hf --backend openai --base_url http://localhost:8000/v1
+    python inference.py --model runs/llava-student --data heldout.chat.jsonl --images_root images/
+
+The data is Alpaca records (an `image` field for image-plus-text records) or chat JSONL (one user
+turn, whose image_url parts hold image paths, then the answer). A LLaVA student (finetune or merge
+folder, or a LLaVA base) answers them with the images, through the same generation code as the
+generate stage's LLaVA teacher; rows keep each record's image reference as given.
 
 Decoding settings take lists; their grid is expanded into settings, each answered into its own
 file with the setting in every row. One setting writes `predictions.jsonl`; a sweep writes
@@ -25,7 +31,7 @@ from types import SimpleNamespace
 
 from ..errors import ConfigError, OutputExistsError, RecordError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
-from ..records import append_jsonl, drop_partial_last_line, iter_json_objects, read_records, write_json, write_jsonl
+from ..records import append_jsonl, drop_partial_last_line, iter_json_objects, validate, write_json, write_jsonl
 from ..runs import RunRecord, check_resumable_run, claim_output_dir
 from ..settings import HelpLayout
 from ..teachers.base import SamplingParams
@@ -49,7 +55,11 @@ class InferenceConfig:
     model: str = field(metadata={"help": "A finetune output folder (base + adapter), a merged model, a hub id or "
                                          "tunelab:tiny-llama; for --backend openai, the model name the server serves."})
     data: str = field(default="data/alpaca_heldout.json", metadata={
-        "group": "data", "help": "Alpaca records; 'output' is kept as the reference."})
+        "group": "data", "help": "Alpaca records ('output' is kept as the reference; 'image', a path, for LLaVA "
+                                 "students) or chat JSONL (a user turn, image_url parts allowed, then the answer)."})
+    images_root: str | None = field(default=None, metadata={"group": "data",
+        "help": "Folder the data's image paths are relative to (default: the data file's folder); a path "
+                "resolving outside it is refused. The generate stage writes paths relative to its own images_root."})
     output_dir: str = field(default="runs/inference", metadata={"group": "output",
         "help": f"Gets {PREDICTIONS} (one setting) or {SWEEP_DIR}/*.jsonl (a sweep), {SWEEP_INDEX}, config.yaml, "
                 "provenance.json."})
@@ -267,6 +277,7 @@ class Backend:
     local_path: str | None  # the weights folder, when in process
     renders_chat: bool  # True: the chat template is applied here, so requests carry rendered text
     labels: tuple[str, ...] = ()  # scored into each row's label_probs (in-process models only)
+    vision: bool = False  # a LLaVA in process: requests are chat messages whose user turn carries the images
 
     def label_probs(self, requests, answers: list[str]) -> list[dict[str, float]]:
         from ..inference import label_probabilities
@@ -278,16 +289,28 @@ class Backend:
 
     def request(self, record: dict):
         from ..teachers.base import TeacherRequest
+        from ..teachers.images import user_message
 
         instruction, input_text = record["instruction"], record["input"]
-        if self.prompt.is_chat and not self.renders_chat:
-            return TeacherRequest(messages=self.prompt.messages(instruction, input_text))
+        if self.vision or (self.prompt.is_chat and not self.renders_chat):
+            if record.get("user_turn"):  # a chat record's own user turn, its parts in their order
+                return TeacherRequest(messages=[record["user_turn"]])
+            # As generate's pair_to_chat writes it (and the student trained on it): images first, then the text.
+            return TeacherRequest(messages=[user_message(self.prompt.user_text(instruction, input_text),
+                                                         record.get("image_paths", []))])
         return TeacherRequest(prompt=self.prompt.render(self.tokenizer, instruction, input_text))
 
 
-def make_backend(cfg: InferenceConfig, record: RunRecord) -> Backend:
-    """Load the model or connect the client; everything that can fail on a setting fails here."""
+def make_backend(cfg: InferenceConfig, record: RunRecord, examples: Sequence[dict] = (),
+                 data_path: Path | None = None) -> Backend:
+    """Load the model or connect the client; everything that can fail on a setting fails here.
+
+    `examples` (read_examples') are checked against the model before any weights load: image
+    records need a LLaVA (or a server, with the chat format), and a LLaVA needs image records.
+    """
     from ..teachers.factory import BACKENDS as TEACHER_BACKENDS
+
+    with_image = next((e for e in examples if e.get("image_paths")), None)
 
     # The teacher factory's config shape, so inference builds servers' clients exactly as generate does.
     teacher_cfg = SimpleNamespace(
@@ -298,15 +321,28 @@ def make_backend(cfg: InferenceConfig, record: RunRecord) -> Backend:
     if cfg.backend == "openai":
         info = saved_model_info(cfg.model)  # a served tunelab folder still brings its prompt format
         prompt = prompt_format(cfg, info, None)
+        if with_image and not prompt.is_chat:
+            raise ConfigError(f"{data_path}: record {with_image['id']!r} has an image, and the {prompt.name} "
+                              "prompt format is text only: use --template chat (the server's chat template)")
         teacher = TEACHER_BACKENDS["openai"](teacher_cfg)
         record.models.update({"model": cfg.model, "adapter": None, "backend": "openai", "base_url": cfg.base_url})
         _add_prompt(record, prompt, None)
         return Backend(teacher, prompt, None, cfg.model, None, None, renders_chat=False)
 
-    from ..models import load_causal_lm_with_adapter, load_tokenizer
+    from ..models import VISION_LANGUAGE_TYPES, load_causal_lm_with_adapter, load_tokenizer, model_type
 
     base, adapter, info = resolve_student(cfg.model)
+    mtype = model_type(base, trust_remote_code=cfg.trust_remote_code)
+    vision = mtype in VISION_LANGUAGE_TYPES
+    if with_image and not vision:
+        raise ConfigError(f"{data_path}: record {with_image['id']!r} has an image, and {cfg.model} is a text-only "
+                          f"model ({mtype}): answer image records with a LLaVA student, or leave them out")
+    if vision and examples and not with_image:
+        raise ConfigError(f"{data_path}: no record has an image (an 'image' field or image_url part), and "
+                          f"{cfg.model} is a LLaVA ({mtype}) model: give it the image records it answers")
     record.models.update({"base": info.get("base", cfg.model), "adapter": adapter, "backend": cfg.backend})
+    if vision:
+        return _vision_backend(cfg, record, base, adapter, mtype)
     tokenizer = load_tokenizer(adapter or base, trust_remote_code=cfg.trust_remote_code)
     prompt = prompt_format(cfg, info, tokenizer)
     _add_prompt(record, prompt, tokenizer)
@@ -325,6 +361,29 @@ def make_backend(cfg: InferenceConfig, record: RunRecord) -> Backend:
                                  add_special_tokens=prompt.tokenize_with_special_tokens, dtype=cfg.dtype)
     return Backend(teacher, prompt, tokenizer, record.models["base"], adapter, base, renders_chat=True,
                    labels=scored_labels(cfg, record))
+
+
+def _vision_backend(cfg: InferenceConfig, record: RunRecord, base: str, adapter: str | None, mtype: str) -> Backend:
+    """A LLaVA student (adapter folded in memory, or a merged folder, or a base) behind the LLaVA teacher's
+    generation code, prompted with its processor's chat template as it was trained."""
+    from ..prompts import CHAT, StudentPrompt
+    from ..teachers.llava_teacher import LlavaTeacher, load_llava_student, load_student_processor
+
+    if cfg.backend != "transformers":
+        raise ConfigError(f"backend {cfg.backend} with a LLaVA model: use --backend transformers (in process), or "
+                          "serve the merged student (vllm serve) and use --backend openai")
+    if cfg.template not in (None, "auto", CHAT):
+        raise ConfigError(f"template {cfg.template!r}: a LLaVA student is prompted with its processor's chat "
+                          "template (template chat or auto), as it was trained")
+    if cfg.label_probs:
+        raise ConfigError("label_probs reads text-only prompts; it is not available for LLaVA models")
+    processor = load_student_processor(adapter or base, base, trust_remote_code=cfg.trust_remote_code)
+    record.add_template("chat_template", processor.chat_template)
+    model = load_llava_student(base, adapter, mtype, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                               vocab_size=len(processor.tokenizer))
+    teacher = LlavaTeacher(model, processor, name=record.models["base"], batch_size=cfg.batch_size, dtype=cfg.dtype)
+    return Backend(teacher, StudentPrompt(CHAT), processor.tokenizer, record.models["base"], adapter, base,
+                   renders_chat=True, vision=True)
 
 
 def scored_labels(cfg: InferenceConfig, record: RunRecord) -> tuple[str, ...]:
@@ -352,21 +411,100 @@ def _add_prompt(record: RunRecord, prompt, tokenizer) -> None:
 
 
 def read_examples(cfg: InferenceConfig) -> tuple[Path, list[dict]]:
-    """The Alpaca records to answer, each with an `id` (its index when the data has none), ids unique."""
+    """The records to answer, each with an `id` (its index when the data has none), ids unique.
+
+    Alpaca records, or chat records (one user turn, then the answer) read into the same fields: the
+    user turn's text is the instruction, the answer the reference. Image references (an Alpaca
+    `image`, chat `image_url` / `image` parts) are resolved under the images root and opened now,
+    before any model loads; each example keeps them as given (`image_refs`) and resolved (`image_paths`).
+    """
+    from ..training.data import detect_format
+
     path = resolve_input(cfg.data)
-    records = [r.data for r in read_records(path, "alpaca")][: cfg.limit]
-    if not records:
-        raise RecordError(path, None, "holds no Alpaca records to answer")
+    root = resolve_input(cfg.images_root) if cfg.images_root else path.parent
+    if cfg.images_root and not root.is_dir():
+        raise ConfigError(f"images_root {cfg.images_root}: no such folder")
+    kind = detect_format(path)
+    if kind not in ("alpaca", "chat"):
+        raise RecordError(path, None, f"{kind} records: inference answers Alpaca records or chat records")
     examples, seen = [], {}
-    for i, r in enumerate(records):
-        example = {**r, "id": r.get("id", str(i))}
+    for i, (line, obj) in enumerate(iter_json_objects(path)):
+        if cfg.limit is not None and i >= cfg.limit:
+            break
+        if problem := validate(obj, kind):
+            raise RecordError(path, line, f"bad {kind} record: {problem}")
+        example = _alpaca_example(obj, path, line) if kind == "alpaca" else _chat_example(obj, path, line)
+        example["id"] = obj.get("id", str(i))
         key = id_key(example["id"])
         if key in seen:
             raise RecordError(path, None, f"record #{i} has the id {example['id']!r} of record #{seen[key]}: ids key "
                                           "the answers (a resumed run skips the ids it has), so they must be unique")
         seen[key] = i
+        _resolve_images(example, root, cfg.images_root is not None, cfg.backend == "openai", path, line)
         examples.append(example)
+    if not examples:
+        raise RecordError(path, None, f"holds no {'Alpaca' if kind == 'alpaca' else 'chat'} records to answer")
     return path, examples
+
+
+def _alpaca_example(obj: dict, path: Path, line: int) -> dict:
+    image = obj.get("image")
+    if image is not None and (not isinstance(image, str) or not image.strip()):
+        raise RecordError(path, line, "field 'image' must be a path (or null)")
+    return {**obj, "input": obj.get("input", ""), "image_refs": [image] if image else []}
+
+
+def _chat_example(obj: dict, path: Path, line: int) -> dict:
+    """A single-turn chat record as an example; `user_turn` keeps its parts in order for LLaVA models."""
+    messages = obj["messages"]
+    if [m["role"] for m in messages] != ["user", "assistant"]:
+        raise RecordError(path, line, "inference answers single-turn chat records: one user turn, then the "
+                                      f"assistant's answer (this one: {[m['role'] for m in messages]})")
+    texts, refs, parts = [], [], []
+    for part in messages[0]["content"] if isinstance(messages[0]["content"], list) else [messages[0]["content"]]:
+        kind = "text" if isinstance(part, str) else part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            texts.append(part if isinstance(part, str) else part.get("text", ""))
+            parts.append({"type": "text", "text": texts[-1]})
+        elif kind in ("image_url", "image"):
+            ref = part.get("image_url") if kind == "image_url" else (part.get("path") or part.get("url") or part.get("image"))
+            ref = ref.get("url") if isinstance(ref, dict) else ref
+            if not isinstance(ref, str) or not ref.strip():
+                raise RecordError(path, line, f"{kind} part without a path")
+            refs.append(ref)
+            parts.append({"type": "image_url", "image_url": {"url": ref}})
+        else:
+            raise RecordError(path, line, f"unsupported content part {json.dumps(part)[:60]} (text, image_url or image)")
+    answer = messages[1]["content"]
+    if isinstance(answer, list):
+        answer = "".join(p.get("text", "") for p in answer if isinstance(p, dict) and p.get("type") == "text")
+    if not answer.strip():
+        raise RecordError(path, line, "the answer (last message) has no text")
+    user_turn = {"role": "user", "content": parts if refs else "\n".join(texts)}
+    return {"instruction": "\n".join(texts), "input": "", "output": answer, "image_refs": refs,
+            "user_turn": user_turn}
+
+
+def _resolve_images(example: dict, root: Path, root_given: bool, allow_urls: bool, path: Path, line: int) -> None:
+    """Each image reference as a checked local path (or URL, for servers), or a RecordError naming the record."""
+    from ..teachers.images import is_remote, resolve_image, verify_image
+
+    resolved = []
+    for ref in example["image_refs"]:
+        try:
+            image = resolve_image(ref, root, allow_urls=allow_urls)  # never outside the root
+            if not is_remote(image):
+                verify_image(image)
+        except ValueError as e:
+            hint = "" if root_given else " (set --images_root to the folder the paths are relative to)"
+            raise RecordError(path, line, f"record {example['id']!r}: {e}{hint}") from None
+        resolved.append(image)
+    example["image_paths"] = resolved
+    if example.get("user_turn") and resolved:  # the request reads the resolved files; rows keep the references
+        paths = iter(resolved)
+        example["user_turn"] = {"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": next(paths)}} if p["type"] == "image_url" else p
+            for p in example["user_turn"]["content"]]}
 
 
 def id_key(value) -> str:
@@ -475,7 +613,7 @@ def infer(argv: Sequence[str] | None = None) -> dict:
     record = RunRecord(cfg.output_dir, "inference", [cfg], config_file)
     record.add_input("data", data_path)
     out, resuming = prepare_output(cfg, record)
-    backend = make_backend(cfg, record)
+    backend = make_backend(cfg, record, examples, data_path)
     out.mkdir(parents=True, exist_ok=True)
     lock = lock_folder(out)
     try:
@@ -577,6 +715,9 @@ def make_row(example: dict, response, setting: Setting, backend: Backend, seed: 
         "completion_tokens": response.completion_tokens, "model": backend.model, "adapter": backend.adapter,
         "setting": setting.name, "seed": seed, "decoding": setting.decoding,
     }
+    refs = example.get("image_refs") or []
+    if refs:  # the record's own reference(s), as given: relative to the images root, like the data
+        row.update({"image": refs[0]} if len(refs) == 1 else {"images": refs})
     if response.error:  # the server refused this one request (e.g. prompt too long): kept, and counted
         row["error"] = response.error
     return row

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, TunelabError
+from ..models import VISION_LANGUAGE_CLASSES as VISION_CLASSES
 from ..paths import resolve_input
 from ..runs import RunRecord, check_output_dir, ensure_output_dir
 from ..settings import HelpLayout
@@ -39,8 +40,6 @@ BUILTIN_CHECKS = (
     ("Summarize the text.", "The meeting was moved from Monday to Wednesday because the room was booked."),
 )
 MERGEABLE_TASKS = ("sft", "vision_sft")
-# Vision-language bases load as their own class: AutoModelForCausalLM would drop the vision tower.
-VISION_CLASSES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
 TINY_MARKER = "TINY_RANDOM_MODEL.txt"
 
 
@@ -179,34 +178,53 @@ def check_inputs(prompt, tokenizer, records, max_tokens: int) -> list[list[int]]
     return sequences
 
 
-def vision_check_inputs(processor, records, max_tokens: int) -> list[list[int]]:
-    """Text-only turns in the processor's chat template (content parts, as the LLaVA student is trained).
+def vision_check_inputs(processor, records, max_tokens: int) -> list:
+    """Text-only turns in the processor's chat template (content parts, as the LLaVA student is trained),
+    then the first one again with a fixed synthetic picture.
 
-    Text is enough: LoRA adapts only the language model, so that is all a merge can get wrong.
+    LoRA adapts only the language model, which text reaches; a projector trained beside it
+    (train_projector) acts only on image features, so one sequence carries an image. That one is
+    not truncated: cutting its image tokens would make it unreadable to the model.
     """
+    import numpy as np
+    from PIL import Image
+
     tokenizer = processor.tokenizer
-    sequences = []
-    for instruction, input_text, answer in records:
+    sequences: list = []
+    for k, (instruction, input_text, answer) in enumerate(list(records) + list(records[:1])):
+        with_image = k == len(records)
         user = instruction if not input_text else f"{instruction}\n\n{input_text}"
-        messages = [{"role": "user", "content": [{"type": "text", "text": user}]}]
+        parts = [{"type": "text", "text": user}]
+        messages = [{"role": "user", "content": ([{"type": "image"}] if with_image else []) + parts}]
         if answer is not None:
             messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
         text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=answer is None)
         # Some templates (llava-hf's LLaVA 1.5) leave BOS to the tokenizer; never add it twice.
         has_bos = bool(tokenizer.bos_token) and text.startswith(tokenizer.bos_token)
-        sequences.append(tokenizer(text, add_special_tokens=not has_bos)["input_ids"][:max_tokens])
+        if with_image:
+            pixels = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            sequences.append(dict(processor(images=[Image.fromarray(pixels)], text=[text], return_tensors="pt",
+                                            add_special_tokens=not has_bos)))
+        else:
+            sequences.append(tokenizer(text, add_special_tokens=not has_bos)["input_ids"][:max_tokens])
     return sequences
 
 
-def sequence_logits(model, sequences: list[list[int]]) -> list:
-    """Float32 logits on CPU, one sequence per forward (no padding to get wrong)."""
+def sequence_logits(model, sequences: list) -> list:
+    """Float32 logits on CPU, one sequence per forward (no padding to get wrong). A sequence is token ids,
+    or a processor's output (ids with an image's pixel values)."""
     import torch
 
-    device = next(model.parameters()).device
+    param = next(model.parameters())
     out = []
     with torch.no_grad():
-        for ids in sequences:
-            logits = model(input_ids=torch.tensor([ids], device=device)).logits
+        for inputs in sequences:
+            if isinstance(inputs, dict):
+                kwargs = {k: v.to(param.device) for k, v in inputs.items()}
+                kwargs["pixel_values"] = kwargs["pixel_values"].to(model.dtype)  # the tower's dtype (bf16 merges)
+            else:
+                kwargs = {"input_ids": torch.tensor([inputs], device=param.device)}
+            logits = model(**kwargs).logits
             out.append(logits[0].float().cpu())
     return out
 
@@ -251,23 +269,6 @@ def load_base(path: str, model_type: str, dtype: str, *, trust_remote_code: bool
     return model
 
 
-def load_vision_processor(student: Path, base: str, trust_remote_code: bool):
-    """A vision student's processor: its own (finetune saves it), else the base's."""
-    from transformers import AutoProcessor
-
-    from ..models import ensure_pad_token
-
-    for source in (student, base):
-        try:
-            processor = AutoProcessor.from_pretrained(str(source), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError, TypeError):
-            continue
-        if hasattr(processor, "image_processor") and processor.chat_template:
-            ensure_pad_token(processor.tokenizer)
-            return processor
-    raise ConfigError(f"{student}: no image processor with a chat template in the student folder or its base {base}")
-
-
 def merge(argv: Sequence[str] | None = None) -> dict:
     """Run the merge stage; returns the logits check and where the model went."""
     from ..config import parse_config
@@ -293,7 +294,9 @@ def merge(argv: Sequence[str] | None = None) -> dict:
     # The student's own tokenizer (or processor): its pad token and chat template are the ones it was trained with.
     template = info.get("template") or "auto"
     if vision:
-        processor = load_vision_processor(student, base, cfg.trust_remote_code)
+        from ..teachers.llava_teacher import load_student_processor
+
+        processor = load_student_processor(student, base, trust_remote_code=cfg.trust_remote_code)
         tokenizer, prompt = processor.tokenizer, None
         sequences = vision_check_inputs(processor, records, cfg.check_max_tokens)
         record.add_template("chat_template", processor.chat_template)

@@ -1,5 +1,7 @@
-"""A vision-language teacher in process: LLaVA 1.6 (LLaVA-NeXT) through transformers.
+"""A vision-language model in process: LLaVA 1.6 (LLaVA-NeXT) teachers and LLaVA 1.5 / 1.6 students.
 
+`LlavaTeacher` answers with an already loaded model and its processor (inference.py wraps a tuned
+LLaVA student in it); `LlavaNextTeacher` loads a LLaVA 1.6 teacher by name for the generate stage.
 Requests are OpenAI-format chat messages whose user turns may carry local images. Images are
 converted to the processor's `{"type": "image"}` parts, the processor's chat template renders the
 prompt with one `<image>` placeholder per image, and the processor expands each placeholder to as
@@ -11,13 +13,13 @@ answer does not depend on its batch-mates.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..models import ensure_pad_token, hub_token, resolve_model, torch_dtype
+from ..models import cpu_autocast, ensure_pad_token, hub_token, quantization_config, resolve_model, torch_dtype
 from .base import BatchedTeacher, SamplingParams, TeacherRequest, TeacherResponse, request_seed
 from .images import load_image, message_images
-from ..models import quantization_config
 
 
 def processor_messages(request: TeacherRequest) -> list[dict[str, Any]]:
@@ -47,34 +49,26 @@ def processor_messages(request: TeacherRequest) -> list[dict[str, Any]]:
     return out
 
 
-class LlavaNextTeacher(BatchedTeacher):
-    """LLaVA 1.6 (e.g. `llava-hf/llava-v1.6-34b-hf`, or `tunelab:tiny-llava-next`), batched and left-padded."""
+class LlavaTeacher(BatchedTeacher):
+    """A loaded LLaVA model (1.5 or 1.6) and its processor, batched and left-padded.
 
-    def __init__(self, model: str, *, dtype: str = "auto", device_map: str | None = None, batch_size: int = 4,
-                 quantization: str = "none", trust_remote_code: bool = False):
-        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+    `dtype` "auto" runs generation under bf16 autocast on CPUs that compute bf16 natively, as the
+    text teachers do (`models.cpu_autocast`); other values leave the weights' own dtype.
+    """
 
-        self.name = model
+    def __init__(self, model, processor, *, name: str, batch_size: int = 4, dtype: str = "auto"):
+        self.name = name
         self.batch_size = batch_size
-        self.path = resolve_model(model)
-        self.processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=trust_remote_code,
-                                                       token=hub_token())
-        self.tokenizer = self.processor.tokenizer
+        self.dtype = dtype
+        self.model = model
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
         # Left padding: every continuation starts right after its own prompt.
         self.tokenizer.padding_side = "left"
         ensure_pad_token(self.tokenizer)
-        if getattr(self.processor, "chat_template", None) is None and self.tokenizer.chat_template is None:
-            raise ConfigError(f"{model} has no chat template; a LLaVA teacher renders prompts with it")
-        compute_dtype = dtype if dtype in ("bfloat16", "float16", "float32") else "bfloat16"
-        kwargs: dict[str, Any] = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
-                                      use_safetensors=True, token=hub_token())
-        if device_map:
-            kwargs["device_map"] = device_map
-        quant = quantization_config(quantization, compute_dtype)
-        if quant is not None:
-            kwargs["quantization_config"] = quant
-        self.model = LlavaNextForConditionalGeneration.from_pretrained(self.path, **kwargs)
-        self.model.eval()
+        if getattr(processor, "chat_template", None) is None and self.tokenizer.chat_template is None:
+            raise ConfigError(f"{name} has no chat template; a LLaVA model is prompted with it")
+
 
     def _prompt(self, request: TeacherRequest) -> str:
         return self.processor.apply_chat_template(processor_messages(request), add_generation_prompt=True,
@@ -120,7 +114,7 @@ class LlavaNextTeacher(BatchedTeacher):
             sampler = PerRowSampler(seeds, params, device)
             kwargs = {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
                       "logits_processor": LogitsProcessorList([sampler])}
-        with torch.no_grad():
+        with torch.no_grad(), cpu_autocast(self.model, self.dtype):
             out = self.model.generate(**inputs, **kwargs)
         eos_ids = self.model.generation_config.eos_token_id
         eos_ids = set(eos_ids if isinstance(eos_ids, list)
@@ -139,3 +133,72 @@ class LlavaNextTeacher(BatchedTeacher):
                 prompt_tokens=int(prompt_lengths[row]), completion_tokens=len(ids),
             ))
         return responses
+
+
+class LlavaNextTeacher(LlavaTeacher):
+    """LLaVA 1.6 (e.g. `llava-hf/llava-v1.6-34b-hf`, or `tunelab:tiny-llava-next`), loaded by name."""
+
+    def __init__(self, model: str, *, dtype: str = "auto", device_map: str | None = None, batch_size: int = 4,
+                 quantization: str = "none", trust_remote_code: bool = False):
+        from transformers import AutoProcessor, LlavaNextForConditionalGeneration
+
+        self.path = resolve_model(model)
+        processor = AutoProcessor.from_pretrained(self.path, trust_remote_code=trust_remote_code, token=hub_token())
+        if getattr(processor, "chat_template", None) is None and processor.tokenizer.chat_template is None:
+            raise ConfigError(f"{model} has no chat template; a LLaVA teacher renders prompts with it")
+        compute_dtype = dtype if dtype in ("bfloat16", "float16", "float32") else "bfloat16"
+        kwargs: dict[str, Any] = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
+                                      use_safetensors=True, token=hub_token())
+        if device_map:
+            kwargs["device_map"] = device_map
+        quant = quantization_config(quantization, compute_dtype)
+        if quant is not None:
+            kwargs["quantization_config"] = quant
+        loaded = LlavaNextForConditionalGeneration.from_pretrained(self.path, **kwargs)
+        loaded.eval()
+        super().__init__(loaded, processor, name=model, batch_size=batch_size, dtype=dtype)
+
+
+def load_student_processor(student: str | Path, base: str, *, trust_remote_code: bool = False):
+    """A LLaVA student's processor: its own (finetune and merge save it), else its base's."""
+    from transformers import AutoProcessor
+
+    for source in dict.fromkeys((str(student), str(base))):
+        try:
+            processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code, token=hub_token())
+        except (OSError, ValueError, TypeError):
+            continue
+        if hasattr(processor, "image_processor") and processor.chat_template:
+            ensure_pad_token(processor.tokenizer)
+            return processor
+    raise ConfigError(f"{student}: no image processor with a chat template in the student folder or its base {base}")
+
+
+def load_llava_student(base: str, adapter: str | None, model_type: str, *, dtype: str = "auto",
+                       trust_remote_code: bool = False, vocab_size: int | None = None):
+    """A LLaVA 1.5 / 1.6 base (or merged student) for generation, with its LoRA adapter folded into the
+    weights in memory (a trained projector, PEFT's modules_to_save, replaces the base's). The files on
+    disk are never touched; `vocab_size` (the student's tokenizer) grows the embeddings when training
+    added a pad token."""
+    import transformers
+
+    from ..models import VISION_LANGUAGE_CLASSES, require_safetensors_adapter
+
+    if model_type not in VISION_LANGUAGE_CLASSES:
+        raise ConfigError(f"{base} is a {model_type!r} model, not a LLaVA ({sorted(VISION_LANGUAGE_CLASSES)})")
+    if adapter:
+        require_safetensors_adapter(adapter)  # before any weights load
+    cls = getattr(transformers, VISION_LANGUAGE_CLASSES[model_type])
+    model = cls.from_pretrained(base, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
+                                use_safetensors=True, token=hub_token())
+    if vocab_size and vocab_size > model.get_input_embeddings().num_embeddings:
+        model.resize_token_embeddings(vocab_size)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    # Left requiring grad (generation runs without gradients): bf16 autocast caches its bf16 copy of a
+    # weight for a whole generate() only for leaves that require grad (see models.load_causal_lm_with_adapter).
+    model.requires_grad_(True)
+    model.eval()
+    return model

@@ -10,9 +10,10 @@ under the images root; text-only records train too. Each record becomes text plu
 With `completion_only_loss` the collator puts only the completion in the loss: prompt, image
 tokens and padding are -100.
 
-The vision tower and the multi-modal projector stay frozen (LoRA adapts the language model's
-projections only); under 4-bit they are not even quantized, so the image features are the ones
-the language model was trained on.
+The vision tower stays frozen (LoRA adapts the language model's projections only); so does the
+multi-modal projector, unless `train_projector` trains it in full beside the adapter (LLaVA's own
+LoRA recipe), optionally at its own learning rate. Under 4-bit neither is quantized, so the image
+features are the ones the language model was trained on.
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from trl import SFTTrainer
+
 from ..errors import ConfigError, RecordError
+from ..models import VISION_LANGUAGE_CLASSES
 from ..records import iter_json_objects, validate
 from .data import SFTData, detect_format, is_dataset_ref, split_eval
 
 TASK = "vision_sft"
-MODEL_CLASSES = {"llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration"}
+MODEL_CLASSES = VISION_LANGUAGE_CLASSES
 FROZEN_MODULES = ("vision_tower", "multi_modal_projector")
+PROJECTOR = "multi_modal_projector"
 # bitsandbytes skip patterns (regex from the start of a module name, or a suffix). Giving any
 # replaces transformers' default list, so the head is named again.
 NOT_QUANTIZED = [r".*vision_tower", r".*multi_modal_projector", "lm_head"]
@@ -40,13 +45,34 @@ class VisionConfig:
 
     images_root: str | None = field(default=None, metadata={
         "help": "Folder that image paths in the training records are relative to (default: each file's folder). "
-                "A path resolving outside it is a bad record. The generate stage writes absolute paths under its "
+                "A path resolving outside it is a bad record. The generate stage writes paths relative to its "
                 "own images_root: give that folder here."})
+    train_projector: bool = field(default=False, metadata={
+        "help": "Vision students: also train the multi-modal projector in full (PEFT modules_to_save with LoRA), "
+                "as LLaVA's own LoRA recipe does; the adapter then carries the projector (a few MB for 7B). "
+                "Off: only the language model adapts to the new images."})
+    projector_learning_rate: float | None = field(default=None, metadata={"range": (0, None), "range_open": "low",
+        "help": "With train_projector: the projector's own learning rate (LLaVA 1.5's LoRA recipe: 2e-5 beside "
+                "2e-4 for LoRA); default: learning_rate."})
 
 
 def in_frozen_part(name: str) -> bool:
     """True for a parameter or module of the vision tower or the multi-modal projector."""
     return any(part in FROZEN_MODULES for part in name.split("."))
+
+
+def in_projector(name: str) -> bool:
+    """True for a parameter of the multi-modal projector (or PEFT's trained copy of it)."""
+    return PROJECTOR in name.split(".")
+
+
+def check_vision_settings(vcfg, vision: bool, base: str) -> None:
+    """Projector settings make sense for a LLaVA base only, and the rate only with the projector on."""
+    if not vision and (vcfg.train_projector or vcfg.projector_learning_rate is not None):
+        raise ConfigError(f"train_projector / projector_learning_rate apply to vision (LLaVA) students; {base} "
+                          "is not one")
+    if vcfg.projector_learning_rate is not None and not vcfg.train_projector:
+        raise ConfigError("projector_learning_rate is given but train_projector is off: add --train_projector")
 
 
 class ChatFormat:
@@ -270,25 +296,52 @@ def fit_to_max_length(examples: list[dict], processor, max_length: int | None, o
     return kept, over, no_answer
 
 
+class VisionSFTTrainer(SFTTrainer):
+    """SFTTrainer whose optimizer gives the multi-modal projector its own learning rate (LLaVA's
+    `mm_projector_lr`) when `projector_learning_rate` is set; otherwise the stock optimizer."""
+
+    def __init__(self, *args, projector_learning_rate: float | None = None, **kwargs):
+        self.projector_learning_rate = projector_learning_rate
+        super().__init__(*args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self.projector_learning_rate is not None:
+            opt_model = self.model if model is None else model
+            projector = {id(p) for n, p in opt_model.named_parameters() if p.requires_grad and in_projector(n)}
+            # Each group (weight decay or not) splits in two before any step: the state is still empty,
+            # and the scheduler reads each group's own initial rate.
+            for group in list(optimizer.param_groups):
+                moved = [p for p in group["params"] if id(p) in projector]
+                if moved:
+                    group["params"] = [p for p in group["params"] if id(p) not in projector]
+                    optimizer.add_param_group({**{k: v for k, v in group.items() if k != "params"},
+                                               "params": moved, "lr": self.projector_learning_rate,
+                                               "initial_lr": self.projector_learning_rate})
+            optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+        return optimizer
+
+
 def build_vision_trainer(model, processor, train_examples: list[dict], eval_examples: list[dict] | None, args,
-                         peft_config=None, callbacks=None):
+                         peft_config=None, callbacks=None, projector_learning_rate: float | None = None):
     """An SFTTrainer over prompt/completion text with an `images` column.
 
     The processor as `processing_class` makes TRL use its vision collator: images are loaded and
     processed per batch, and `completion_only_loss` masks the prompt (image tokens included).
     """
     from datasets import Dataset, Image, List
-    from trl import SFTTrainer
 
     def to_dataset(rows):
         dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"], "images": r["images"]}
                                      for r in rows])
         return dataset.cast_column("images", List(Image(mode="RGB")))  # paths until a batch decodes them
 
-    return SFTTrainer(
+    return VisionSFTTrainer(
         model=model, args=args, train_dataset=to_dataset(train_examples),
         eval_dataset=to_dataset(eval_examples) if eval_examples else None,
         processing_class=processor, peft_config=peft_config, callbacks=callbacks,
+        projector_learning_rate=projector_learning_rate,
     )
 
 
@@ -307,7 +360,8 @@ def load_processor(path: str, *, trust_remote_code: bool = False):
 
 def load_vision_model(path: str, model_type: str, *, dtype: str = "auto", quantization_config=None,
                       trust_remote_code: bool = False):
-    """A LLaVA 1.5 / 1.6 model; with `quantization_config`, the language model only is quantized."""
+    """A LLaVA 1.5 / 1.6 model, vision tower and projector frozen; with `quantization_config`, the language
+    model only is quantized."""
     import transformers
 
     from ..models import hub_token, torch_dtype
@@ -398,8 +452,15 @@ def finetune_vision(ctx) -> dict:
         peft_config = lora_from_settings(mcfg, mtype, "sft", "CAUSAL_LM")
         # Names like q_proj (or all-linear) also match the CLIP tower's layers: only the language model is adapted.
         peft_config.exclude_modules = EXCLUDED_FROM_LORA
+        if vcfg.train_projector:  # a trained full copy of the projector, saved in the adapter (safetensors)
+            peft_config.modules_to_save = [PROJECTOR]
+    elif vcfg.train_projector:
+        for name, param in model.named_parameters():
+            if in_projector(name):
+                param.requires_grad_(True)
     trainer = build_vision_trainer(model, processor, train, evals, args, peft_config,
-                                   callbacks=early_stopping_callbacks(args) + ctx.callbacks)
+                                   callbacks=early_stopping_callbacks(args) + ctx.callbacks,
+                                   projector_learning_rate=vcfg.projector_learning_rate)
     ctx.write_skipped(skipped)  # once data and model have loaded (the folder appears here)
 
     summary = {"examples": len(train), "eval_examples": len(evals) if evals else 0,
@@ -411,6 +472,6 @@ def finetune_vision(ctx) -> dict:
     (out / MODEL_INFO).write_text(json.dumps({
         "task": TASK, "base": mcfg.base, "base_path": base, "model_type": mtype, "adapter": mcfg.use_lora,
         "quantization": mcfg.quantization, "template": "chat", "template_version": None,
-        "tiny_random": is_tiny_random(base),
+        "tiny_random": is_tiny_random(base), "train_projector": vcfg.train_projector,
     }, indent=2), encoding="utf-8")
     return summary
