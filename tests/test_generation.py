@@ -189,7 +189,7 @@ def test_moderation_qa_parser_reads_labelled_lines_up_to_the_next_block():
 
 @pytest.mark.parametrize("categories, labels", [("none", []), ("No.", []), ("**Severe toxic** and Threat", ["severe_toxic", "threat"]),
                                                 ("insult, insult", ["insult"]), ("Insults, threatening", ["threat", "insult"]),
-                                                ("severe", ["severe_toxic"])])
+                                                ("severe", ["severe_toxic"]), ("N/A", []), ("toxicity", ["toxic"])])
 def test_moderation_qa_parser_reads_a_categories_line_the_way_a_person_would(categories, labels):
     parsed = mqa.parse_answer(f"Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: {categories}\nReason: Because.",
                               load_taxonomy("jigsaw"))
@@ -199,6 +199,9 @@ def test_moderation_qa_parser_reads_a_categories_line_the_way_a_person_would(cat
 
 @pytest.mark.parametrize("answer, reason", [
     ("Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: toxic, hateful\nReason: x", "unknown categories ['hateful']"),
+    ("Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: toxic: yes, insult: no\nReason: x", "unknown categories"),
+    ("Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: insult (no)\nReason: x", "unknown categories"),
+    ('{\n"qa": [\n{"question": "Who is targeted?",\n"answer": "No one', "no JSON object in the answer"),
     ("Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: none, toxic\nReason: x", "the verdict names none and categories"),
     ("Question 1: Is it rude?\nAnswer 1: Yes.\nReason: x", "no Categories line"),
     ("Question 1: Is it rude?\nAnswer 1: Yes.\nCategories: toxic", "no Reason line"),
@@ -208,3 +211,15 @@ def test_moderation_qa_parser_reads_a_categories_line_the_way_a_person_would(cat
 def test_moderation_qa_parser_names_what_a_lines_answer_lacks(answer, reason):
     parsed = mqa.parse_answer(answer, load_taxonomy("jigsaw"))
     assert parsed.reject.startswith(reason) and not parsed.verdicts
+
+
+def test_a_category_named_in_words_with_and_inside_is_one_category():
+    parsed = mqa.parse_answer("Question 1: Is it harmful?\nAnswer 1: Yes.\nCategories: Suicide and self-harm\nReason: x",
+                              load_taxonomy("llama_guard"))
+    assert [v["category"] for v in parsed.verdicts if v["violates"]] == ["suicide_and_self_harm"]
+
+
+def test_a_verdict_keeps_one_line_per_reason_so_it_reads_back_as_labels():
+    taxonomy = load_taxonomy("jigsaw")
+    verdicts = [{"category": c, "violates": c == "insult", "rationale": "line one\nline two"} for c in taxonomy.labels]
+    assert mqa.verdict_answer(verdicts, taxonomy) == "insult\n- insult: line one line two"

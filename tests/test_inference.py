@@ -263,10 +263,12 @@ def test_an_adapter_is_folded_into_the_weights_in_memory_for_generation(student)
     before = {p.name: p.read_bytes() for p in adapter.iterdir() if p.is_file()}
     kept = load_causal_lm_with_adapter(resolve_model("tunelab:tiny-llama"), str(adapter), dtype="float32")
     merged = load_causal_lm_with_adapter(resolve_model("tunelab:tiny-llama"), str(adapter), merge=True, dtype="float32")
+    base = load_causal_lm_with_adapter(resolve_model("tunelab:tiny-llama"), None, dtype="float32")
     assert hasattr(kept, "peft_config") and not hasattr(merged, "peft_config")
     assert all(p.requires_grad for p in merged.parameters())
     ids = torch.tensor([[1, 5, 9, 13]])
     with torch.no_grad():
+        assert not torch.allclose(base(ids).logits, kept(ids).logits, atol=1e-4)  # the adapter does something
         assert torch.allclose(kept(ids).logits, merged(ids).logits, atol=1e-5)
     assert {p.name: p.read_bytes() for p in adapter.iterdir() if p.is_file()} == before
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from fakes import TINY_STUDENT_CONFIG, CannedTeacher, numbered_answer
+from fakes import JSON_QA, TINY_STUDENT_CONFIG, CannedTeacher, numbered_answer
 from tunelab.stages import evaluate, finetune, generate, infer
 from tunelab.teachers import factory
 
@@ -157,10 +157,24 @@ def test_a_qa_answer_cut_open_by_the_length_limit_is_rejected_as_cut_off(tmp_pat
     """A real small teacher often runs out of tokens inside its JSON: that is a length problem, and the reason
     says so (raise max_new_tokens), not a format one."""
     cut = 'Here is the JSON:\n```json\n{"qa": [{"question": "Who is targeted?", "answer": "No one'
-    monkeypatch.setitem(factory.BACKENDS, "canned", lambda cfg: CannedTeacher([cut], finish_reason="length"))
+    # JSON one key per line, as small teachers write it: not misread as labelled lines
+    cut_lines = '{\n"qa": [\n{"question": "Who is targeted?",\n"answer": "No one'
+    monkeypatch.setitem(factory.BACKENDS, "canned", lambda cfg: CannedTeacher([cut, cut_lines], finish_reason="length"))
+    stats = generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "g"), "--tasks", "moderation_qa",
+                               "--teacher_backend", "canned", "--max_posts", "2", *JSON_QA])
+    assert stats["moderation_qa"]["reject_reasons"] == {"cut off by the length limit": 2}
+
+
+def test_a_labelled_lines_answer_is_cut_off_only_when_it_did_not_move_on(tmp_path, monkeypatch):
+    """Few-shot lines: an answer the limit stopped before its Categories line is a length problem; one that
+    skipped the line and went on to its next example is a format problem, whatever stopped it."""
+    stopped = " Who is it for?\nAnswer 1: An editor.\nQuestion 2: Is it rude?\nAnswer 2: Ye"
+    moved_on = " Who is it for?\nAnswer 1: An editor.\nReason: Rude.\n\nComment: \"next\"\nQuestion 1: Why?"
+    monkeypatch.setitem(factory.BACKENDS, "canned",
+                        lambda cfg: CannedTeacher([stopped, moved_on], finish_reason="length"))
     stats = generate.generate(["--config", "demo", "--output_dir", str(tmp_path / "g"), "--tasks", "moderation_qa",
                                "--teacher_backend", "canned", "--max_posts", "2"])
-    assert stats["moderation_qa"]["reject_reasons"] == {"cut off by the length limit": 2}
+    assert stats["moderation_qa"]["reject_reasons"] == {"cut off by the length limit": 1, "no Categories line": 1}
 
 
 def test_qa_as_a_completion_continues_the_few_shot_prompt_and_stops_at_the_blank_line(tmp_path, monkeypatch):

@@ -340,9 +340,14 @@ def serving(server: Server, log: Path):
         # A SIGTERM's default ends the runner at once, its server orphaned: end it through `finally` instead
         # (call_forwarding_termination takes the signal over while the generate command runs).
         previous = signal.signal(signal.SIGTERM, _exit_on_signal)
-    with log.open("w", encoding="utf-8") as out:
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
     text = shlex.join(server.command)
+    try:
+        with log.open("w", encoding="utf-8") as out:
+            process = subprocess.Popen(command, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+    except OSError as e:  # not installed, not executable
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        raise ServerError(f"{text} could not start: {e}") from None
     try:
         deadline = time.monotonic() + server.timeout_s
         while not _answers(server.ready):

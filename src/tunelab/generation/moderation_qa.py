@@ -125,7 +125,10 @@ def parse_answer(answer: str, taxonomy: Taxonomy) -> ParsedQA:
         return _parse_json(obj, taxonomy)
     if problem == "empty answer":
         return ParsedQA(reject=problem)
-    return _parse_lines(answer, taxonomy)
+    lines = _parse_lines(answer, taxonomy)
+    if lines.reject and "{" in answer:  # a JSON answer that does not parse: its own reason, not the lines'
+        return ParsedQA(reject=problem)
+    return lines
 
 
 def _parse_json(obj: object, taxonomy: Taxonomy) -> ParsedQA:
@@ -151,13 +154,18 @@ def _parse_json(obj: object, taxonomy: Taxonomy) -> ParsedQA:
     by_category = {v["category"].strip(): v for v in obj["verdicts"]}
     verdicts = [{"category": c, "violates": by_category[c]["violates"], "rationale": by_category[c]["rationale"].strip()}
                 for c in taxonomy.labels]
+    if empty := [v["category"] for v in verdicts if not v["rationale"]]:
+        return ParsedQA(reject=f"empty rationale for {empty[:5]}")
     return ParsedQA(qa=qa, verdicts=verdicts)
 
 
 # "Question 2: ...", "**Answer 2:** ...", "Categories: toxic, insult", "Reason: ..."; a "Comment:" or "Post:"
 # line after the first block is the teacher writing its next example, where its answer ends.
-_LINE = re.compile(r"^\W*(question|answer|categories|category|reason|comment|post)\b\s*\d*\W*?:\**\s*(.*)$", re.I)
+_LINE = re.compile(r"^[\s*#>-]*(question|answer|categories|category|reason|comment|post)\b\s*\d*[\s*.)]*:\**\s*(.*)$",
+                   re.I)
 _NONE_WORDS = {"none", "no", "nothing", "n/a", "no categories", "none of them", "none of the above"}
+# what may follow a category's name in a person's spelling of it: insults, threatening, threatened, toxicity
+_INFLECTION = re.compile(r"(s|es|ing|ening|en|ed|ened|ity|ous|ful)?")
 
 
 def _category(name: str, labels: tuple[str, ...] | list[str]) -> str:
@@ -165,12 +173,38 @@ def _category(name: str, labels: tuple[str, ...] | list[str]) -> str:
     severe_toxic; a name that fits no label, or more than one, stays as written (and is rejected)."""
     if name in labels:
         return name
-    fits = [label for label in labels if name.startswith(label) or (len(name) >= 4 and label.startswith(name))]
+    fits = [label for label in labels if (name.startswith(label) and _INFLECTION.fullmatch(name[len(label):]))
+            or (len(name) >= 4 and label.startswith(name))]
     # labels nested in one another ('hate', 'hate_speech') fit together: the longest is the reading
     longest = max(fits, key=len, default=None)
     if longest and all(longest.startswith(f) or f == longest for f in fits):
         return longest
     return name
+
+
+def _named_categories(line: str, taxonomy: Taxonomy) -> tuple[list[str], bool]:
+    """The names on a Categories line, each read with `_category`, and whether it also says none. Whole label
+    phrases are found first, so "suicide and self harm" is one name, not two."""
+    text = line.lower().strip(" .*\"'`")
+    none_words = _NONE_WORDS | {taxonomy.none_label}
+    if text in none_words:
+        return [], True
+    named = []
+    for label in sorted(taxonomy.labels, key=len, reverse=True):
+        phrase = r"[\s_-]+".join(re.escape(word) for word in re.split(r"[\s_-]+", label.lower()))
+        if match := re.search(rf"(?<![\w-]){phrase}(?![\w-])", text):
+            named.append(label)
+            text = text[:match.start()] + "," + text[match.end():]
+    said_none = False
+    for part in re.split(r",|;|/|\band\b", text):
+        name = re.sub(r"[\s-]+", "_", part.strip(" .*\"'`"))
+        if not name:
+            continue
+        if name.replace("_", " ") in none_words:
+            said_none = True
+        elif (read := _category(name, taxonomy.labels)) not in named:
+            named.append(read)
+    return named, said_none
 
 
 def _parse_lines(answer: str, taxonomy: Taxonomy) -> ParsedQA:
@@ -205,24 +239,16 @@ def _parse_lines(answer: str, taxonomy: Taxonomy) -> ParsedQA:
             break
     qa = [q for q in qa if len(q["question"]) >= 3 and q["answer"]]
     if not qa:
-        return ParsedQA(reject="no question/answer pairs", unfinished=categories is None)
+        return ParsedQA(reject="no question/answer pairs", unfinished=categories is None and not followed)
     if categories is None:
-        return ParsedQA(reject="no Categories line", unfinished=True)
+        return ParsedQA(reject="no Categories line", unfinished=not followed)
     if not reason:
-        return ParsedQA(reject="no Reason line", unfinished=True)
-    named = []
-    for part in re.split(r",|;|/|\band\b", categories):
-        name = re.sub(r"[\s-]+", "_", part.strip(" .*\"'`").lower())
-        if name and name not in named:
-            named.append(name)
-    if not named:
+        return ParsedQA(reject="no Reason line", unfinished=not followed)
+    named, none_named = _named_categories(categories, taxonomy)
+    if not named and not none_named:
         return ParsedQA(reject="the Categories line is empty")
-    none_words = _NONE_WORDS | {taxonomy.none_label}
-    if any(n.replace("_", " ") in none_words for n in named):
-        if len(named) > 1:
-            return ParsedQA(reject=f"the verdict names none and categories: {categories[:80]!r}")
-        named = []
-    named = [_category(n, taxonomy.labels) for n in named]
+    if none_named and named:
+        return ParsedQA(reject=f"the verdict names none and categories: {categories[:80]!r}")
     unknown = [n for n in named if n not in taxonomy.labels]
     if unknown:
         return ParsedQA(reject=f"unknown categories {unknown[:5]}")
@@ -233,8 +259,8 @@ def _parse_lines(answer: str, taxonomy: Taxonomy) -> ParsedQA:
 def verdict_answer(verdicts: list[dict], taxonomy: Taxonomy) -> str:
     """The student's verdict: the fixed label line first (it parses back into labels), then the reasons."""
     labels = [v["category"] for v in verdicts if v["violates"]]
-    reasons = "\n".join(f"- {v['category']}: {v['rationale']}" for v in verdicts if v["violates"]) or \
-        "- " + next((v["rationale"] for v in verdicts), "")
+    one_line = {v["category"]: " ".join(v["rationale"].split()) for v in verdicts}  # each reason stays one "- " line
+    reasons = "\n".join(f"- {c}: {one_line[c]}" for c in labels) or "- " + next(iter(one_line.values()), "")
     return (", ".join(labels) or taxonomy.none_label) + "\n" + reasons
 
 

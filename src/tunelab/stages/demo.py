@@ -53,7 +53,7 @@ QUICK = {
     "finetune": ["--max_steps", "2", "--max_examples", "32", "--logging_steps", "1"],
     "inference": ["--limit", "4", "--max_new_tokens", "8"],
 }
-# The default demo is a slice of the demo configs that fits in minutes on 2 CPU cores; --full runs them as written.
+# The default demo is a slice that fits in minutes on 2 CPU cores; --full asks for more of every stage.
 SLICE = {"student": ["--max_examples", "160"]}  # the teacher's tasks come first in the data list: all of them stay
 FULL = {"generate": ["--max_requests", "32", "--requests_per_round", "16", "--max_posts", "24"]}
 FULL_COMMAND = "tunelab demo --full"

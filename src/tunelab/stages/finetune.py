@@ -189,6 +189,11 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
     vision = mcfg.task == "sft" and is_vision_language(resolve_model(mcfg.base))
     check_vision_settings(vcfg, vision, mcfg.base)  # before the output folder appears
     if mcfg.task == "classify":
+        import torch
+
+        if args.bf16_by_default and not torch.cuda.is_available():
+            # bf16 on a CPU only when asked: thresholds tuned at training must hold at evaluate's float32
+            args.bf16 = False
         from ..training.classifier import finetune_classifier as task
     elif vision:
         from ..training.vision import finetune_vision as task

@@ -327,6 +327,9 @@ class ModerationQABuild:
 
         if cfg.qa_request not in ("completion", "chat"):
             raise ConfigError(f"qa_request must be completion or chat, got {cfg.qa_request!r}")
+        if cfg.qa_request == "completion" and teacher_cfg.teacher_backend == "llava_next":
+            raise ConfigError("qa_request completion continues a text prompt; the llava_next teacher answers chat "
+                              "turns with images: use qa_request chat")
         # A continued prompt has no end of turn to stop at: its block ends at the first blank line.
         self.params = replace(params, stop=(*params.stop, "\n\n")) if cfg.qa_request == "completion" else params
         self.cfg = cfg
@@ -390,6 +393,9 @@ class ModerationQABuild:
                                 "post_id": post.id, "line": post.line, "provenance": provenance})
                 continue
             parsed = mqa.parse_answer(request.meta.get("answer_prefix", "") + answer.text, self.taxonomy)
+            if parsed.reject and request.meta.get("answer_prefix"):  # a teacher that started afresh (e.g. with JSON)
+                alone = mqa.parse_answer(answer.text, self.taxonomy)
+                parsed = parsed if alone.reject else alone
             if answer.finish_reason == "length" and (parsed.unfinished or (parsed.reject or "").startswith("no JSON")):
                 # an answer left open by the limit is a length problem (raise max_new_tokens), not a format one
                 parsed = mqa.ParsedQA(reject="cut off by the length limit")

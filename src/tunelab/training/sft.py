@@ -52,6 +52,7 @@ class TrainConfig(SFTConfig):
         import torch
 
         cuda = torch.cuda.is_available()
+        self.bf16_by_default = self.bf16 is None  # the classify task keeps float32 on a CPU (finetune stage)
         if self.bf16 is None:
             from ..models import native_bf16_cpu
 

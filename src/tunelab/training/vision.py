@@ -303,6 +303,13 @@ class VisionSFTTrainer(SFTTrainer):
     def __init__(self, *args, projector_learning_rate: float | None = None, **kwargs):
         self.projector_learning_rate = projector_learning_rate
         super().__init__(*args, **kwargs)
+        import torch
+
+        # TRL casts a quantized model's trainable parameters to bf16; a fully trained projector's small Adam
+        # steps would round away there, so it trains in float32 (as TRL keeps DoRA's magnitudes).
+        for name, param in self.model.named_parameters():
+            if param.requires_grad and in_projector(name) and param.dtype != torch.float32:
+                param.data = param.data.float()
 
     def create_optimizer(self, model=None):
         fresh = self.optimizer is None
