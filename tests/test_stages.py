@@ -297,6 +297,8 @@ def test_demo_runs_every_stage_and_reports_where_outputs_went(in_tmp, tiny_llama
     summary = json.loads((in_tmp / "runs/d/summary.json").read_text())
     assert "SmolLM2" in summary["note"] and len(summary["examples"]["answers"]) == 3
     assert all(a["base.prediction"] is not None and a["tuned.prediction"] is not None for a in summary["examples"]["answers"])
+    reasons = json.loads((in_tmp / "runs/d/generate/stats.json").read_text())["self_instruct"]["reject_reasons"]
+    assert reasons and summary["examples"]["self_instruct_rejects"] == dict(list(reasons.items())[:4])
     out = capsys.readouterr().out
     assert "before and after tuning" in out and "BERTScore" in out and " -> " in out
     assert demo.main(["--output_dir", "runs/d"]) == 2  # an existing demo folder is not overwritten

@@ -142,7 +142,7 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
                  "result": f"micro-F1 {cls['micro']['f1']:.3f}, macro-F1 {cls['macro']['f1']:.3f}, mean ROC-AUC {auc}",
                  "where": str(d["scores_classifier"] / "scores.json")})
 
-    shown = examples(d)
+    shown = examples(d, gen)
     write_json(root / "summary.json", {"rows": rows, "seconds": timings, "note": MODEL_NOTE, "examples": shown})
     print_examples(shown)
     print_table(rows)
@@ -182,22 +182,21 @@ def _read_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def _counted(rejects: list[dict]) -> dict[str, int]:
-    from collections import Counter
+def _commonest(stats: dict | None) -> dict[str, int]:
+    """A build's four commonest reject reasons (generate's stats list them commonest first)."""
+    return dict(list((stats or {}).get("reject_reasons", {}).items())[:4])
 
-    return dict(Counter(r.get("reason", "?") for r in rejects).most_common(4))
 
-
-def examples(d: dict[str, Path]) -> dict:
+def examples(d: dict[str, Path], gen_stats: dict) -> dict:
     """A few kept teacher records, the commonest reject reasons, and answers before and after tuning."""
     gen = d["generate"]
     shown: dict = {
         "self_instruct_kept": [{k: r[k] for k in ("instruction", "input", "output")}
                                for r in _read_rows(gen / "self_instruct.alpaca.json")[:SHOWN]],
-        "self_instruct_rejects": _counted(_read_rows(gen / "self_instruct.rejects.jsonl")),
+        "self_instruct_rejects": _commonest(gen_stats.get("self_instruct")),
         "moderation_qa_kept": [{"comment": r["text"], "qa": r["qa"], "labels": r["labels"]}
                                for r in _read_rows(gen / "moderation_qa.jsonl")[:SHOWN]],
-        "moderation_qa_rejects": _counted(_read_rows(gen / "moderation_qa.rejects.jsonl")),
+        "moderation_qa_rejects": _commonest(gen_stats.get("moderation_qa")),
     }
     side_by_side = _read_rows(d["scores_text"] / "per_example.jsonl")
     shown["answers"] = [{k: r.get(k) for k in ("instruction", "input", "reference", "base.prediction", "tuned.prediction")}
