@@ -273,14 +273,22 @@ def load_causal_lm_with_adapter(base: str, adapter: str | None, *, merge: bool =
     if adapter:
         require_safetensors_adapter(adapter)
     model = load_causal_lm(base, **kwargs)
+    if adapter and merge and kwargs.get("quantization_config") is None:
+        return merged_for_generation(model, adapter)
     if adapter:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter)
-        if merge and kwargs.get("quantization_config") is None:
-            model = model.merge_and_unload()
-            # PEFT froze the weights; bf16 autocast keeps its bf16 copy of a weight for the whole generate()
-            # only for leaves that require grad, and otherwise re-casts every weight at every token (2x slower).
-            # Nothing is trained here: generation runs without gradients.
-            model.requires_grad_(True)
+    return model
+
+
+def merged_for_generation(model, adapter: str):
+    """`model` with the LoRA adapter in `adapter` folded into its weights, in memory, for generation only."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    # PEFT froze the weights; bf16 autocast keeps its bf16 copy of a weight for the whole generate() only for
+    # leaves that require grad, and otherwise re-casts every weight at every token (2x slower). Nothing is
+    # trained here: generation runs without gradients.
+    model.requires_grad_(True)
     return model

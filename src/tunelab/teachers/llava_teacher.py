@@ -182,7 +182,7 @@ def load_llava_student(base: str, adapter: str | None, model_type: str, *, dtype
     added a pad token."""
     import transformers
 
-    from ..models import VISION_LANGUAGE_CLASSES, require_safetensors_adapter
+    from ..models import VISION_LANGUAGE_CLASSES, merged_for_generation, require_safetensors_adapter
 
     if model_type not in VISION_LANGUAGE_CLASSES:
         raise ConfigError(f"{base} is a {model_type!r} model, not a LLaVA ({sorted(VISION_LANGUAGE_CLASSES)})")
@@ -194,11 +194,8 @@ def load_llava_student(base: str, adapter: str | None, model_type: str, *, dtype
     if vocab_size and vocab_size > model.get_input_embeddings().num_embeddings:
         model.resize_token_embeddings(vocab_size)
     if adapter:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    # Left requiring grad (generation runs without gradients): bf16 autocast caches its bf16 copy of a
-    # weight for a whole generate() only for leaves that require grad (see models.load_causal_lm_with_adapter).
-    model.requires_grad_(True)
+        model = merged_for_generation(model, adapter)
+    else:
+        model.requires_grad_(True)  # as merged_for_generation leaves it: autocast then caches its bf16 weights
     model.eval()
     return model
