@@ -133,7 +133,7 @@ def test_unknown_tasks_and_broken_plans_are_named(plan, tmp_path):
 
 
 def test_the_shipped_plan_names_shipped_configs():
-    from tunelab.paths import STAGE_CONFIG_DIRS
+    from tunelab.paths import PROJECT_ROOT, STAGE_CONFIG_DIRS
 
     for task in results.load_plan():
         assert (STAGE_CONFIG_DIRS["finetune"] / f"{task.finetune}.yaml").exists()
@@ -141,6 +141,13 @@ def test_the_shipped_plan_names_shipped_configs():
         assert {"full", "lora"} <= set(task.methods)
     for generate_run in results.load_generate():
         assert (STAGE_CONFIG_DIRS["generate"] / f"{generate_run.config}.yaml").exists()
+    for student_run in results.load_students():
+        assert all((STAGE_CONFIG_DIRS[stage] / f"{name}.yaml").exists() for stage, name in (
+            ("finetune", student_run.finetune), ("inference", student_run.inference), ("evaluate", student_run.evaluate)))
+        assert list(student_run.variants)[0] == "untuned" and student_run.variants["untuned"] is None
+        for args in filter(None, student_run.variants.values()):  # a student's data is made by prepare or kept
+            data = args[args.index("--data") + 1]
+            assert data.startswith("runs/results/alpaca_split/") or (PROJECT_ROOT / data).exists(), data
 
 
 def test_interrupted_steps_resume_or_start_over_and_prepare_needs_its_folder(plan, tmp_path, capsys):
@@ -301,7 +308,8 @@ def test_results_md_is_what_the_kept_records_make():
     """RESULTS.md is never typed: remade from evaluate/records/ (and bench/results.md), it is unchanged."""
     from tunelab.paths import PROJECT_ROOT
 
-    made = results.report(results.load_plan(), out=None, generate_runs=results.load_generate())
+    made = results.report(results.load_plan(), out=None, generate_runs=results.load_generate(),
+                          student_runs=results.load_students())
     assert made == (PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8"), \
         "RESULTS.md differs from its records: run python evaluate/results.py report"
 
@@ -520,3 +528,67 @@ with results.serving(server, Path({str(tmp_path / 'server.log')!r})):
     runner.send_signal(signal.SIGTERM)
     assert runner.wait(timeout=30) == 128 + signal.SIGTERM
     assert gone(int(pid_file.read_text()))  # stopped and reaped, not orphaned
+
+
+def student_plan(tmp_path) -> list:
+    """A student run on the tiny random Llama: untuned vs two LoRA students, four held-aside records."""
+    from fakes import TINY_STUDENT_CONFIG
+
+    split = tmp_path / "runs" / "split"
+    (tmp_path / "answer.yaml").write_text(f"data: {split / 'heldout.json'}\nmax_new_tokens: 4\nbatch_size: 4\n")
+    (tmp_path / "text.yaml").write_text("task: text\nallow_empty_predictions: true\nbootstrap_resamples: 50\n")
+    (tmp_path / "plan.yaml").write_text(f"""
+students:
+  - name: tiny_students
+    title: Tiny students
+    base: tunelab:tiny-llama
+    prepare:
+      - [python, data/split_alpaca.py, --source, data/alpaca_sample.json, --train, "16", --heldout, "4",
+         --output_dir, {split}]
+    finetune: {TINY_STUDENT_CONFIG}
+    inference: {tmp_path / 'answer.yaml'}
+    evaluate: {tmp_path / 'text.yaml'}
+    variants:
+      untuned: null
+      lora: [--data, {split / 'train.json'}, --max_steps, "2"]
+      lora_8: [--data, {split / 'train.json'}, --max_examples, "8", --max_steps, "1"]
+    data: sixteen shipped Alpaca records
+    examples: 2
+""", encoding="utf-8")
+    return results.load_students(tmp_path / "plan.yaml")
+
+
+def test_students_are_trained_answer_the_same_held_aside_records_and_are_scored_against_the_first(tmp_path, capsys):
+    student_runs = student_plan(tmp_path)
+    root, records = tmp_path / "runs", tmp_path / "records"
+    ran = results.run([], root=root, records=records, student_runs=student_runs)
+    assert [r["returncode"] for r in ran] == [0] * len(ran)
+    commands = [r["command"].split()[1] for r in ran]
+    # the split once, the untuned model answers, each LoRA student trains then answers, then one scoring
+    assert commands == ["data/split_alpaca.py", "inference.py", "finetune/train.py", "inference.py",
+                        "finetune/train.py", "inference.py", "evaluate/score.py"], commands
+    scores = json.loads((root / "tiny_students" / "scores" / "scores.json").read_text())
+    assert scores["examples"] == 4 and scores["baseline"] == "untuned"
+    assert [r["name"] for r in scores["runs"]] == ["untuned", "lora", "lora_8"]
+    kept = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
+    assert "tiny_students/lora/student/provenance.json" in kept and "tiny_students/examples.json" in kept
+    assert not any(k.endswith(".safetensors") or "predictions" in k for k in kept)
+    examples = json.loads((records / "tiny_students" / "examples.json").read_text())
+    assert len(examples) == 2 and set(examples[0]["answers"]) == {"untuned", "lora", "lora_8"}
+
+    text = results.report([], root=records, out=None, bench=None, student_runs=student_runs)
+    section = text.split("## Tiny students")[1].split("\n## ")[0]
+    assert "| untuned | nothing: tunelab:tiny-llama as it is |" in section
+    assert "| lora | 16 examples of train.json |" in section and "| lora_8 | 8 examples of train.json |" in section
+    assert "Δ BLEU vs untuned" in section and "python evaluate/score.py" in section
+
+    capsys.readouterr()
+    assert results.run([], root=root, records=records, student_runs=student_runs) == []  # all finished
+    # a student trained again answers again and is scored again; the others are left as they are
+    ran = results.run([], methods=["lora_8"], root=root, records=records, student_runs=student_runs, rerun=True)
+    assert [r["command"].split()[1] for r in ran] == ["finetune/train.py", "inference.py", "evaluate/score.py"]
+
+
+def test_an_unscored_student_run_is_listed_as_not_run(tmp_path):
+    text = results.report([], root=tmp_path / "none", out=None, bench=None, student_runs=student_plan(tmp_path))
+    assert "## Tiny students\n\nNot run yet." in text

@@ -11,7 +11,12 @@ evaluate/records/, which the report reads, so a fresh clone remakes RESULTS.md e
 
 The plan's generate runs are teacher data generation: each variant (the teacher in process, or behind
 a local server the runner starts and stops) is one generate command; its provenance.json, config.yaml,
-stats.json and a fixed random draw of its kept tasks (examples.json) are kept the same way.
+stats.json, its kept tasks and a fixed random draw of them (examples.json) are kept the same way.
+
+The plan's student runs compare students on one held-aside set: each variant is the base as it is or a
+finetune with its overrides, then an inference run; one evaluate command scores all their answers with
+paired deltas against the first. Each step's records and a few held-aside records with every variant's
+answer are kept.
 
     python evaluate/results.py run --only jigsaw dbpedia
     python evaluate/results.py report
@@ -47,7 +52,8 @@ RECORD_FILES = ("provenance.json", "config.yaml", "scores.json")
 RESULTS_MD = PROJECT_ROOT / "RESULTS.md"
 BENCH_RESULTS = PROJECT_ROOT / "bench" / "results.json"  # written by `make bench` (bench/suite.py)
 BENCH_GPU_RESULTS = PROJECT_ROOT / "bench" / "results_gpu.json"  # written by `make bench-gpu` on a GPU machine
-GENERATE_RECORD_FILES = ("provenance.json", "config.yaml", "stats.json")
+# the kept tasks too: a student run trains on them from a fresh clone
+GENERATE_RECORD_FILES = ("provenance.json", "config.yaml", "stats.json", "self_instruct.alpaca.json")
 EXAMPLES_FILE = "examples.json"  # kept tasks drawn from the run's data, so the report never needs the run folder
 EXAMPLES_SEED = 0
 EXAMPLE_CHARS = 400  # a longer field of a shown task is cut there
@@ -142,6 +148,47 @@ class GenerateRun:
         return [f"{self.serve[variant].shell()} &", line, "kill $!"]
 
 
+@dataclass
+class StudentRun:
+    """Students compared on one held-aside set: each variant is the base as it is (no arguments) or a
+    finetune with its overrides, then an inference run over the held-aside records; one evaluate command
+    scores every variant's answers with paired deltas against the first."""
+    name: str
+    title: str
+    base: str
+    finetune: str  # configs: finetune/configs, configs/inference, evaluate/configs
+    inference: str
+    evaluate: str
+    variants: dict[str, list[str] | None]  # variant -> finetune overrides; None: the base untuned
+    data: str
+    prepare: list[list[str]] = field(default_factory=list)
+    examples: int = 5
+
+    def run_dir(self, variant: str, root: Path = RUNS_DIR) -> Path:
+        return root / self.name / variant
+
+    def scores_dir(self, root: Path = RUNS_DIR) -> Path:
+        return root / self.name / "scores"
+
+    def model(self, variant: str, root: Path = RUNS_DIR) -> str:
+        return self.base if self.variants[variant] is None else str(self.run_dir(variant, root) / "student")
+
+    def commands(self, variant: str, root: Path = RUNS_DIR, python: str = "python") -> list[list[str]]:
+        """The variant's finetune command (none for the untuned base), then its inference command."""
+        run = self.run_dir(variant, root)
+        train = [] if self.variants[variant] is None else [
+            [python, "finetune/train.py", "--config", self.finetune, "--output_dir", str(run / "student"),
+             *self.variants[variant]]]
+        return [*train, [python, "inference.py", "--config", self.inference, "--model", self.model(variant, root),
+                         "--output_dir", str(run / "inference")]]
+
+    def score_command(self, root: Path = RUNS_DIR, python: str = "python") -> list[str]:
+        first, *others = [str(self.run_dir(v, root) / "inference" / "predictions.jsonl") for v in self.variants]
+        return [python, "evaluate/score.py", "--config", self.evaluate, "--predictions", first,
+                *(["--compare", *others] if others else []), "--run_names", *self.variants,
+                "--output_dir", str(self.scores_dir(root))]
+
+
 def load_plan(path: Path = PLAN) -> list[Task]:
     data = load_yaml(path)
     tasks = []
@@ -185,15 +232,36 @@ def load_generate(path: Path = PLAN) -> list[GenerateRun]:
     return runs
 
 
+def load_students(path: Path = PLAN) -> list[StudentRun]:
+    """The plan's student comparisons (none where it lists none)."""
+    data = load_yaml(path)
+    runs = []
+    for i, entry in enumerate(data.get("students") or []):
+        try:
+            runs.append(StudentRun(
+                name=entry["name"], title=entry["title"], base=entry["base"], finetune=entry["finetune"],
+                inference=entry["inference"], evaluate=entry["evaluate"], data=entry["data"],
+                variants={v: None if args is None else [str(a) for a in args] for v, args in entry["variants"].items()},
+                prepare=[[str(a) for a in command] for command in entry.get("prepare") or []],
+                examples=int(entry.get("examples", 5))))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"{path}: student run {i} ({entry.get('name', '?')}): {e}") from e
+        for command in runs[-1].prepare:
+            if "--output_dir" not in command[:-1]:
+                raise ConfigError(f"{path}: student run {entry['name']}: prepare command {command} needs --output_dir")
+    return runs
+
+
 def select(tasks: list[Task], only: list[str] | None, methods: list[str] | None,
-           generate_runs: list[GenerateRun] = ()) -> list[tuple[Task | GenerateRun, str]]:
-    """(task, method) pairs, then (generate run, variant) pairs; `only` names either, `methods` methods or
-    variants."""
-    names = {t.name for t in tasks} | {g.name for g in generate_runs}
+           generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = ()
+           ) -> list[tuple[Task | GenerateRun | StudentRun, str]]:
+    """(task, method) pairs, then (generate run, variant) and (student run, variant) pairs; `only` names any
+    of them, `methods` methods or variants."""
+    names = {t.name for t in [*tasks, *generate_runs, *student_runs]}
     unknown = sorted(set(only or []) - names)
     if unknown:
         raise ConfigError(f"unknown task(s) {unknown}; the plan has {sorted(names)}")
-    chosen = [t for t in [*tasks, *generate_runs] if not only or t.name in only]
+    chosen = [t for t in [*tasks, *generate_runs, *student_runs] if not only or t.name in only]
     pairs = [(t, m) for t in chosen for m in (t.methods if isinstance(t, Task) else t.variants)
              if not methods or m in methods]
     if not pairs:
@@ -257,23 +325,95 @@ def keep_generate_records(generate_run: GenerateRun, variant: str, root: Path = 
     return kept
 
 
+def keep_student_records(student_run: StudentRun, root: Path = RUNS_DIR, records: Path = RECORDS_DIR) -> Path | None:
+    """Copy a scored student run's records to `records`: each variant's finetune and inference
+    provenance.json and config.yaml, the scores folder's RECORD_FILES, and EXAMPLES_FILE: `examples`
+    held-aside records drawn at random (a fixed seed) with every variant's answer. Returns the kept folder,
+    or None where the scores have not finished."""
+    import random
+    import shutil
+
+    scores = student_run.scores_dir(root)
+    if not finished(scores):
+        return None
+    kept = records / student_run.name
+    staging = kept.with_name(f".{kept.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    folders = [scores] + [d for v in student_run.variants for d in (student_run.run_dir(v, root) / "student",
+                                                                     student_run.run_dir(v, root) / "inference")
+                          if finished(d)]
+    for folder in folders:
+        target = staging / folder.relative_to(root / student_run.name)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (folder / name).exists():
+                shutil.copyfile(folder / name, target / name)
+    with open(scores / "per_example.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f if line.strip()]
+    drawn = sorted(random.Random(EXAMPLES_SEED).sample(range(len(rows)), min(student_run.examples, len(rows))))
+    examples = [{k: rows[i].get(k, "") for k in ("id", "instruction", "input", "reference")}
+                | {"answers": {v: rows[i].get(f"{v}.prediction", "") for v in student_run.variants}} for i in drawn]
+    (staging / EXAMPLES_FILE).write_text(json.dumps(examples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    shutil.rmtree(kept, ignore_errors=True)
+    staging.rename(kept)
+    return kept
+
+
 def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, rerun: bool = False,
         dry_run: bool = False, records: Path | None = RECORDS_DIR,
-        generate_runs: list[GenerateRun] = ()) -> list[dict]:
+        generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = ()) -> list[dict]:
     """Train and score each (task, method) in turn with the stage commands, then each generate run's
-    variants; a finished step is skipped (its run record is there) unless `rerun`. A failed step stops
-    that task's method (or that variant), not the others. Each finished one's records are then kept
-    under `records` (None: not kept)."""
+    variants, then each student run's (its scores once all its variants have answered); a finished step is
+    skipped (its run record is there) unless `rerun`. A failed step stops that task's method (or that
+    variant), not the others. Each finished one's records are then kept under `records` (None: not kept)."""
     done = []
-    for item, method in select(tasks, only, methods, generate_runs):
+    students: dict[str, list[dict]] = {}  # student run -> the steps its variants ran
+    for item, method in select(tasks, only, methods, generate_runs, student_runs):
         generating = isinstance(item, GenerateRun)
         steps = (_run_generate if generating else _run_steps)(item, method, root, rerun, dry_run)
         done += steps
+        if isinstance(item, StudentRun):
+            students.setdefault(item.name, []).extend(steps)
+            continue
         # after a failed step an older evaluation's scores may still sit beside a new model: keep nothing
         if records is not None and not dry_run and not any(r["returncode"] for r in steps):
             if kept := (keep_generate_records if generating else keep_records)(item, method, root, records):
                 print(f"results: records kept in {kept}")
+    for student_run in student_runs:
+        if student_run.name not in students:
+            continue
+        if any(r["returncode"] for r in students[student_run.name]):  # its older answers are not this run's
+            print(f"results: {student_run.name} not scored: a step failed", file=sys.stderr)
+            continue
+        steps = _score_students(student_run, root, rerun or bool(students[student_run.name]), dry_run)
+        done += steps
+        if records is not None and not dry_run and not any(r["returncode"] for r in steps + students[student_run.name]):
+            if kept := keep_student_records(student_run, root, records):
+                print(f"results: records kept in {kept}")
     return done
+
+
+def _score_students(student_run: StudentRun, root: Path, again: bool, dry_run: bool) -> list[dict]:
+    """The student run's evaluate command, once every variant has answered; again where any answered anew."""
+    command = student_run.score_command(root, python=sys.executable)
+    out = student_run.scores_dir(root)
+    text = shlex.join(["python", *command[1:]])
+    unanswered = [v for v in student_run.variants if not finished(student_run.run_dir(v, root) / "inference")]
+    if unanswered and not dry_run:
+        print(f"results: {student_run.name} not scored yet: no answers from {', '.join(unanswered)}")
+        return []
+    if finished(out) and not again:
+        print(f"results: {out} is finished; skipped ({text})")
+        return []
+    extra = ["--overwrite", "true"] if out.exists() and any(out.iterdir()) else []
+    print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
+    if dry_run:
+        return []
+    started = time.monotonic()
+    rc = call_forwarding_termination([*command, *extra], cwd=PROJECT_ROOT)
+    if rc != 0:
+        print(f"results: failed ({rc}): {text}", file=sys.stderr)
+    return [{"command": text, "returncode": rc, "seconds": round(time.monotonic() - started, 1)}]
 
 
 def _run_generate(generate_run: GenerateRun, variant: str, root: Path, rerun: bool,
@@ -574,11 +714,11 @@ def _target_met(task: Task, scores: dict) -> str:
 
 def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESULTS_MD,
            bench: Path | None = BENCH_RESULTS, bench_gpu: Path | None = BENCH_GPU_RESULTS,
-           generate_runs: list[GenerateRun] = ()) -> str:
+           generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = ()) -> str:
     """RESULTS.md from the run records under `root` (the kept records by default; a runs folder has the
     same layout) and the benchmark suite's results, where `bench` (and the GPU checks' `bench_gpu`)
     exist; tasks or methods without a finished run are listed as not run. A generate run gets a section
-    once one of its variants has a record. Returns the markdown, also written to `out` unless None."""
+    once one of its variants has a record, a student run once it is scored. Returns the markdown, also written to `out` unless None."""
     intro = ["# Results", "",
              "Generated by `python evaluate/results.py report` from the run records kept in `evaluate/records/` "
              "(each run's provenance.json, config.yaml and scores.json, copied there from `runs/results/` by "
@@ -677,6 +817,10 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
         section, recorded = generate_section(generate_run, root)
         lines += section
         provenances += recorded
+    for student_run in student_runs:
+        section, recorded = student_section(student_run, root)
+        lines += section or [f"## {student_run.title}", "", "Not run yet.", ""]
+        provenances += recorded
     lines += ["## Hardware", ""] + [f"- {h}" for h in _machines(provenances)] + [""]
     gpu_ran = set()
     if bench_gpu is not None and bench_gpu.exists():
@@ -743,6 +887,65 @@ def generate_section(generate_run: GenerateRun,
         lines += [f"Not run yet: {', '.join(missing)}.", ""]
     commands = [line for variant in generate_run.variants for line in generate_run.shell_lines(variant)]
     lines += ["Commands:", "", "```bash", *commands, "```", ""]
+    return lines, recorded
+
+
+TEXT_METRICS = {"bleu": ("BLEU", 2), "rouge_l_f1": ("ROUGE-L", 3), "bertscore_f1": ("BERTScore", 3)}
+
+
+def student_section(student_run: StudentRun,
+                    root: Path = RECORDS_DIR) -> tuple[list[str], list[tuple[str, dict]]]:
+    """A student run's section: per variant what it was trained on, its scores on the held-aside records
+    with paired deltas against the first variant, and its times; then a few held-aside records with every
+    variant's answer. Returns the lines (none before it is scored) and the (run, provenance) pairs."""
+    folder = root / student_run.name
+    scores, scored = _read_json(folder / "scores" / "scores.json"), _read_json(folder / "scores" / "provenance.json")
+    if scores is None or scored is None:
+        return [], []
+    recorded = [(f"{student_run.name} scores", scored)]
+    baseline = scores.get("baseline")
+    deltas = {(c["run"], c["metric"]): c for c in scores.get("comparisons", [])}
+    header = ["variant", "trained on", *[label for label, _ in TEXT_METRICS.values()],
+              *[f"Δ {label} vs {baseline}" for label, _ in TEXT_METRICS.values()], "empty answers", "train time",
+              "inference time"]
+    rows = []
+    for entry in scores.get("runs", []):
+        variant = entry["name"]
+        train = _read_json(folder / variant / "student" / "provenance.json")
+        answered = _read_json(folder / variant / "inference" / "provenance.json")
+        for what, provenance in (("student", train), ("inference", answered)):
+            if provenance:
+                recorded.append((f"{student_run.name} {variant} {what}", provenance))
+        if train:
+            summary = train.get("notes", {}).get("summary", {})
+            config = load_yaml(folder / variant / "student" / "config.yaml")
+            data = ", ".join(Path(d).name for d in config.get("data") or []) or "?"
+            trained = f"{summary.get('examples', 0):,} examples of {data}"
+        else:
+            trained = f"nothing: {student_run.base} as it is"
+        rows.append([variant, trained,
+                     *[_ci(entry.get(m), digits) for m, (_, digits) in TEXT_METRICS.items()],
+                     *[_delta(deltas.get((variant, m)), digits) if variant != baseline else "–"
+                       for m, (_, digits) in TEXT_METRICS.items()],
+                     f"{entry.get('empty_predictions', 0):,}", _minutes(train) if train else "–",
+                     _minutes(answered) if answered else "–"])
+    lines = [f"## {student_run.title}", "", f"Data: {student_run.data}", "",
+             f"{scores.get('examples', 0):,} held-aside records, every variant answering the same ones; BLEU "
+             f"(sacrebleu, {scores.get('bleu_signature', '')}), ROUGE-L F1 and BERTScore F1 "
+             f"({scores.get('bertscore_model', '')}, layer {scores.get('bertscore_num_layers', '')}), each with "
+             f"a bootstrap 95% interval; Δ is the paired difference against {baseline} on the same records, * where "
+             "its interval excludes zero.", "", *_table(header, rows), ""]
+    if shown := _read_json(folder / EXAMPLES_FILE):
+        lines += [f"{len(shown)} held-aside records drawn at random, with every variant's answer as written "
+                  f"(cut at {EXAMPLE_CHARS} characters):", ""]
+        lines += _table(["#", "instruction", "input", "reference", *student_run.variants],
+                        [[str(i), *[_example_cell(e.get(k, "")) for k in ("instruction", "input", "reference")],
+                          *[_example_cell(e.get("answers", {}).get(v, "")) for v in student_run.variants]]
+                         for i, e in enumerate(shown, 1)])
+        lines.append("")
+    commands = [shlex.join(c) for c in student_run.prepare]
+    commands += [shlex.join(c) for v in student_run.variants for c in student_run.commands(v)]
+    lines += ["Commands:", "", "```bash", *commands, shlex.join(student_run.score_command()), "```", ""]
     return lines, recorded
 
 
@@ -834,13 +1037,13 @@ def main(argv=None) -> int:
         args.records = args.records.resolve()  # before the chdir: relative to where it was typed
     os.chdir(PROJECT_ROOT)  # the plan's run folders and the stage commands are relative to the project
     try:
-        tasks, generate_runs = load_plan(args.plan), load_generate(args.plan)
+        tasks, generate_runs, student_runs = load_plan(args.plan), load_generate(args.plan), load_students(args.plan)
         if args.command == "run":
             results = run(tasks, args.only, args.methods, rerun=args.rerun, dry_run=args.dry_run,
-                          generate_runs=generate_runs)
+                          generate_runs=generate_runs, student_runs=student_runs)
             return 1 if any(r["returncode"] for r in results) else 0
         if args.command == "report":
-            report(tasks, root=args.records, generate_runs=generate_runs)
+            report(tasks, root=args.records, generate_runs=generate_runs, student_runs=student_runs)
             print(f"results: wrote {RESULTS_MD} from {args.records}")
             return 0
         for task in tasks:
@@ -852,6 +1055,10 @@ def main(argv=None) -> int:
         for generate_run in generate_runs:
             for variant in generate_run.variants:
                 print("\n".join(generate_run.shell_lines(variant)))
+        for student_run in student_runs:
+            for command in [*student_run.prepare, *(c for v in student_run.variants for c in student_run.commands(v)),
+                            student_run.score_command()]:
+                print(shlex.join(command))
         return 0
     except ConfigError as e:
         print(f"results: {e}", file=sys.stderr)
