@@ -306,8 +306,9 @@ def test_label_probabilities_are_the_models_own_next_token_probabilities(tiny_ll
 
     expected = [{label: max(by_hand(p, prefix, label) for prefix in label_slot_prefixes(a, 4)) for label in labels}
                 for p, a in zip(prompts, answers)]
-    for batch_size in (1, 5):  # right padding in a batch changes nothing
-        got = label_probabilities(model, tokenizer, prompts, answers, labels, batch_size=batch_size)
+    ways = [dict(reuse_prompt=False, batch_size=1), dict(reuse_prompt=False, batch_size=5), dict(reuse_prompt=True)]
+    for way in ways:  # right padding in a batch changes nothing, nor does the prompt's KV cache reused per label
+        got = label_probabilities(model, tokenizer, prompts, answers, labels, **way)
         for g, e in zip(got, expected):
             assert g.keys() == e.keys()
             assert all(0 < g[k] <= 1 and g[k] == pytest.approx(e[k], rel=1e-4) for k in labels)

@@ -141,6 +141,10 @@ def test_the_shipped_plan_names_shipped_configs():
         assert {"full", "lora"} <= set(task.methods)
     for generate_run in results.load_generate():
         assert (STAGE_CONFIG_DIRS["generate"] / f"{generate_run.config}.yaml").exists()
+    for comparison in results.load_comparisons():
+        for command in [c for v in comparison.variants for c in comparison.commands(v)]:
+            stage = {"finetune/train.py": "finetune", "inference.py": "inference", "evaluate/score.py": "evaluate"}
+            assert (STAGE_CONFIG_DIRS[stage[command[1]]] / f"{command[command.index('--config') + 1]}.yaml").exists()
     for student_run in results.load_students():
         assert all((STAGE_CONFIG_DIRS[stage] / f"{name}.yaml").exists() for stage, name in (
             ("finetune", student_run.finetune), ("inference", student_run.inference), ("evaluate", student_run.evaluate)))
@@ -309,7 +313,7 @@ def test_results_md_is_what_the_kept_records_make():
     from tunelab.paths import PROJECT_ROOT
 
     made = results.report(results.load_plan(), out=None, generate_runs=results.load_generate(),
-                          student_runs=results.load_students())
+                          student_runs=results.load_students(), comparisons=results.load_comparisons())
     assert made == (PROJECT_ROOT / "RESULTS.md").read_text(encoding="utf-8"), \
         "RESULTS.md differs from its records: run python evaluate/results.py report"
 
@@ -592,3 +596,68 @@ def test_students_are_trained_answer_the_same_held_aside_records_and_are_scored_
 def test_an_unscored_student_run_is_listed_as_not_run(tmp_path):
     text = results.report([], root=tmp_path / "none", out=None, bench=None, student_runs=student_plan(tmp_path))
     assert "## Tiny students\n\nNot run yet." in text
+
+
+def test_a_comparison_scores_every_kind_of_classifier_on_the_same_rows_and_tabulates_them(tmp_path):
+    """LLM answers (zero-shot with k-shot seeds beside it; LoRA) and an encoder with its TF-IDF baseline,
+    on tiny models: the mechanics, end to end."""
+    from fakes import TINY_STUDENT_CONFIG
+
+    data = tmp_path / "runs" / "data"
+    (tmp_path / "answer.yaml").write_text(f"data: {data / 'moderation_test.alpaca.json'}\nmax_new_tokens: 4\n"
+                                          "label_probs: [jigsaw]\n")
+    (tmp_path / "words.yaml").write_text("task: classification\ntaxonomy: jigsaw\nplots: false\n")
+    (tmp_path / "kshot.yaml").write_text(f"task: classification\ntaxonomy: jigsaw\nplots: false\n"
+                                         f"baseline_model: tunelab:tiny-llama\nshots: [1]\nseeds: [0, 1]\n"
+                                         f"shots_data: {data / 'moderation_train.alpaca.json'}\n"
+                                         "baseline_max_new_tokens: 4\nbaseline_label_probs: true\n")
+    (tmp_path / "head.yaml").write_text(f"base: tunelab:minilm\ntask: classify\ndata: [{data / 'moderation_train.jsonl'}]\n"
+                                        "taxonomy: jigsaw\neval_split: 0.2\nmax_length: 32\nmax_steps: 2\n"
+                                        "save_strategy: 'no'\nreport_to: none\ndisable_tqdm: true\n")
+    (tmp_path / "heads.yaml").write_text(f"task: classification\ndata: {data / 'moderation_test.jsonl'}\n"
+                                         "tfidf_baseline: true\nplots: false\nbootstrap_resamples: 50\n")
+    (tmp_path / "plan.yaml").write_text(f"""
+comparisons:
+  - name: tiny_tox
+    title: Tiny toxicity
+    prepare:
+      - [python, generate/run.py, --tasks, moderation, --corpus, data/jigsaw_sample.csv, --test_per_label, "3",
+         --test_none, "3", --train_max_per_label, "8", --train_none, "8", --output_dir, {data}]
+    variants:
+      untuned:
+        - [python, inference.py, --config, {tmp_path / 'answer.yaml'}, --model, tunelab:tiny-llama, --output_dir, "{{run}}/inference"]
+        - [python, evaluate/score.py, --config, {tmp_path / 'kshot.yaml'}, --predictions, "{{run}}/inference/predictions.jsonl",
+           --output_dir, "{{run}}/scores"]
+      lora:
+        - [python, finetune/train.py, --config, {TINY_STUDENT_CONFIG}, --data, {data / 'moderation_train.alpaca.json'},
+           --max_steps, "1", --output_dir, "{{run}}/student"]
+        - [python, inference.py, --config, {tmp_path / 'answer.yaml'}, --model, "{{run}}/student", --output_dir, "{{run}}/inference"]
+        - [python, evaluate/score.py, --config, {tmp_path / 'words.yaml'}, --predictions, "{{run}}/inference/predictions.jsonl",
+           --output_dir, "{{run}}/scores"]
+      head:
+        - [python, finetune/train.py, --config, {tmp_path / 'head.yaml'}, --output_dir, "{{run}}/model"]
+        - [python, evaluate/score.py, --config, {tmp_path / 'heads.yaml'}, --model, "{{run}}/model", --output_dir, "{{run}}/scores"]
+    data: the shipped Jigsaw sample
+    studies: [a study's number]
+""", encoding="utf-8")
+    comparisons = results.load_comparisons(tmp_path / "plan.yaml")
+    root, records = tmp_path / "runs", tmp_path / "records"
+    assert results.report([], root=records, out=None, bench=None, comparisons=comparisons).count("Not run yet.") == 1
+    ran = results.run([], root=root, records=records, comparisons=comparisons)
+    assert [r["returncode"] for r in ran] == [0] * len(ran) and len(ran) == 8  # the data made once
+    kept = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
+    assert "tiny_tox/lora/student/provenance.json" in kept and "tiny_tox/head/scores/scores.json" in kept
+    assert not any(k.endswith(".safetensors") or "predictions" in k for k in kept)
+
+    text = results.report([], root=records, out=None, bench=None, comparisons=comparisons)
+    section = text.split("## Tiny toxicity")[1].split("\n## ")[0]
+    test_rows = json.loads((records / "tiny_tox/head/scores/scores.json").read_text())["examples"]
+    systems = {line.split(" | ")[0].lstrip("| "): line for line in section.split("F1 per label:")[0].splitlines()
+               if line.startswith("| ")}
+    for name in ("untuned", "untuned, 1-shot (2 seeds)", "lora", "head",
+                 "TF-IDF + logistic regression (fitted on head's training rows)"):
+        assert f"| {test_rows} |" in systems[name], (name, systems)  # every system on the same rows
+    assert "| in words |" in systems["lora"] and "| classifier scores |" in systems["head"]
+    assert " ± " in systems["untuned, 1-shot (2 seeds)"]
+    assert "F1 per label:" in section and "| system | toxic | severe_toxic |" in section
+    assert "- a study's number" in section and "python evaluate/score.py" in section

@@ -189,6 +189,31 @@ class StudentRun:
                 "--output_dir", str(self.scores_dir(root))]
 
 
+@dataclass
+class ComparisonRun:
+    """Classifiers of every kind scored on the same test rows: each variant is its own commands (train,
+    answer, score; `{run}` stands for the variant's folder), the last of which writes its scores."""
+    name: str
+    title: str
+    data: str
+    variants: dict[str, list[list[str]]]
+    prepare: list[list[str]] = field(default_factory=list)
+    studies: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def run_dir(self, variant: str, root: Path = RUNS_DIR) -> Path:
+        return root / self.name / variant
+
+    def commands(self, variant: str, root: Path = RUNS_DIR, python: str = "python") -> list[list[str]]:
+        run = str(self.run_dir(variant, root))
+        return [[python if i == 0 and arg == "python" else arg.replace("{run}", run) for i, arg in enumerate(command)]
+                for command in self.variants[variant]]
+
+    def scores_dir(self, variant: str, root: Path = RUNS_DIR) -> Path:
+        last = self.commands(variant, root)[-1]
+        return Path(last[last.index("--output_dir") + 1])
+
+
 def load_plan(path: Path = PLAN) -> list[Task]:
     data = load_yaml(path)
     tasks = []
@@ -252,16 +277,36 @@ def load_students(path: Path = PLAN) -> list[StudentRun]:
     return runs
 
 
+def load_comparisons(path: Path = PLAN) -> list[ComparisonRun]:
+    """The plan's comparisons (none where it lists none)."""
+    data = load_yaml(path)
+    runs = []
+    for i, entry in enumerate(data.get("comparisons") or []):
+        try:
+            runs.append(ComparisonRun(
+                name=entry["name"], title=entry["title"], data=entry["data"],
+                variants={v: [[str(a) for a in command] for command in commands]
+                          for v, commands in entry["variants"].items()},
+                prepare=[[str(a) for a in command] for command in entry.get("prepare") or []],
+                studies=list(entry.get("studies") or []), notes=list(entry.get("notes") or [])))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ConfigError(f"{path}: comparison {i} ({entry.get('name', '?')}): {e}") from e
+        for command in [*runs[-1].prepare, *(c for commands in runs[-1].variants.values() for c in commands)]:
+            if "--output_dir" not in command[:-1]:  # its run record there says whether it finished
+                raise ConfigError(f"{path}: comparison {entry['name']}: command {command} needs --output_dir")
+    return runs
+
+
 def select(tasks: list[Task], only: list[str] | None, methods: list[str] | None,
-           generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = ()
-           ) -> list[tuple[Task | GenerateRun | StudentRun, str]]:
-    """(task, method) pairs, then (generate run, variant) and (student run, variant) pairs; `only` names any
-    of them, `methods` methods or variants."""
-    names = {t.name for t in [*tasks, *generate_runs, *student_runs]}
+           generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = (),
+           comparisons: list[ComparisonRun] = ()) -> list[tuple[Task | GenerateRun | StudentRun | ComparisonRun, str]]:
+    """(task, method) pairs, then (generate run, variant), (student run, variant) and (comparison, variant)
+    pairs; `only` names any of them, `methods` methods or variants."""
+    names = {t.name for t in [*tasks, *generate_runs, *student_runs, *comparisons]}
     unknown = sorted(set(only or []) - names)
     if unknown:
         raise ConfigError(f"unknown task(s) {unknown}; the plan has {sorted(names)}")
-    chosen = [t for t in [*tasks, *generate_runs, *student_runs] if not only or t.name in only]
+    chosen = [t for t in [*tasks, *generate_runs, *student_runs, *comparisons] if not only or t.name in only]
     pairs = [(t, m) for t in chosen for m in (t.methods if isinstance(t, Task) else t.variants)
              if not methods or m in methods]
     if not pairs:
@@ -359,16 +404,43 @@ def keep_student_records(student_run: StudentRun, root: Path = RUNS_DIR, records
     return kept
 
 
+def keep_comparison_records(comparison: ComparisonRun, variant: str, root: Path = RUNS_DIR,
+                            records: Path = RECORDS_DIR) -> Path | None:
+    """Copy a scored comparison variant's records (RECORD_FILES of each of its commands' folders) to
+    `records`, in the same layout, replacing what was kept of it before. Returns the kept folder, or None
+    where its scores have not finished."""
+    import shutil
+
+    if not finished(comparison.scores_dir(variant, root)):
+        return None
+    run_dir = comparison.run_dir(variant, root)
+    kept = comparison.run_dir(variant, records)
+    staging = kept.with_name(f".{kept.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    for command in comparison.commands(variant, root):
+        folder = Path(command[command.index("--output_dir") + 1])
+        target = staging / folder.relative_to(run_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (folder / name).exists():
+                shutil.copyfile(folder / name, target / name)
+    shutil.rmtree(kept, ignore_errors=True)
+    staging.rename(kept)
+    return kept
+
+
 def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, rerun: bool = False,
         dry_run: bool = False, records: Path | None = RECORDS_DIR,
-        generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = ()) -> list[dict]:
+        generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = (),
+        comparisons: list[ComparisonRun] = ()) -> list[dict]:
     """Train and score each (task, method) in turn with the stage commands, then each generate run's
-    variants, then each student run's (its scores once all its variants have answered); a finished step is
+    variants, then each student run's (its scores once all its variants have answered), then each
+    comparison's variants; a finished step is
     skipped (its run record is there) unless `rerun`. A failed step stops that task's method (or that
     variant), not the others. Each finished one's records are then kept under `records` (None: not kept)."""
     done = []
     students: dict[str, list[dict]] = {}  # student run -> the steps its variants ran
-    for item, method in select(tasks, only, methods, generate_runs, student_runs):
+    for item, method in select(tasks, only, methods, generate_runs, student_runs, comparisons):
         generating = isinstance(item, GenerateRun)
         steps = (_run_generate if generating else _run_steps)(item, method, root, rerun, dry_run)
         done += steps
@@ -377,7 +449,9 @@ def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, re
             continue
         # after a failed step an older evaluation's scores may still sit beside a new model: keep nothing
         if records is not None and not dry_run and not any(r["returncode"] for r in steps):
-            if kept := (keep_generate_records if generating else keep_records)(item, method, root, records):
+            keep = (keep_generate_records if generating else
+                    keep_comparison_records if isinstance(item, ComparisonRun) else keep_records)
+            if kept := keep(item, method, root, records):
                 print(f"results: records kept in {kept}")
     for student_run in student_runs:
         if student_run.name not in students:
@@ -714,7 +788,8 @@ def _target_met(task: Task, scores: dict) -> str:
 
 def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESULTS_MD,
            bench: Path | None = BENCH_RESULTS, bench_gpu: Path | None = BENCH_GPU_RESULTS,
-           generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = ()) -> str:
+           generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = (),
+           comparisons: list[ComparisonRun] = ()) -> str:
     """RESULTS.md from the run records under `root` (the kept records by default; a runs folder has the
     same layout) and the benchmark suite's results, where `bench` (and the GPU checks' `bench_gpu`)
     exist; tasks or methods without a finished run are listed as not run. A generate run gets a section
@@ -820,6 +895,10 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
     for student_run in student_runs:
         section, recorded = student_section(student_run, root)
         lines += section or [f"## {student_run.title}", "", "Not run yet.", ""]
+        provenances += recorded
+    for comparison in comparisons:
+        section, recorded = comparison_section(comparison, root)
+        lines += section or [f"## {comparison.title}", "", "Not run yet.", ""]
         provenances += recorded
     lines += ["## Hardware", ""] + [f"- {h}" for h in _machines(provenances)] + [""]
     gpu_ran = set()
@@ -949,6 +1028,89 @@ def student_section(student_run: StudentRun,
     return lines, recorded
 
 
+def comparison_section(comparison: ComparisonRun,
+                       root: Path = RECORDS_DIR) -> tuple[list[str], list[tuple[str, dict]]]:
+    """A comparison's section: one row per system on the same test rows (each variant; its k-shot
+    baselines, mean ± std over seeds; the TF-IDF baseline an encoder variant fitted), then F1 per label.
+    Returns the lines (none before a variant is scored) and the (run, provenance) pairs."""
+    from .metrics.classification import headline
+
+    rows, per_label, recorded, missing, labels = [], [], [], [], []
+    tfidf_shown, single_label = False, False
+    for variant in comparison.variants:
+        folder = comparison.scores_dir(variant, root)
+        scores, scored = _read_json(folder / "scores.json"), _read_json(folder / "provenance.json")
+        if scores is None or scored is None:
+            missing.append(variant)
+            continue
+        provenances = [(command, _read_json(Path(command[command.index("--output_dir") + 1]) / "provenance.json"))
+                       for command in comparison.commands(variant, root)]
+        recorded += [(f"{comparison.name} {variant} {Path(c[c.index('--output_dir') + 1]).name}", p)
+                     for c, p in provenances if p]
+        answers = scores.get("source") == "llm_answers"
+        main = headline(scores)
+        labels = labels or list(main["f1"])
+        single_label = single_label or scores.get("problem_type") == "single_label"
+        minutes = " + ".join(_minutes(p) for _, p in provenances if p)
+        rows.append(_system_row(variant, "in words" if answers else "classifier scores", scores.get("examples"),
+                                main, None, scores.get("refusal_rate") if answers else None,
+                                scores.get("unparseable_rate") if answers else None, minutes))
+        per_label.append((variant, main["f1"], None))
+        for k, entry in (scores.get("baselines", {}).get("by_shots") or {}).items():
+            mean, std = entry["mean"], entry["std"]
+            name = f"{variant}, {k}-shot ({len(entry['runs'])} seeds)"
+            rows.append(_system_row(name, "in words", scores["baselines"].get("examples"), mean["refusals_as_wrong"],
+                                    std["refusals_as_wrong"], mean.get("refusal_rate"), mean.get("unparseable_rate"),
+                                    "(in the evaluate time above)", std.get("refusal_rate"), std.get("unparseable_rate")))
+            per_label.append((name, mean["refusals_as_wrong"]["f1"], std["refusals_as_wrong"]["f1"]))
+        if (tfidf := scores.get("tfidf_baseline")) and not tfidf_shown:
+            tfidf_shown = True
+            name = f"TF-IDF + logistic regression (fitted on {variant}'s training rows)"
+            rows.append(_system_row(name, "classifier scores", tfidf.get("examples", scores.get("examples")),
+                                    headline(tfidf), None, None, None, "(in the evaluate time above)"))
+            per_label.append((name, headline(tfidf)["f1"], None))
+    if not rows:
+        return [], []
+    header = ["system", "answers", "test rows", "accuracy" if single_label else "subset accuracy", "micro-F1", "macro-F1", "mean ROC-AUC", "mean PR-AUC",
+              "refusal rate", "unparseable rate", "time (each command)"]
+    lines = [f"## {comparison.title}", "", f"Data: {comparison.data}", "",
+             "Answers in words are parsed into labels; a refused or unparseable answer counts as wrong (every "
+             "label missed). ROC-AUC and PR-AUC of answers in words come from the label tokens' probabilities "
+             "(inference.py --label_probs), of classifiers from their scores. k-shot rows: mean ± standard "
+             "deviation over seeds, each seed drawing its own solved examples from the training rows.", "",
+             *_table(header, rows), ""]
+    lines += ["F1 per label:", ""]
+    lines += _table(["system", *labels], [[name, *[_mean_std(f1.get(label), (std or {}).get(label)) for label in labels]]
+                                          for name, f1, std in per_label])
+    lines.append("")
+    if comparison.studies:
+        lines += ["Reported in the original studies (../shared/studies/; other models, data and splits, so for "
+                  "orientation, not a like-for-like comparison):", "", *[f"- {s}" for s in comparison.studies], ""]
+    lines += [f"Note: {n}" for n in comparison.notes] + ([""] if comparison.notes else [])
+    if missing:
+        lines += [f"Not run yet: {', '.join(missing)}.", ""]
+    commands = [shlex.join(c) for c in comparison.prepare]
+    commands += [shlex.join(c) for v in comparison.variants for c in comparison.commands(v)]
+    lines += ["Commands:", "", "```bash", *commands, "```", ""]
+    return lines, recorded
+
+
+def _system_row(name: str, answers: str, examples, mean: dict, std: dict | None, refusal, unparseable, minutes: str,
+                refusal_std=None, unparseable_std=None) -> list:
+    """One system's row of a comparison: its headline numbers (mean ± std where `std` is given)."""
+    std = std or {}
+    main = "accuracy" if "accuracy" in mean else "subset_accuracy"
+    return [name, answers, f"{examples:,}" if isinstance(examples, int) else "?",
+            *[_mean_std(mean.get(k), std.get(k)) for k in (main, "micro_f1", "macro_f1", "mean_roc_auc", "mean_pr_auc")],
+            _mean_std(refusal, refusal_std), _mean_std(unparseable, unparseable_std), minutes]
+
+
+def _mean_std(mean, std) -> str:
+    if mean is None:
+        return "–"
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
 def _self_instruct_cells(si: dict) -> list[str]:
     """The numbers of a self_instruct entry of stats.json, in generate_section's column order."""
     kept, by_stage = si.get("kept", 0), si.get("rejected_by_stage", {})
@@ -1037,13 +1199,14 @@ def main(argv=None) -> int:
         args.records = args.records.resolve()  # before the chdir: relative to where it was typed
     os.chdir(PROJECT_ROOT)  # the plan's run folders and the stage commands are relative to the project
     try:
-        tasks, generate_runs, student_runs = load_plan(args.plan), load_generate(args.plan), load_students(args.plan)
+        tasks = load_plan(args.plan)
+        others = dict(generate_runs=load_generate(args.plan), student_runs=load_students(args.plan),
+                      comparisons=load_comparisons(args.plan))
         if args.command == "run":
-            results = run(tasks, args.only, args.methods, rerun=args.rerun, dry_run=args.dry_run,
-                          generate_runs=generate_runs, student_runs=student_runs)
+            results = run(tasks, args.only, args.methods, rerun=args.rerun, dry_run=args.dry_run, **others)
             return 1 if any(r["returncode"] for r in results) else 0
         if args.command == "report":
-            report(tasks, root=args.records, generate_runs=generate_runs, student_runs=student_runs)
+            report(tasks, root=args.records, **others)
             print(f"results: wrote {RESULTS_MD} from {args.records}")
             return 0
         for task in tasks:
@@ -1052,12 +1215,15 @@ def main(argv=None) -> int:
             for method in task.methods:
                 for command in task.commands(method):
                     print(shlex.join(command))
-        for generate_run in generate_runs:
+        for generate_run in others["generate_runs"]:
             for variant in generate_run.variants:
                 print("\n".join(generate_run.shell_lines(variant)))
-        for student_run in student_runs:
+        for student_run in others["student_runs"]:
             for command in [*student_run.prepare, *(c for v in student_run.variants for c in student_run.commands(v)),
                             student_run.score_command()]:
+                print(shlex.join(command))
+        for comparison in others["comparisons"]:
+            for command in [*comparison.prepare, *(c for v in comparison.variants for c in comparison.commands(v))]:
                 print(shlex.join(command))
         return 0
     except ConfigError as e:
