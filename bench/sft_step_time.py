@@ -1,11 +1,13 @@
 """Step time of tunelab's SFT path against plain TRL, same model, data and settings, in one process.
 
-    .venv/bin/python bench/sft_step_time.py [--rounds 4] [--steps 20] [--packing]
+    .venv/bin/python bench/sft_step_time.py [--rounds 4] [--steps 20] [--packing] [--model smollm2] [--bf16 auto]
 
 Model: a random Llama (hidden 256, 4 layers, 4 heads, the tiny BPE tokenizer) built into a temporary
-folder, big enough that a step is not all overhead. Data: data/alpaca_sample.json (320 examples)
-rendered with the alpaca_student template. Settings: demo_student's (LoRA r 8 / alpha 16 on every
-linear layer, batch 8, max_length 256, lr 1e-3 constant, no activation checkpointing, fp32 on CPU).
+folder, big enough that a step is not all overhead; or, with --model smollm2, SmolLM2-135M-Instruct
+(tunelab:smollm2), a real model. Data: data/alpaca_sample.json (320 examples) rendered with the
+alpaca_student template. Settings: LoRA r 8 / alpha 16 on every linear layer, batch 8, max_length 256,
+lr 1e-3 constant, no activation checkpointing; both paths under the same precision, --bf16 auto being
+the stage's own default (bf16 autocast on CPUs with native bf16, on CUDA GPUs that support it).
   * ours: `tunelab.stages.finetune.finetune([...])` in process, the real stage: TrainConfig,
     load_causal_lm, the LoRA config of training/lora.py, build_sft_trainer, train_and_save;
   * plain: `trl.SFTTrainer` with an `SFTConfig` and a `peft.LoraConfig` written out by hand (the model
@@ -106,9 +108,16 @@ class Lockstep:
 
 def settings(args) -> dict:
     """The shared training settings, as CLI flags for the stage and keywords for SFTConfig."""
-    return {"max_length": args.max_length, "per_device_train_batch_size": args.batch_size, "learning_rate": 1e-3,
+    return {"bf16": args.bf16 == "true" or (args.bf16 == "auto" and bf16_by_default()), "max_length": args.max_length, "per_device_train_batch_size": args.batch_size, "learning_rate": 1e-3,
             "lr_scheduler_type": "constant", "logging_steps": 5, "save_strategy": "no", "report_to": "none",
             "seed": 0, "max_steps": args.warmup + args.steps, "packing": args.packing, "disable_tqdm": True}
+
+
+def bf16_by_default() -> bool:
+    """What TrainConfig turns on when bf16 is not given (the stage's default)."""
+    from tunelab.training.sft import TrainConfig
+
+    return TrainConfig(output_dir=tempfile.gettempdir()).bf16
 
 
 def run_ours(model_dir: Path, out: Path, args, timer) -> None:
@@ -131,8 +140,7 @@ def plain_config(out: Path, args):
     # What TrainConfig resolves to on CPU, said explicitly: TRL's own defaults turn activation checkpointing
     # on (about 20% slower), which would not be the same training.
     cuda = torch.cuda.is_available()
-    return SFTConfig(output_dir=str(out), bf16=bool(cuda and torch.cuda.is_bf16_supported()),
-                     gradient_checkpointing=cuda, dataloader_pin_memory=cuda, use_cpu=not cuda, **settings(args))
+    return SFTConfig(output_dir=str(out), gradient_checkpointing=cuda, dataloader_pin_memory=cuda, use_cpu=not cuda, **settings(args))
 
 
 def run_plain(model_dir: Path, rows: list[dict], out: Path, args, timer) -> None:
@@ -165,6 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--rounds", type=int, default=4, help="runs of each path (alternating)")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=3, help="steps left out at the start of every run")
+    parser.add_argument("--model", choices=("random", "smollm2"), default="random",
+                        help="random: a random Llama of --hidden and --layers; smollm2: SmolLM2-135M-Instruct")
+    parser.add_argument("--bf16", choices=("auto", "true", "false"), default="auto",
+                        help="both paths' precision; auto: the stage's default on this machine")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
@@ -199,10 +211,17 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     disable_progress_bar()
     with tempfile.TemporaryDirectory(prefix="tunelab-bench-") as tmp:
         tmp = Path(tmp)
-        model_dir = build_tiny_llama(tmp / "model", hidden_size=args.hidden, layers=args.layers)
+        if args.model == "smollm2":
+            from tunelab.models import resolve_model
+
+            model_dir = Path(resolve_model("tunelab:smollm2"))
+            described = "SmolLM2-135M-Instruct"
+        else:
+            model_dir = build_tiny_llama(tmp / "model", hidden_size=args.hidden, layers=args.layers)
+            described = f"random Llama hidden {args.hidden}, {args.layers} layers"
         rows = [{"prompt": ex["prompt"], "completion": ex["completion"]} for ex in
                 load_sft_examples([ROOT / "data/alpaca_sample.json"], student_prompt("alpaca_student")).examples]
-        print(f"random Llama hidden {args.hidden}, {args.layers} layers; {len(rows)} examples, "
+        print(f"{described}; {len(rows)} examples, bf16 {settings(args)['bf16']}, "
               f"batch {args.batch_size}, max_length {args.max_length}, packing {args.packing}; {args.rounds} rounds "
               f"x {args.steps} steps in lockstep (+{args.warmup} warm-up); torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads, python {platform.python_version()}, {os.cpu_count()} CPUs",
@@ -251,7 +270,8 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     ratio = med["ours"] / med["plain"]
     paired = statistics.median(pair_ratios)
     cpu_ratio = statistics.median(cpu["ours"]) / statistics.median(cpu["plain"])
-    results = {"hidden": args.hidden, "layers": args.layers, "batch_size": args.batch_size,
+    results = {"model": args.model, "hidden": args.hidden, "layers": args.layers, "bf16": settings(args)["bf16"],
+               "batch_size": args.batch_size,
                "max_length": args.max_length, "packing": args.packing, "rounds": args.rounds, "steps": args.steps,
                "median_step_s_ours": med["ours"], "median_step_s_plain": med["plain"], "ratio": ratio,
                "median_paired_ratio": paired, "cpu_time_ratio": cpu_ratio, "threads": threads, "control": args.control,
@@ -284,15 +304,18 @@ def run(quick: bool = True, **sizes) -> dict:
     args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
     results, missed = measure(args)
     return {
-        "measures": f"median SFT step time, LoRA on a random Llama (hidden {args.hidden}, {args.layers} layers), "
-                    f"batch {args.batch_size}, max_length {args.max_length}, packing {args.packing}"
+        "measures": "median SFT step time, LoRA on " + (
+                        "SmolLM2-135M-Instruct" if args.model == "smollm2" else
+                        f"a random Llama (hidden {args.hidden}, {args.layers} layers)")
+                    + f", batch {args.batch_size}, max_length {args.max_length}, packing {args.packing}, "
+                      f"bf16 {results['bf16']}"
                     + (" (CONTROL: plain against plain)" if args.control else ""),
         "figure": {"label": "tunelab finetune stage", "value": 1e3 * results["median_step_s_ours"], "unit": "ms/step"},
         "baseline": {"label": "plain TRL SFTTrainer", "value": 1e3 * results["median_step_s_plain"],
                      "unit": "ms/step"},
         "ratio": {"value": results["ratio"], "label": "ours / plain (lower is better)"},
         "target": f"<= {MAX_RATIO}", "met": not missed, "missed": missed,
-        "sizes": {"rounds": args.rounds, "steps": args.steps, "warmup": args.warmup},
+        "sizes": {"model": args.model, "rounds": args.rounds, "steps": args.steps, "warmup": args.warmup},
         "details": results,
     }
 

@@ -42,6 +42,7 @@ BENCHMARKS = {
     "packing": "packing efficiency: TRL bfd packing vs padded batches",
     "batched_inference": "inference: batched vs one at a time",
     "smollm2_generation": "SmolLM2-135M tokens/s: batched, bf16, merged adapter, llama.cpp server vs one at a time",
+    "label_probs": "label-token probabilities: the prompt's KV cache reused vs recomputed per label and place",
     "score_text": "scoring text pairs: evaluate/score.py vs the naive way",
     "gpu_qlora": "GPU QLoRA: tunelab vs plain transformers + peft (CUDA only)",
     "gpu_teacher": "GPU 34B teacher in 4-bit: batched vs one-at-a-time decoding (CUDA only)",
