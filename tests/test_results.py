@@ -391,7 +391,8 @@ def test_a_generate_run_reports_what_the_teacher_sent_wrote_and_kept(plan, tmp_p
     write_generate_run(run_dir)
     assert results.keep_generate_records(generate[0], "served", root, records) is None  # never run
     kept = results.keep_generate_records(generate[0], "in_process", root, records)
-    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "examples.json", "provenance.json", "stats.json"]
+    assert sorted(p.name for p in kept.iterdir()) == ["config.yaml", "examples.json", "provenance.json",
+                                                      "self_instruct.alpaca.json", "stats.json"]  # the kept tasks too
     examples = json.loads((kept / "examples.json").read_text())
     assert len(examples) == 3 and all(set(e) == {"instruction", "input", "output"} for e in examples)
     results.keep_generate_records(generate[0], "in_process", root, records)
@@ -661,3 +662,31 @@ comparisons:
     assert " ± " in systems["untuned, 1-shot (2 seeds)"]
     assert "F1 per label:" in section and "| system | toxic | severe_toxic |" in section
     assert "- a study's number" in section and "python evaluate/score.py" in section
+
+
+def test_a_moderation_qa_run_reports_its_parse_rate_and_kept_posts(plan, tmp_path):
+    generate = generate_plan(tmp_path, ["python", "-c", "pass"], free_port())
+    root, records = tmp_path / "runs", tmp_path / "records"
+    run_dir = root / "tiny_self_instruct_in_process"
+    write_generate_run(run_dir)
+    (run_dir / "self_instruct.alpaca.json").unlink()
+    (run_dir / "stats.json").write_text(json.dumps({"moderation_qa": {
+        "posts": 16, "kept_posts": 11, "pairs": 33, "rejected": 5, "sent": 16, "cached": 0, "completion_tokens": 4000,
+        "seconds": 100.0, "rejected_by_stage": {"parse": 4, "teacher": 1},
+        "reject_reasons": {"unknown category 'spam'": 2, "cut off by the length limit": 2, "refused": 1}}}))
+    posts = [{"id": f"c{i}", "text": f"comment {i}", "qa": [{"question": "Is it rude?", "answer": "Yes."}],
+              "verdicts": [{"category": "insult", "violates": i % 2 == 0, "rationale": "name-calling"}]}
+             for i in range(11)]
+    (run_dir / "moderation_qa.jsonl").write_text("".join(json.dumps(p) + "\n" for p in posts))
+    kept = results.keep_generate_records(generate[0], "in_process", root, records)
+    examples = json.loads((kept / "examples.json").read_text())
+    assert len(examples) == 3 and set(examples[0]) == {"id", "text", "qa", "verdicts"}
+
+    section = results.report(plan, root=records, out=None, bench=None, generate_runs=generate)
+    section = section.split("## Tiny self-instruct")[1].split("\n## ")[0]
+    assert "| variant | posts sent | tokens generated | teacher tokens/s | answers | parsed | parse rate |" in section
+    # 16 posts, 1 refused: 15 answers, 4 of them failed parsing: 11 parsed (73.3%)
+    row = next(line for line in section.splitlines() if line.startswith("| in_process |"))
+    assert row.startswith("| in_process | 16 | 4,000 | 40.0 | 15 | 11 | 73.3% | 11 | 33 | parse 4, teacher 1 | ")
+    assert "3 kept posts of in_process" in section and "Q: Is it rude? A: Yes." in section
+    assert "insult: yes" in section or "insult: no" in section

@@ -345,7 +345,7 @@ def keep_records(task: Task, method: str, root: Path = RUNS_DIR, records: Path =
 def keep_generate_records(generate_run: GenerateRun, variant: str, root: Path = RUNS_DIR,
                           records: Path = RECORDS_DIR) -> Path | None:
     """Copy a finished generate run's GENERATE_RECORD_FILES to `records`, with EXAMPLES_FILE: its `examples`
-    kept tasks drawn at random (a fixed seed, so a rerun of the report shows the same ones) in the run's
+    kept tasks (or moderation QA posts) drawn at random (a fixed seed, so a rerun of the report shows the same ones) in the run's
     order, as the teacher wrote them. Returns the kept folder, or None where the run has not finished."""
     import random
     import shutil
@@ -360,10 +360,15 @@ def keep_generate_records(generate_run: GenerateRun, variant: str, root: Path = 
     for name in GENERATE_RECORD_FILES:
         if (run_dir / name).exists():
             shutil.copyfile(run_dir / name, staging / name)
-    tasks = _read_json(run_dir / "self_instruct.alpaca.json") or []
-    count = min(generate_run.examples, len(tasks))
-    drawn = sorted(random.Random(EXAMPLES_SEED).sample(range(len(tasks)), count))
-    examples = [{k: tasks[i].get(k, "") for k in ("instruction", "input", "output")} for i in drawn]
+    if (run_dir / "moderation_qa.jsonl").exists():  # kept posts: the comment, its QA and verdicts
+        with open(run_dir / "moderation_qa.jsonl", encoding="utf-8") as f:
+            kept_records = [json.loads(line) for line in f if line.strip()]
+        fields = ("id", "text", "qa", "verdicts")
+    else:
+        kept_records, fields = _read_json(run_dir / "self_instruct.alpaca.json") or [], ("instruction", "input", "output")
+    count = min(generate_run.examples, len(kept_records))
+    drawn = sorted(random.Random(EXAMPLES_SEED).sample(range(len(kept_records)), count))
+    examples = [{k: kept_records[i].get(k, "") for k in fields} for i in drawn]
     (staging / EXAMPLES_FILE).write_text(json.dumps(examples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     shutil.rmtree(kept, ignore_errors=True)
     staging.rename(kept)
@@ -920,15 +925,20 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
     return text
 
 
+QA_HEADER = ["variant", "posts sent", "tokens generated", "teacher tokens/s", "answers", "parsed", "parse rate",
+             "kept posts", "QA pairs", "rejects by stage", "commonest reject reasons", "time", "machine"]
+SELF_INSTRUCT_HEADER = ["variant", "requests sent", "tokens generated", "teacher tokens/s", "task blocks", "parsed",
+                        "parse rate", "kept", "kept per request", "rejects by stage", "commonest reject reasons",
+                        "time", "machine"]
+
+
 def generate_section(generate_run: GenerateRun,
                      root: Path = RECORDS_DIR) -> tuple[list[str], list[tuple[str, dict]]]:
     """A generate run's section: per variant, what the teacher was sent and wrote, how much of it parsed and
-    was kept and why the rest was not; then kept tasks as the teacher wrote them. Returns the lines (none
-    while no variant has a record) and the (run, provenance) pairs for the Hardware section."""
-    header = ["variant", "requests sent", "tokens generated", "teacher tokens/s", "task blocks", "parsed",
-              "parse rate", "kept", "kept per request", "rejects by stage", "commonest reject reasons", "time",
-              "machine"]
+    was kept and why the rest was not; then kept tasks (or QA posts) as the teacher wrote them. Returns the
+    lines (none while no variant has a record) and the (run, provenance) pairs for the Hardware section."""
     rows, recorded, teachers, examples, missing = [], [], set(), [], []
+    qa = False
     for variant in generate_run.variants:
         folder = generate_run.run_dir(variant, root)
         provenance, stats = _read_json(folder / "provenance.json"), _read_json(folder / "stats.json")
@@ -938,35 +948,67 @@ def generate_section(generate_run: GenerateRun,
         recorded.append((folder.name, provenance))
         config = load_yaml(folder / "config.yaml") if (folder / "config.yaml").exists() else {}
         teachers.add(provenance.get("models", {}).get("teacher") or config.get("teacher") or "?")
-        rows.append([variant, *_self_instruct_cells(stats.get("self_instruct", {})), _minutes(provenance),
-                     _machine(provenance.get("hardware", {}))])
+        qa = "moderation_qa" in stats
+        cells = _qa_cells(stats["moderation_qa"]) if qa else _self_instruct_cells(stats.get("self_instruct", {}))
+        rows.append([variant, *cells, _minutes(provenance), _machine(provenance.get("hardware", {}))])
         if shown := _read_json(folder / EXAMPLES_FILE):
             examples.append((variant, shown))
     if not rows:
         return [], []
-    lines = [f"## {generate_run.title}", "", f"Data: {generate_run.data}", "", *_table(header, rows), "",
-             "Task blocks: the instruction/input/output blocks the teacher's answers held (kept + rejected, "
-             "less the requests the teacher refused; an empty answer counts as one). Parsed: the blocks past the "
-             "parse stage, which also applies Alpaca's filters (length, blacklisted words), so the parse rate is "
-             "the share that came out a usable task before the novelty filter and the data gates. Teacher "
-             "tokens/s: the tokens generated over the self-instruct build's seconds; requests answered from an "
-             "earlier sitting's cache cost neither.", ""]
+    lines = [f"## {generate_run.title}", "", f"Data: {generate_run.data}", "",
+             *_table(QA_HEADER if qa else SELF_INSTRUCT_HEADER, rows), ""]
+    if qa:
+        lines += ["Answers: the posts the teacher answered (not refused). Parsed: the answers read into questions, "
+                  "answers and a verdict per category (JSON or labelled lines), so the parse rate is the share a "
+                  "reader could use; kept posts also passed the data gates. Teacher tokens/s: the tokens generated "
+                  "over the QA build's seconds; requests answered from an earlier sitting's cache cost neither.", ""]
+    else:
+        lines += ["Task blocks: the instruction/input/output blocks the teacher's answers held (kept + rejected, "
+                  "less the requests the teacher refused; an empty answer counts as one). Parsed: the blocks past "
+                  "the parse stage, which also applies Alpaca's filters (length, blacklisted words), so the parse "
+                  "rate is the share that came out a usable task before the novelty filter and the data gates. "
+                  "Teacher tokens/s: the tokens generated over the self-instruct build's seconds; requests answered "
+                  "from an earlier sitting's cache cost neither.", ""]
     if small := sorted(t for t in teachers if "smollm2" in t.lower()):
         lines += [f"The teacher is SmolLM2-135M-Instruct ({', '.join(f'`{t}`' for t in small)}): these are a "
-                  "135M-parameter model's tasks, a teacher small enough for a CPU, not what a large teacher "
-                  "writes.", ""]
+                  f"135M-parameter model's {'answers' if qa else 'tasks'}, a teacher small enough for a CPU, not "
+                  "what a large teacher writes.", ""]
     for variant, shown in examples:
-        lines += [f"{len(shown)} kept tasks of {variant}, drawn at random, as the teacher wrote them (a field "
+        what = "kept posts" if qa else "kept tasks"
+        lines += [f"{len(shown)} {what} of {variant}, drawn at random, as the teacher wrote them (a field "
                   f"longer than {EXAMPLE_CHARS} characters is cut, ending in …):", ""]
-        lines += _table(["#", "instruction", "input", "output"],
-                        [[str(i), *[_example_cell(e.get(k, "")) for k in ("instruction", "input", "output")]]
-                         for i, e in enumerate(shown, 1)])
+        if qa:
+            lines += _table(["#", "post", "questions and answers", "verdicts"],
+                            [[str(i), _example_cell(e.get("text", "")),
+                              _example_cell("\n".join(f"Q: {q.get('question', '')} A: {q.get('answer', '')}"
+                                                       for q in e.get("qa", []))),
+                              _example_cell("\n".join(f"{v.get('category')}: {'yes' if v.get('violates') else 'no'}"
+                                                       for v in e.get("verdicts", [])))]
+                             for i, e in enumerate(shown, 1)])
+        else:
+            lines += _table(["#", "instruction", "input", "output"],
+                            [[str(i), *[_example_cell(e.get(k, "")) for k in ("instruction", "input", "output")]]
+                             for i, e in enumerate(shown, 1)])
         lines.append("")
     if missing:
         lines += [f"Not run yet: {', '.join(missing)}.", ""]
     commands = [line for variant in generate_run.variants for line in generate_run.shell_lines(variant)]
     lines += ["Commands:", "", "```bash", *commands, "```", ""]
     return lines, recorded
+
+
+def _qa_cells(qa: dict) -> list[str]:
+    """The numbers of a moderation_qa entry of stats.json, in QA_HEADER's order (after the variant)."""
+    by_stage = qa.get("rejected_by_stage", {})
+    answers = qa.get("posts", 0) - by_stage.get("teacher", 0)
+    parsed = answers - by_stage.get("parse", 0)
+    sent, cached, tokens, seconds = (qa.get(k, 0) for k in ("sent", "cached", "completion_tokens", "seconds"))
+    reasons = sorted(qa.get("reject_reasons", {}).items(), key=lambda item: -item[1])[:3]
+    return [f"{sent:,}" + (f" (+{cached:,} cached)" if cached else ""), f"{tokens:,}",
+            f"{tokens / seconds:.1f}" if seconds else "–", f"{answers:,}", f"{parsed:,}",
+            f"{parsed / answers:.1%}" if answers else "–", f"{qa.get('kept_posts', 0):,}", f"{qa.get('pairs', 0):,}",
+            ", ".join(f"{stage} {n:,}" for stage, n in by_stage.items()) or "none",
+            "; ".join(f"{_example_cell(reason)} ({n:,})" for reason, n in reasons) or "none"]
 
 
 TEXT_METRICS = {"bleu": ("BLEU", 2), "rouge_l_f1": ("ROUGE-L", 3), "bertscore_f1": ("BERTScore", 3)}
