@@ -21,6 +21,7 @@ of a run are left out; rounds swap which path starts. Target: median step time o
 <= 1.05 (the median of the step-by-step ratios is printed too). Exits 1 if missed.
 On a shared machine, `--control` (plain against plain) shows how far the ratio moves by noise alone,
 and `--threads 1` adds a CPU-time ratio of all the work, which other processes disturb less.
+bench/packed_vs_padded.py uses the same lockstep to compare the stage packed against itself padded.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class Lockstep:
         self.done: set[str] = set()
         self.steps: dict[str, list[float]] = {p: [] for p in paths}
         self.cpu: dict[str, list[float]] = {p: [] for p in paths}  # CPU seconds of the training thread
+        self.tokens: dict[str, list[int]] = {p: [] for p in paths}  # the Trainer's tokens seen after each step
 
     def _other(self, path: str) -> str:
         return self.paths[1] if path == self.paths[0] else self.paths[0]
@@ -92,6 +94,7 @@ class Lockstep:
             def on_step_end(self, args, state, control, **kwargs):
                 lockstep.steps[path].append(time.perf_counter() - self.start)
                 lockstep.cpu[path].append(time.thread_time() - self.cpu_start)
+                lockstep.tokens[path].append(state.num_input_tokens_seen)
                 lockstep._pass(path)
                 lockstep._wait_turn(path)
                 self.start, self.cpu_start = time.perf_counter(), time.thread_time()
@@ -120,11 +123,14 @@ def bf16_by_default() -> bool:
     return TrainConfig(output_dir=tempfile.gettempdir()).bf16
 
 
-def run_ours(model_dir: Path, out: Path, args, timer) -> None:
+def run_ours(model_dir: Path, out: Path, args, timer, packing: bool | None = None) -> None:
     from tunelab.stages import finetune
 
     flags = []
-    for key, value in settings(args).items():
+    shared = settings(args)
+    if packing is not None:  # bench/packed_vs_padded.py: real tokens counted (packed rows hold no padding)
+        shared |= {"packing": packing, "include_num_input_tokens_seen": "all" if packing else "non_padding"}
+    for key, value in shared.items():
         flags += [f"--{key}", str(value).lower() if isinstance(value, bool) else str(value)]
     finetune.finetune(["--base", str(model_dir), "--data", "data/alpaca_sample.json", "--template", "alpaca_student",
                        "--use_lora", "true", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0.0",

@@ -40,6 +40,7 @@ BENCHMARKS = {
     "http_teacher": "HTTP teacher: requests in flight vs one at a time",
     "sft_step_time": "SFT step time: tunelab's finetune stage vs plain TRL",
     "packing": "packing efficiency: TRL bfd packing vs padded batches",
+    "packed_vs_padded": "SFT real tokens/s: the finetune stage packed vs padded (SmolLM2)",
     "batched_inference": "inference: batched vs one at a time",
     "smollm2_generation": "SmolLM2-135M tokens/s: batched, bf16, merged adapter, llama.cpp server vs one at a time",
     "label_probs": "label-token probabilities: the prompt's KV cache reused vs recomputed per label and place",

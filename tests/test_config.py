@@ -134,3 +134,17 @@ def test_train_subset_none_uses_every_training_row():
                               configs_dir=STAGE_CONFIG_DIRS["finetune"])
     (classifier,) = [c for c in configs if hasattr(c, "train_subset")]
     assert classifier.train_subset is None
+
+
+def test_a_setting_that_is_a_word_or_a_boolean_takes_both():
+    """TrainingArguments' include_num_input_tokens_seen is `str | bool`: all, non_padding, no, or true/false.
+    transformers' own parser reads it as a bool alone, so non_padding could not be given."""
+    from tunelab.training.sft import TrainConfig
+
+    def given(*argv):
+        (cfg,), _ = parse_config([TrainConfig], ["--output_dir", "x", *argv])
+        return cfg.include_num_input_tokens_seen
+
+    assert given("--include_num_input_tokens_seen", "non_padding") == "non_padding"
+    assert given("--include_num_input_tokens_seen", "true") in (True, "all")
+    assert given("--include_num_input_tokens_seen", "no") in (False, "no")

@@ -151,9 +151,33 @@ def _settings_parser() -> type:
                 field = copy.copy(field)
                 field.metadata = types.MappingProxyType({k: v for k, v in field.metadata.items()
                                                          if k not in PROJECT_METADATA})
+            str_or_bool = _str_or_bool_field(field)  # before the call below, which narrows field.type to bool
             HfArgumentParser._parse_dataclass_field(parser, field)
+            if str_or_bool:
+                # HfArgumentParser reads `str | bool` as a bool, so a named value (include_num_input_tokens_seen
+                # non_padding) could not be given at all: true/false stay booleans, any other word is itself
+                action = next(a for a in reversed(parser._actions) if a.dest == field.name)
+                action.type = _str_or_bool
 
     return SettingsParser
+
+
+def _str_or_bool_field(field) -> bool:
+    import typing
+
+    kind = field.type
+    if isinstance(kind, str):  # postponed annotations
+        return kind.replace(" ", "") in ("str|bool", "bool|str", "Union[str,bool]", "Union[bool,str]")
+    return set(typing.get_args(kind)) == {str, bool}
+
+
+def _str_or_bool(text: str) -> str | bool:
+    from transformers.hf_argparser import string_to_bool
+
+    try:
+        return string_to_bool(text)
+    except argparse.ArgumentTypeError:
+        return text
 
 
 def parse_config(
