@@ -229,3 +229,21 @@ def test_run_names_must_be_usable(tmp_path, capsys):
     assert evaluate.main(["--task", "text", "--predictions", a, "--compare", a,
                           "--output_dir", str(tmp_path / "out")]) == 2
     assert "--run_names" in capsys.readouterr().err
+
+
+def test_a_failed_scoring_over_an_older_one_leaves_no_finished_record(tmp_path, capsys):
+    """--overwrite of a scores folder: until the new scores are written, the older run's record is gone, so a
+    runner never takes the older scores for the new ones (evaluate/results.py skips finished folders)."""
+    refs = ["The cat sat on the mat.", "Dogs bark at night."]
+    base = write_run(tmp_path / "base/predictions.jsonl", rows_for(refs, refs))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "provenance.json").write_text("{}")  # an older scoring, finished
+    (out / "scores.json").write_text("{}")
+    broken = rows_for(refs, refs)
+    del broken[1]["reference"]
+    tuned = write_run(tmp_path / "tuned/predictions.jsonl", broken)
+    code = evaluate.main(["--task", "text", "--predictions", base, "--compare", tuned, "--output_dir", str(out),
+                          "--overwrite", "true", "--bootstrap_resamples", "10"])
+    assert code == 2 and "row needs a string 'reference'" in capsys.readouterr().err
+    assert not (out / "provenance.json").exists()

@@ -690,3 +690,27 @@ def test_a_moderation_qa_run_reports_its_parse_rate_and_kept_posts(plan, tmp_pat
     assert row.startswith("| in_process | 16 | 4,000 | 40.0 | 15 | 11 | 73.3% | 11 | 33 | parse 4, teacher 1 | ")
     assert "3 kept posts of in_process" in section and "Q: Is it rude? A: Yes." in section
     assert "insult: yes" in section or "insult: no" in section
+
+
+def test_every_step_after_one_that_runs_runs_again(tmp_path, capsys):
+    """An interrupted inference after a finished training: the older scores beside it are not the new answers'."""
+    (tmp_path / "plan.yaml").write_text("""
+comparisons:
+  - name: chain
+    title: Chain
+    variants:
+      tuned:
+        - [python, finetune/train.py, --config, a, --output_dir, "{run}/student"]
+        - [python, inference.py, --config, b, --output_dir, "{run}/inference"]
+        - [python, evaluate/score.py, --config, c, --output_dir, "{run}/scores"]
+    data: none
+""")
+    comparisons = results.load_comparisons(tmp_path / "plan.yaml")
+    root = tmp_path / "runs"
+    for step, finished in (("student", True), ("inference", False), ("scores", True)):
+        (root / "chain" / "tuned" / step).mkdir(parents=True)
+        (root / "chain" / "tuned" / step / ("provenance.json" if finished else "partial.jsonl")).write_text("{}")
+    results.run([], root=root, dry_run=True, comparisons=comparisons)
+    printed = capsys.readouterr().out.splitlines()
+    assert "is finished; skipped" in printed[0] and "finetune/train.py" in printed[0]
+    assert "inference.py" in printed[1] and "evaluate/score.py" in printed[2] and printed[2].endswith("--overwrite true")

@@ -156,7 +156,7 @@ def _settings_parser() -> type:
             if str_or_bool:
                 # HfArgumentParser reads `str | bool` as a bool, so a named value (include_num_input_tokens_seen
                 # non_padding) could not be given at all: true/false stay booleans, any other word is itself
-                action = next(a for a in reversed(parser._actions) if a.dest == field.name)
+                action = next(a for a in parser._actions if f"--{field.name}" in a.option_strings)  # not --no_<name>
                 action.type = _str_or_bool
 
     return SettingsParser

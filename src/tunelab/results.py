@@ -274,6 +274,8 @@ def load_students(path: Path = PLAN) -> list[StudentRun]:
         for command in runs[-1].prepare:
             if "--output_dir" not in command[:-1]:
                 raise ConfigError(f"{path}: student run {entry['name']}: prepare command {command} needs --output_dir")
+        if len(runs[-1].variants) < 2:
+            raise ConfigError(f"{path}: student run {entry['name']}: give at least two variants to compare")
     return runs
 
 
@@ -616,9 +618,9 @@ def _run_steps(task: Task, method: str, root: Path, rerun: bool, dry_run: bool) 
     done = []
     prepare = [[sys.executable, *c[1:]] if c[0] == "python" else c for c in task.prepare]
     steps = [(c, False) for c in prepare] + [(c, rerun) for c in task.commands(method, root, python=sys.executable)]
-    trained = False
+    ran = False
     for command, again in steps:
-        again = again or trained  # scores of an earlier model are not this one's
+        again = again or ran  # what a step made from an earlier step's older output is not this one's
         out = Path(command[command.index("--output_dir") + 1])
         text = shlex.join(["python", *command[1:]])
         # The prepared data is shared by every method of the task, so --rerun of one method keeps it.
@@ -631,7 +633,7 @@ def _run_steps(task: Task, method: str, root: Path, rerun: bool, dry_run: bool) 
             resumable = "finetune/train.py" in command and not again and any(out.glob("checkpoint-*"))
             extra = ["--resume", "true"] if resumable else ["--overwrite", "true"]
         print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
-        trained = trained or "finetune/train.py" in command
+        ran = True
         if dry_run:
             continue
         started = time.monotonic()

@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import ConfigError, RecordError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
 from ..records import iter_json_objects, write_json, write_jsonl
-from ..runs import RunRecord, ensure_output_dir
+from ..runs import RunRecord, drop_finished_record, ensure_output_dir
 from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
 
@@ -683,6 +683,7 @@ def score(argv: Sequence[str] | None = None) -> dict:
         raise ConfigError(f"task must be text or classification, got {cfg.task!r}")
     quiet_libraries()
     out = ensure_output_dir(cfg.output_dir, cfg.overwrite)
+    drop_finished_record(out)  # an overwritten run that fails must not leave the older run's record as finished
     record = RunRecord(out, "evaluate", [cfg], config_file)
     scores = (score_text if cfg.task == "text" else score_classification)(cfg, record, out)
     write_json(out / "scores.json", scores)
