@@ -1,6 +1,6 @@
 """Label-token probabilities: the prompt's KV cache reused for every label vs each label's sequence recomputed.
 
-    .venv/bin/python bench/label_probs.py [--comments 32] [--rounds 3] [--threads 0]
+    .venv/bin/python bench/label_probs.py [--comments 24] [--rounds 2] [--threads 0]
 
 Both sides are `tunelab.inference.label_probabilities`, what inference.py --label_probs and evaluate's
 k-shot baselines call, on SmolLM2-135M-Instruct (tunelab:smollm2, float32): `reuse_prompt=True` runs
@@ -34,13 +34,13 @@ LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate
 TARGET_SPEEDUP = 3.0
 TOLERANCE = 1e-5
 CHUNK = 8
-QUICK = {"comments": 8, "rounds": 2}
+QUICK = {"comments": 8, "rounds": 1}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--comments", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--comments", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--max-chars", type=int, default=600, help="longer comments are cut (prompt length)")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads; 0 keeps torch's default")
     parser.add_argument("--seed", type=int, default=0)

@@ -90,8 +90,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
             workers = [threading.Thread(target=work, args=(side, tmp / f"{side}-{r}")) for side in order]
             with contextlib.redirect_stdout(io.StringIO()):
-                for worker in workers:
-                    worker.start()
+                lockstep.start(workers)
                 for worker in workers:
                     worker.join()
             if errors:

@@ -65,6 +65,7 @@ class Lockstep:
         self.cpu: dict[str, list[float]] = {p: [] for p in paths}  # CPU seconds of the training thread
         self.tokens: dict[str, list[int]] = {p: [] for p in paths}  # the Trainer's tokens seen after each step
 
+
     def _other(self, path: str) -> str:
         return self.paths[1] if path == self.paths[0] else self.paths[0]
 
@@ -107,6 +108,33 @@ class Lockstep:
     def release(self, path: str) -> None:
         """A path that failed before or during training must not keep the other waiting."""
         self._pass(path, finished=True)
+
+    @staticmethod
+    def start(workers: list[threading.Thread]) -> None:
+        """Start the paths' threads together, their model loading one at a time: transformers' loading is
+        not thread-safe (one thread's meta-device initialisation reaches the other's weights)."""
+        serialize_model_loading()
+        for worker in workers:
+            worker.start()
+
+
+_LOADING = threading.Lock()
+
+
+def serialize_model_loading() -> None:
+    """Make `from_pretrained` take a process-wide lock (once); each path's training still runs in turn."""
+    from transformers import PreTrainedModel
+
+    if getattr(PreTrainedModel.from_pretrained, "serialized", False):
+        return
+    load = PreTrainedModel.from_pretrained.__func__
+
+    def locked(cls, *args, **kwargs):
+        with _LOADING:
+            return load(cls, *args, **kwargs)
+
+    locked.serialized = True
+    PreTrainedModel.from_pretrained = classmethod(locked)
 
 
 def settings(args) -> dict:
@@ -255,8 +283,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
 
             workers = [threading.Thread(target=work, args=(path, tmp / f"{path}-{r}")) for path in order]
             with contextlib.redirect_stdout(io.StringIO()):  # the stage's summary, the trainers' log lines
-                for worker in workers:
-                    worker.start()
+                lockstep.start(workers)
                 for worker in workers:
                     worker.join()
             if errors:

@@ -52,6 +52,7 @@ RECORD_FILES = ("provenance.json", "config.yaml", "scores.json")
 RESULTS_MD = PROJECT_ROOT / "RESULTS.md"
 BENCH_RESULTS = PROJECT_ROOT / "bench" / "results.json"  # written by `make bench` (bench/suite.py)
 BENCH_GPU_RESULTS = PROJECT_ROOT / "bench" / "results_gpu.json"  # written by `make bench-gpu` on a GPU machine
+BENCH_SMOLLM2_RESULTS = PROJECT_ROOT / "bench" / "results_smollm2.json"  # written by `make bench-smollm2`
 # the kept tasks too: a student run trains on them from a fresh clone
 GENERATE_RECORD_FILES = ("provenance.json", "config.yaml", "stats.json", "self_instruct.alpaca.json")
 EXAMPLES_FILE = "examples.json"  # kept tasks drawn from the run's data, so the report never needs the run folder
@@ -795,6 +796,7 @@ def _target_met(task: Task, scores: dict) -> str:
 
 def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESULTS_MD,
            bench: Path | None = BENCH_RESULTS, bench_gpu: Path | None = BENCH_GPU_RESULTS,
+           bench_smollm2: Path | None = BENCH_SMOLLM2_RESULTS,
            generate_runs: list[GenerateRun] = (), student_runs: list[StudentRun] = (),
            comparisons: list[ComparisonRun] = ()) -> str:
     """RESULTS.md from the run records under `root` (the kept records by default; a runs folder has the
@@ -914,6 +916,8 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
                    if e.get("status") == "ok"}
     if bench is not None and bench.exists():
         lines += bench_section(bench, ran_elsewhere=gpu_ran)
+    if bench_smollm2 is not None and bench_smollm2.exists():
+        lines += bench_section(bench_smollm2, heading="Speed on SmolLM2-135M-Instruct (`make bench-smollm2`)")
     if bench_gpu is not None and bench_gpu.exists():
         lines += bench_section(bench_gpu, heading="GPU checks (`make bench-gpu`)")
     if missing:
