@@ -230,9 +230,7 @@ def load_plan(path: Path = PLAN) -> list[Task]:
                 prepare=[[str(a) for a in command] for command in entry.get("prepare") or []]))
         except (KeyError, TypeError) as e:
             raise ConfigError(f"{path}: task {i} ({entry.get('name', '?')}): {e}") from e
-        for command in tasks[-1].prepare:  # its run record there says whether it finished
-            if "--output_dir" not in command[:-1]:
-                raise ConfigError(f"{path}: task {entry['name']}: prepare command {command} needs --output_dir")
+        _need_output_dirs(path, f"task {entry['name']}", tasks[-1].prepare)
     if not tasks:
         raise ConfigError(f"{path}: no tasks")
     return tasks
@@ -272,9 +270,7 @@ def load_students(path: Path = PLAN) -> list[StudentRun]:
                 examples=int(entry.get("examples", 5))))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"{path}: student run {i} ({entry.get('name', '?')}): {e}") from e
-        for command in runs[-1].prepare:
-            if "--output_dir" not in command[:-1]:
-                raise ConfigError(f"{path}: student run {entry['name']}: prepare command {command} needs --output_dir")
+        _need_output_dirs(path, f"student run {entry['name']}", runs[-1].prepare)
         if len(runs[-1].variants) < 2:
             raise ConfigError(f"{path}: student run {entry['name']}: give at least two variants to compare")
     return runs
@@ -294,10 +290,16 @@ def load_comparisons(path: Path = PLAN) -> list[ComparisonRun]:
                 studies=list(entry.get("studies") or []), notes=list(entry.get("notes") or [])))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"{path}: comparison {i} ({entry.get('name', '?')}): {e}") from e
-        for command in [*runs[-1].prepare, *(c for commands in runs[-1].variants.values() for c in commands)]:
-            if "--output_dir" not in command[:-1]:  # its run record there says whether it finished
-                raise ConfigError(f"{path}: comparison {entry['name']}: command {command} needs --output_dir")
+        _need_output_dirs(path, f"comparison {entry['name']}",
+                          [*runs[-1].prepare, *(c for commands in runs[-1].variants.values() for c in commands)])
     return runs
+
+
+def _need_output_dirs(path: Path, owner: str, commands: list[list[str]]) -> None:
+    """Each command names its --output_dir: its run record there says whether it finished."""
+    for command in commands:
+        if "--output_dir" not in command[:-1]:
+            raise ConfigError(f"{path}: {owner}: command {command} needs --output_dir")
 
 
 def select(tasks: list[Task], only: list[str] | None, methods: list[str] | None,
