@@ -322,7 +322,8 @@ def tiny_classifier(tmp_path_factory, minilm):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from tunelab.training.classifier import ClassifierConfig, save_classifier_info
+    from tunelab.classify.config import ClassifierConfig
+    from tunelab.classify.predict import ClassifierInfo
 
     out = tmp_path_factory.mktemp("classifier")
     tokenizer = AutoTokenizer.from_pretrained(minilm)
@@ -332,8 +333,8 @@ def tiny_classifier(tmp_path_factory, minilm):
         intermediate_size=37, num_labels=len(CLS_LABELS), problem_type="multi_label_classification"))
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    save_classifier_info(out, base=minilm, labels=CLS_LABELS, problem_type="multi_label", max_length=32, lora=False,
-                         layout=ClassifierConfig().layout)
+    ClassifierInfo(base=minilm, labels=CLS_LABELS, problem_type="multi_label", max_length=32, lora=False,
+                   layout=ClassifierConfig().layout).write(out)
     return out
 
 
@@ -345,7 +346,7 @@ def moderation_rows(n, offset):
 
 
 def test_thresholds_tuned_on_dev_are_applied_to_test(tiny_classifier, tmp_path):
-    from tunelab.training.classifier import load_classifier, predict_proba
+    from tunelab.classify.predict import load_classifier, predict_proba
 
     dev = write_jsonl(tmp_path / "dev.jsonl", moderation_rows(16, 100))
     test = write_jsonl(tmp_path / "test.jsonl", moderation_rows(12, 200))

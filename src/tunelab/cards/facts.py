@@ -275,7 +275,7 @@ def read_json(path: Path) -> dict:
 
 def folder_kind(folder: Path) -> tuple[str, dict]:
     """(classifier | merged | vision | student, its info file) for a tunelab model folder."""
-    from ..training.classifier import CLASSIFIER_INFO
+    from ..classify.predict import CLASSIFIER_INFO
     from ..training.sft import MODEL_INFO
 
     if (folder / CLASSIFIER_INFO).exists():

@@ -160,9 +160,9 @@ def _results_section(kind: str, facts: RunFacts) -> list[str]:
 def _usage(kind: str, base_hub: str | None, info: dict) -> list[str]:
     base = base_hub or "<the base model>"
     if kind == "classifier":
-        code = ("from tunelab.training.classifier import load_classifier, predict_proba\n\n"
+        code = ("from tunelab.classify.predict import load_classifier, predict_proba\n\n"
                 "model, tokenizer, info = load_classifier(\"path/to/this/folder\")\n"
-                "probs = predict_proba(model, tokenizer, [\"some text\"], info[\"max_length\"])")
+                "probs = predict_proba(model, tokenizer, [\"some text\"], info.max_length)")
     else:
         vision = kind == "vision" or info.get("model_type") in VISION_LANGUAGE_TYPES
         model_class, text_class = (("AutoModelForImageTextToText", "AutoProcessor") if vision

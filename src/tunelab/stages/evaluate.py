@@ -364,8 +364,9 @@ def _score_classifier(cfg: ScoreConfig, record: RunRecord, out) -> dict:
     import numpy as np
 
     from ..metrics.classification import multilabel_metrics, singlelabel_metrics, tune_thresholds
-    from ..training.classifier import (classifier_layout, load_classifier, load_labeled_texts, load_split_rows,
-                                       predict_proba)
+    from ..classify.data import load_labeled_texts
+    from ..classify.held_out import load_split_rows
+    from ..classify.predict import load_classifier, predict_proba
 
     if bool(cfg.data) == bool(cfg.split):
         raise ConfigError("task classification with --model needs --data (labeled texts) or --split (test: the rows "
@@ -374,14 +375,13 @@ def _score_classifier(cfg: ScoreConfig, record: RunRecord, out) -> dict:
         raise ConfigError(f"classifier_dtype must be float32 or bfloat16, got {cfg.classifier_dtype!r}")
     model_dir = resolve_input(cfg.model)
     model, tokenizer, info = load_classifier(model_dir)
-    labels, problem_type = tuple(info["labels"]), info["problem_type"]
+    labels, problem_type = info.labels, info.problem_type
     record.models["classifier"] = str(cfg.model)
-    layout = classifier_layout(info)
-    truncation = info.get("truncation", "head")
+    layout = info.data_layout()
 
     def predict(m, texts):
-        return predict_proba(m, tokenizer, texts, info["max_length"], cfg.batch_size, problem_type=problem_type,
-                             truncation=truncation, dtype=cfg.classifier_dtype)
+        return predict_proba(m, tokenizer, texts, info.max_length, cfg.batch_size, problem_type=problem_type,
+                             truncation=info.truncation, dtype=cfg.classifier_dtype)
 
     def read(path):
         # Every row counts in a score: a bad one stops the run, naming file and line.
@@ -411,7 +411,7 @@ def _score_classifier(cfg: ScoreConfig, record: RunRecord, out) -> dict:
                 for i, (rid, text, target) in enumerate(zip(data.ids, data.texts, data.targets))]
         y_matrix = np.eye(len(labels), dtype=int)[y]
     else:
-        saved = info.get("thresholds")
+        saved = info.thresholds
         if cfg.threshold is not None:
             threshold, source = cfg.threshold, "given"
         elif saved:
@@ -488,7 +488,7 @@ def _tfidf_baseline(cfg: ScoreConfig, model_dir, layout, metrics: dict, data) ->
     import numpy as np
 
     from ..metrics.classification import multilabel_metrics, singlelabel_metrics, tune_thresholds
-    from ..training.classifier import load_split_rows
+    from ..classify.held_out import load_split_rows
     from ..training.tfidf import SETTINGS, fit_tfidf_baseline
 
     labels, problem_type = tuple(metrics["labels"]), metrics["problem_type"]

@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS
 from ..runs import RunRecord, check_output_dir, check_resumable_run
 from ..settings import HelpLayout
-from ..training.classifier import ClassifierConfig
+from ..classify.config import ClassifierConfig
 from ..training.runner import FinetuneContext
 from ..training.sft import TrainConfig
 from ..training.vision import VisionConfig
@@ -194,7 +194,7 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
         if args.bf16_by_default and not torch.cuda.is_available():
             # bf16 on a CPU only when asked: thresholds tuned at training must hold at evaluate's float32
             args.bf16 = False
-        from ..training.classifier import finetune_classifier as task
+        from ..classify.recipe import finetune_classifier as task
     elif vision:
         from ..training.vision import finetune_vision as task
     else:
