@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import tunelab.markdown
+
 
 def print_table(rows: Sequence[Sequence[str]]) -> None:
     """Print rows with every column but the last padded to its widest cell (the last is a free-form note)."""
@@ -13,8 +15,5 @@ def print_table(rows: Sequence[Sequence[str]]) -> None:
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A GitHub markdown table; pipes inside cells are escaped."""
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
-
-    return "\n".join([line(header), line(["---"] * len(header)), *map(line, rows)]) + "\n"
+    """A GitHub markdown table, ending in a newline."""
+    return tunelab.markdown.markdown_table(header, rows) + "\n"

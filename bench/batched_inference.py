@@ -3,7 +3,7 @@
     .venv/bin/python bench/batched_inference.py [--prompts 64] [--batch-size 16] [--max-new-tokens 32]
         [--hidden 64 --layers 2] [--threads 1] [--rounds 3]
 
-Both sides run `tunelab.inference.generate_texts`, the path inference.py takes in process: the
+Both sides run `tunelab.teachers.decoding.generate_texts`, the path inference.py takes in process: the
 baseline with batch_size 1, the candidate with --batch-size (left padding, length-sorted batches),
 greedy, fp32, on a random Llama: the tiny tunelab:tiny-llama by default, or a larger one built
 here (--hidden 256 --layers 4) so that compute, not Python overhead, dominates each step. Prompts
@@ -84,7 +84,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from tunelab.inference import generate_texts
+    from tunelab.teachers.decoding import generate_texts
     from tunelab.models import load_causal_lm, load_tokenizer, resolve_model
     from tunelab.stages.common import quiet_libraries
     from tunelab.teachers.base import SamplingParams

@@ -15,7 +15,7 @@ both ways must give the same logits. The vision tower and projector of the full 
 bf16) are left out, and the prompts are text: an image post adds 576 to 2,880 image tokens to its
 prompt, so its KV cache (0.23 MiB a token here) and prefill cost more than these prompts show.
 Tokenizer: the tiny model's BPE (its ids fit the vocabulary). Prompts: the Alpaca seed tasks' instructions.
-Decoding: `tunelab.inference.generate_texts`, the loop behind the generate stage's transformers teacher and
+Decoding: `tunelab.teachers.decoding.generate_texts`, the loop behind the generate stage's transformers teacher and
 inference.py (left padding, length-sorted batches, sampling seeded per request), temperature 0.7.
 Figures: completion tokens per second with --batch-size requests at a time over --prompts prompts, against
 one at a time over the first --baseline-prompts; GPU memory held by the 4-bit weights after loading, and
@@ -142,7 +142,7 @@ def decode(model, tokenizer, prompts: list[str], batch_size: int, max_new_tokens
     """Answer `prompts` `batch_size` at a time through the teachers' decoding loop; tokens and seconds."""
     import torch
 
-    from tunelab.inference import generate_texts
+    from tunelab.teachers.decoding import generate_texts
     from tunelab.teachers.base import SamplingParams
 
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.7, seed=0)

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/label_probs.py [--comments 24] [--rounds 2] [--threads 0]
 
-Both sides are `tunelab.inference.label_probabilities`, what inference.py --label_probs and evaluate's
+Both sides are `tunelab.teachers.label_probs.label_probabilities`, what inference.py --label_probs and evaluate's
 k-shot baselines call, on SmolLM2-135M-Instruct (tunelab:smollm2, float32): `reuse_prompt=True` runs
 each (prompt, answer so far) once and scores the six Jigsaw labels from its KV cache; `reuse_prompt=False`
 runs prompt + label as one sequence per label and place, batched 16 at a time. Prompts: Jigsaw comments
@@ -60,7 +60,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
-    from tunelab.inference import label_probabilities
+    from tunelab.teachers.label_probs import label_probabilities
     from tunelab.models import load_causal_lm, load_tokenizer, resolve_model
     from tunelab.prompts import load_template
     from tunelab.stages.common import quiet_libraries

@@ -146,7 +146,7 @@ def settings(args) -> dict:
 
 def bf16_by_default() -> bool:
     """What TrainConfig turns on when bf16 is not given (the stage's default)."""
-    from tunelab.training.sft import TrainConfig
+    from tunelab.training.arguments import TrainConfig
 
     return TrainConfig(output_dir=tempfile.gettempdir()).bf16
 
@@ -193,7 +193,7 @@ def run_plain(model_dir: Path, rows: list[dict], out: Path, args, timer) -> None
 
 def config_differences(out: Path, args) -> list[str]:
     """Training fields in which TrainConfig (as the stage parses it) and the plain SFTConfig differ."""
-    from tunelab.training.sft import TrainConfig
+    from tunelab.training.arguments import TrainConfig
 
     flags = {**settings(args), "activation_checkpointing": False}
     ours = TrainConfig(output_dir=str(out), **flags).to_dict()

@@ -211,7 +211,7 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
             setattr(args, key, value)
     import torch
 
-    from tunelab.inference import generate_texts
+    from tunelab.teachers.decoding import generate_texts
     from tunelab.models import cpu_autocast, load_causal_lm, load_causal_lm_with_adapter, load_tokenizer, \
         native_bf16_cpu, resolve_model
     from tunelab.stages.common import quiet_libraries

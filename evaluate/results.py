@@ -1,4 +1,4 @@
-"""Run the classification result recipes on real data and write RESULTS.md from their run records.
+"""Run the result recipes on real data and write RESULTS.md from their run records.
 
     python evaluate/results.py list                 # the plan's commands
     python evaluate/results.py run --only jigsaw    # train and score (finished runs are skipped)
@@ -7,7 +7,7 @@
 
 import sys
 
-from tunelab.results import main
+from result_runs import main  # evaluate/result_runs, beside this script (its folder is first on sys.path)
 
 if __name__ == "__main__":
     sys.exit(main())

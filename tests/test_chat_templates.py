@@ -12,7 +12,8 @@ from tunelab.models import load_causal_lm, load_tokenizer
 from tunelab.prompts import student_prompt
 from tunelab.training.data import load_sft_examples
 from tunelab.training.lora import lora_config
-from tunelab.training.sft import TrainConfig, build_sft_trainer
+from tunelab.training.arguments import TrainConfig
+from tunelab.training.sft import build_sft_trainer
 
 TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
 # What each template writes after the prompt: the answer exactly as the model must produce it.

@@ -17,11 +17,11 @@ from tunelab.errors import ConfigError, RecordError
 from tunelab.metrics.classification import tune_thresholds
 from tunelab.records import read_table_rows
 from tunelab.stages import evaluate, finetune
-from tunelab.classify.config import ClassifierConfig
-from tunelab.classify.data import LabeledTexts, load_labeled_texts
-from tunelab.classify.imbalance import class_weights, sample_weights
-from tunelab.classify.modeling import classification_loss
-from tunelab.classify.predict import load_classifier, predict_proba
+from tunelab.training.classify.config import ClassifierConfig
+from tunelab.training.classify.data import LabeledTexts, load_labeled_texts
+from tunelab.training.classify.imbalance import class_weights, sample_weights
+from tunelab.training.classify.modeling import classification_loss
+from tunelab.training.classify.predict import load_classifier, predict_proba
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 JIGSAW_LABELS = ["toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate"]
@@ -242,8 +242,8 @@ def tiny_bert(minilm):
 
 
 def _trainer(tiny_bert, tmp_path, data, **kwargs):
-    from tunelab.classify.trainer import build_classifier_trainer
-    from tunelab.training.sft import TrainConfig
+    from tunelab.training.classify.trainer import build_classifier_trainer
+    from tunelab.training.arguments import TrainConfig
 
     args = TrainConfig(output_dir=str(tmp_path), report_to="none", per_device_train_batch_size=10, seed=3,
                        max_length=16)
@@ -373,7 +373,7 @@ def test_lora_trains_every_new_head_module_in_full(tmp_path):
     under the new classifier: under LoRA it must train in full, not stay a frozen random projection."""
     from transformers import BertConfig, BertModel
 
-    from tunelab.classify.modeling import classifier_model
+    from tunelab.training.classify.modeling import classifier_model
 
     BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37),
               add_pooling_layer=False).save_pretrained(tmp_path)
@@ -391,8 +391,8 @@ def test_the_heads_biases_start_at_the_training_label_rates(tmp_path):
     balanced draws, the rates as the loss sees them."""
     from transformers import BertConfig, BertModel
 
-    from tunelab.classify.imbalance import label_prior_logits
-    from tunelab.classify.modeling import classifier_model, set_head_bias
+    from tunelab.training.classify.imbalance import label_prior_logits
+    from tunelab.training.classify.modeling import classifier_model, set_head_bias
 
     posts = tmp_path / "posts.jsonl"  # a: 9 of 12 rows, b: 3 of 12, c: none
     posts.write_text("".join(json.dumps({"text": f"post {i}", "labels": labels}) + "\n"
@@ -452,7 +452,7 @@ def test_mean_pooling_reads_the_average_of_the_encoders_outputs_and_reloads(mini
     LoRA) and reloaded through the stages, the folder gives the same probabilities it was saved with."""
     from transformers import AutoModel, AutoTokenizer
 
-    from tunelab.classify.modeling import MeanPooledClassifier, classifier_model, load_classifier_base
+    from tunelab.training.classify.modeling import MeanPooledClassifier, classifier_model, load_classifier_base
 
     model, new = load_classifier_base(minilm, ("a", "b", "c"), with_new_modules=True, pooling="mean")
     assert isinstance(model, MeanPooledClassifier) and new == ["classifier"]
@@ -501,7 +501,7 @@ def test_mean_pooling_reads_the_average_of_the_encoders_outputs_and_reloads(mini
 def test_head_tail_truncation_keeps_the_start_and_the_end(minilm):
     from transformers import AutoTokenizer
 
-    from tunelab.classify.data import encode_texts
+    from tunelab.training.classify.data import encode_texts
 
     tokenizer = AutoTokenizer.from_pretrained(minilm)
     words = [f"w{i}" for i in range(300)]
@@ -552,6 +552,20 @@ def test_held_out_test_split_is_scored_beside_a_tfidf_baseline(tmp_path, capsys)
                         "--output_dir", str(tmp_path / "again")])
 
 
+def test_an_overwritten_run_keeps_its_own_data_splits(tmp_path):
+    # the earlier run's files are cleared before the new run writes any, data_splits.json included
+    posts = write_csv(tmp_path / "posts.csv", ["text", "label"], [[f"{w} post {i}", w] for i in range(8)
+                                                                  for w in ("good", "bad")])
+    out = tmp_path / "run"
+    for seed in ("0", "1"):
+        finetune.finetune([*RUN, "--data", str(posts), "--label_column", "label", "--eval_split", "0.25",
+                           "--max_steps", "1", "--seed", seed,
+                           "--output_dir", str(out), *(["--overwrite", "true"] if seed == "1" else [])])
+    assert json.loads((out / "data_splits.json").read_text())["seed"] == 1
+    assert evaluate.score(["--task", "classification", "--model", str(out), "--split", "eval",
+                           "--output_dir", str(tmp_path / "scores")])["examples"] == 4
+
+
 def test_kaggle_jigsaw_layout_with_ids_and_a_separate_labels_file(tmp_path):
     train = write_csv(tmp_path / "train.csv", ["id", "comment_text", *JIGSAW_LABELS],
                       [["a1", "you are awful", 1, 0, 0, 0, 1, 0], ["a2", "nice edit", 0, 0, 0, 0, 0, 0]])
@@ -586,7 +600,7 @@ def test_a_dataset_folder_or_hub_id_loads_like_a_file(tmp_path):
 
 
 def test_split_rows_are_found_again_by_position_and_checked_by_digest(tmp_path):
-    from tunelab.classify.held_out import load_split_rows, write_data_splits
+    from tunelab.training.classify.held_out import load_split_rows, write_data_splits
 
     layout = ClassifierConfig(labels=["a", "b"], problem_type="single_label")
     records = [{"text": f"text {i}", "labels": ["b" if i % 2 else "a"]} for i in range(6)]
@@ -609,7 +623,7 @@ def test_split_rows_are_found_again_by_position_and_checked_by_digest(tmp_path):
 
 
 def test_held_out_key_meets_copies_that_differ_in_spacing_punctuation_and_accents():
-    from tunelab.classify.held_out import held_out_key
+    from tunelab.training.classify.held_out import held_out_key
 
     # one DBpedia abstract as the 5k sample and the 14k sample spell it
     five_k = "Witowice Dolne [vʲitɔˈvʲit͡sɛ ˈdɔlnɛ] is a village in Gmina Łososina Dolna. It lies 5 kilometres (3 mi) north."

@@ -139,7 +139,7 @@ def test_train_subset_none_uses_every_training_row():
 def test_a_setting_that_is_a_word_or_a_boolean_takes_both():
     """TrainingArguments' include_num_input_tokens_seen is `str | bool`: all, non_padding, no, or true/false.
     transformers' own parser reads it as a bool alone, so non_padding could not be given."""
-    from tunelab.training.sft import TrainConfig
+    from tunelab.training.arguments import TrainConfig
 
     def given(*argv):
         (cfg,), _ = parse_config([TrainConfig], ["--output_dir", "x", *argv])

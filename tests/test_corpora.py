@@ -11,8 +11,8 @@ from tunelab import corpora
 from tunelab.errors import ConfigError, RecordError
 from tunelab.stages import generate
 from tunelab.taxonomy import load_taxonomy
-from tunelab.classify.config import ClassifierConfig
-from tunelab.classify.data import load_labeled_texts
+from tunelab.training.classify.config import ClassifierConfig
+from tunelab.training.classify.data import load_labeled_texts
 
 SHARED = Path(__file__).parents[1] / ".." / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/data is not present")

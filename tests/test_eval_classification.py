@@ -322,8 +322,8 @@ def tiny_classifier(tmp_path_factory, minilm):
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from tunelab.classify.config import ClassifierConfig
-    from tunelab.classify.predict import ClassifierInfo
+    from tunelab.training.classify.config import ClassifierConfig
+    from tunelab.training.classify.predict import ClassifierInfo
 
     out = tmp_path_factory.mktemp("classifier")
     tokenizer = AutoTokenizer.from_pretrained(minilm)
@@ -346,7 +346,7 @@ def moderation_rows(n, offset):
 
 
 def test_thresholds_tuned_on_dev_are_applied_to_test(tiny_classifier, tmp_path):
-    from tunelab.classify.predict import load_classifier, predict_proba
+    from tunelab.training.classify.predict import load_classifier, predict_proba
 
     dev = write_jsonl(tmp_path / "dev.jsonl", moderation_rows(16, 100))
     test = write_jsonl(tmp_path / "test.jsonl", moderation_rows(12, 200))

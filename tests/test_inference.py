@@ -142,7 +142,7 @@ def test_changed_settings_and_finished_runs_are_refused(tmp_path, monkeypatch, c
 
 
 def test_batched_greedy_equals_one_at_a_time(tmp_path, tiny_llama):
-    from tunelab.inference import generate_texts
+    from tunelab.teachers.decoding import generate_texts
     from tunelab.models import load_causal_lm, load_tokenizer
     from tunelab.prompts import student_prompt
     from tunelab.records import read_records
@@ -278,7 +278,7 @@ def test_label_probabilities_are_the_models_own_next_token_probabilities(tiny_ll
 
     import torch
 
-    from tunelab.inference import continuation_ids, label_probabilities, label_slot_prefixes
+    from tunelab.teachers.label_probs import continuation_ids, label_probabilities, label_slot_prefixes
     from tunelab.models import load_causal_lm, load_tokenizer
 
     tokenizer = load_tokenizer(tiny_llama)

@@ -15,7 +15,8 @@ from tunelab.prompts import student_prompt
 from tunelab.stages import finetune
 from tunelab.training.data import example_lengths, load_sft_examples
 from tunelab.training.lora import lora_config
-from tunelab.training.sft import TrainConfig, build_sft_trainer
+from tunelab.training.arguments import TrainConfig
+from tunelab.training.sft import build_sft_trainer
 from fakes import TINY_STUDENT_CONFIG
 
 MAX_LENGTH = 384

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tunelab import results
 from tunelab.errors import ConfigError
+
+EVALUATE = Path(__file__).resolve().parents[1] / "evaluate"
+sys.path.insert(0, str(EVALUATE))  # the result-runs tool sits beside evaluate/results.py, outside the library
+import result_runs as results  # noqa: E402
 
 POSITIVE = ["a wonderful film", "great acting and a great story", "I loved every minute", "superb and moving",
             "brilliant direction, wonderful cast"]
@@ -179,7 +182,8 @@ def test_stopping_the_runner_stops_its_running_stage(tmp_path):
     script = tmp_path / "runner.py"
     script.write_text(f"""
 import sys
-from tunelab import results
+sys.path.insert(0, {str(EVALUATE)!r})
+import result_runs as results
 results.call_forwarding_termination([sys.executable, "-c", "import os, time; "
     "open({str(tmp_path / 'child.pid')!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
 open({str(tmp_path / 'next_step')!r}, 'w').write('started')  # must not be reached
@@ -236,11 +240,11 @@ def test_each_machine_is_listed_once_with_its_runs_though_older_records_lack_its
     amd = {"hardware": {"platform": "Linux-6", "cpu_count": 2, "cpu": "AMD EPYC"}}
     intel = {"hardware": {"platform": "Linux-6", "cpu_count": 2, "cpu": "Intel Xeon"}}
     gpu = {"hardware": {"platform": "Linux-6", "cpu_count": 16, "gpus": ["NVIDIA H200"]}}
-    assert results._machines([("a", older), ("b", amd), ("b", amd), ("g", gpu)]) == [
+    assert results.format.machines([("a", older), ("b", amd), ("b", amd), ("g", gpu)]) == [
         "AMD EPYC, 2 cores, no GPU: a, b", "Linux-6, 16 cores, NVIDIA H200: g"]
-    assert results._machines([("a", older)]) == ["Linux-6, 2 cores, no GPU: a"]
+    assert results.format.machines([("a", older)]) == ["Linux-6, 2 cores, no GPU: a"]
     # Two CPUs of the same platform and size are two machines; a nameless record cannot be placed.
-    assert results._machines([("a", older), ("b", amd), ("c", intel), ("d", intel)]) == [
+    assert results.format.machines([("a", older), ("b", amd), ("c", intel), ("d", intel)]) == [
         "AMD EPYC, 2 cores, no GPU: b", "Intel Xeon, 2 cores, no GPU: c, d", "Linux-6, 2 cores, no GPU: a"]
 
 
@@ -248,12 +252,12 @@ def test_a_resumed_run_shows_its_training_time_over_every_sitting_or_says_it_is_
     def record(**summary):
         return {"seconds": 600, "hardware": {"load_average": [2.0, 2.0, 2.0]}, "notes": {"summary": summary}}
 
-    assert results._minutes(record(resumed_from=None)) == "10.0 min (load 2.0)"
+    assert results.format.minutes(record(resumed_from=None)) == "10.0 min (load 2.0)"
     timed = record(resumed_from="runs/r/checkpoint-1100", steps=1408, train_seconds=6000.0, sittings=2)
-    assert results._minutes(timed) == ("10.0 min (load 2.0) for the last sitting; 100.0 min of training "
+    assert results.format.minutes(timed) == ("10.0 min (load 2.0) for the last sitting; 100.0 min of training "
                                        "over 2 sittings (resumed at step 1,100 of 1,408)")
     untimed = record(resumed_from="runs/r/checkpoint-1100", steps=1408, train_seconds=None, sittings=None)
-    assert results._minutes(untimed) == ("10.0 min (load 2.0) for the last sitting only "
+    assert results.format.minutes(untimed) == ("10.0 min (load 2.0) for the last sitting only "
                                          "(resumed at step 1,100 of 1,408; earlier training untimed)")
 
 
@@ -414,7 +418,8 @@ def test_a_generate_run_reports_what_the_teacher_sent_wrote_and_kept(plan, tmp_p
     # as written, but a pipe escaped, markup shown as text, a long field cut, an empty input a dash
     assert shown[0] == f"| 1 | Fill the table: a \\| b | &lt;b>bold&lt;/b><br>second line | {'x' * 400} … |"
     assert shown[1] == "| 2 | Task 3 | – | answer 3 |"
-    assert results._example_cell("a | b\n\n<i>c</i>") == "a \\| b<br>&lt;i>c&lt;/i>"
+    assert results.format.md_table(["x"], [[results.sections._example_cell("a | b\n\n<i>c</i>")]])[-1] == \
+        "| a \\| b<br>&lt;i>c&lt;/i> |"
     assert "tiny_self_instruct_in_process" in text.split("## Hardware")[1]
     assert "python generate/run.py --config demo --output_dir runs/results/tiny_self_instruct_served" in section
 
@@ -431,7 +436,7 @@ def test_a_generate_run_reports_what_the_teacher_sent_wrote_and_kept(plan, tmp_p
 def fake_generate(calls: list, ready: str | None):
     """Stands in for the generate command: checks the server answers while it runs and leaves a finished run."""
     def call(command, cwd=None):
-        assert ready is None or results._answers(ready), "the generate command ran without its server"
+        assert ready is None or results.runner._answers(ready), "the generate command ran without its server"
         calls.append(command)
         write_generate_run(Path(command[command.index("--output_dir") + 1]))
         return 0
@@ -455,7 +460,7 @@ def test_a_served_variant_runs_inside_its_servers_lifetime_and_a_finished_one_is
     monkeypatch.setattr("tunelab.smollm2.gguf_path", lambda: Path("/models/SmolLM2.gguf"))
     calls = []
     ready = f"http://127.0.0.1:{port}/v1/models"
-    monkeypatch.setattr(results, "call_forwarding_termination", fake_generate(calls, ready))
+    monkeypatch.setattr(results.runner, "call_forwarding_termination", fake_generate(calls, ready))
     root, records = tmp_path / "runs", tmp_path / "records"
     ran = results.run(plan, only=["tiny_self_instruct"], methods=["served"], root=root, records=records,
                       generate_runs=generate)
@@ -485,7 +490,7 @@ def test_a_server_that_never_answers_or_exits_is_named_in_one_line_and_stopped(p
     silent = ["python", "-c", f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); "
                               "print('loading the model', flush=True); time.sleep(60)"]
     calls = []
-    monkeypatch.setattr(results, "call_forwarding_termination", fake_generate(calls, None))
+    monkeypatch.setattr(results.runner, "call_forwarding_termination", fake_generate(calls, None))
     root = tmp_path / "runs"
     started = time.monotonic()
     ran = results.run(plan, only=["tiny_self_instruct"], methods=["served"], root=root, records=None,
@@ -504,7 +509,7 @@ def test_a_server_that_never_answers_or_exits_is_named_in_one_line_and_stopped(p
     assert "exited (1) before answering" in error and error.endswith("ends: no such flag: --n_ctx")
 
     # llama.cpp's server missing: the extra that installs it, before anything starts
-    monkeypatch.setattr(results, "find_spec", lambda name: None)
+    monkeypatch.setattr(results.runner, "find_spec", lambda name: None)
     (tmp_path / "plan.yaml").write_text((tmp_path / "plan.yaml").read_text().split("generate:")[0])
     ran = results.run(plan, only=["tiny_self_instruct"], methods=["served"], root=root, records=None,
                       generate_runs=generate_plan(tmp_path, ["python", "-m", "llama_cpp.server"], free_port()))
@@ -519,7 +524,8 @@ def test_stopping_the_runner_while_its_server_starts_stops_the_server(tmp_path):
     script.write_text(f"""
 import sys
 from pathlib import Path
-from tunelab import results
+sys.path.insert(0, {str(EVALUATE)!r})
+import result_runs as results
 server = results.Server(command=["python", "-c", "import os, time; "
                                  "open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"],
                         ready="http://127.0.0.1:9/never", timeout_s=120)

@@ -47,7 +47,8 @@ def test_only_the_answer_and_eos_are_learned_on_its_chatml_template(smollm2, pro
     from tunelab.prompts import student_prompt
     from tunelab.training.data import load_sft_examples
     from tunelab.training.lora import lora_config
-    from tunelab.training.sft import TrainConfig, build_sft_trainer
+    from tunelab.training.arguments import TrainConfig
+    from tunelab.training.sft import build_sft_trainer
 
     tokenizer = load_tokenizer(smollm2)
     # Its tokenizer pads with EOS (<|im_end|>): padding must move off it, or EOS leaves the loss.

@@ -216,7 +216,7 @@ def test_missing_vllm_is_a_clear_config_error():
     from tunelab.teachers import make_teacher
 
     with pytest.raises(ConfigError, match="vllm serve"):
-        make_teacher(TeacherConfig(teacher="m", teacher_backend="vllm"))
+        make_teacher(TeacherConfig(teacher="m", teacher_backend="vllm").spec())
 
 
 def test_cpu_generation_autocasts_to_bf16_only_where_it_is_native_and_asked_for_by_auto(monkeypatch, tiny_llama):

@@ -51,8 +51,8 @@ def canned_llava_next(monkeypatch):
             return responses
 
     built = factory.BACKENDS["llava_next"]
-    monkeypatch.setitem(factory.BACKENDS, "llava_next", lambda cfg: CannedLlavaNext(
-        cfg.teacher, dtype="float32", batch_size=cfg.teacher_batch_size))
+    monkeypatch.setitem(factory.BACKENDS, "llava_next", lambda spec: CannedLlavaNext(
+        spec.model, dtype="float32", batch_size=spec.batch_size))
     yield
     assert factory.BACKENDS["llava_next"] is not built  # still patched: the run used the canned teacher
 

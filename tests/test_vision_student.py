@@ -216,7 +216,7 @@ def test_train_projector_is_refused_for_text_students(tmp_path, project_root):
 def test_label_mask_is_the_answer_and_eos_never_prompt_image_or_padding(tiny_llava, processor, qa_file, tmp_path):
     from transformers import LlavaForConditionalGeneration
 
-    from tunelab.training.sft import TrainConfig
+    from tunelab.training.arguments import TrainConfig
     from tunelab.training.vision import ChatFormat, build_vision_trainer, load_vision_examples
 
     examples = load_vision_examples([qa_file], ChatFormat(processor), bad_records="skip").examples

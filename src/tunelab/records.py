@@ -18,11 +18,11 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .errors import RecordError
+from .errors import ConfigError, RecordError
 
 RECORD_KINDS = ("alpaca", "chat", "completion", "moderation")
 CHAT_ROLES = ("system", "user", "assistant")
@@ -378,6 +378,22 @@ def drop_partial_last_line(path: str | os.PathLike) -> bool:
 
 # Conversions between the instruction formats. The student template renders Alpaca records;
 # chat and completion files are the same examples for tools that want those shapes.
+
+def read_json_dataclass(cls, path: str | os.PathLike, what: str):
+    """The dataclass `cls` from the JSON object in `path` (keys it does not know are left aside), or a
+    ConfigError naming the file when it is not valid JSON or not `what`."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+    except ValueError as e:
+        raise ConfigError(f"{path}: not valid JSON: {e}") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path}: not {what} (a JSON {type(saved).__name__}, not an object)")
+    known = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in saved.items() if k in known})
+    except TypeError as e:
+        raise ConfigError(f"{path}: not {what} ({e})") from None
+
 
 def alpaca_to_chat(record: Record | dict, system: str | None = None) -> dict:
     r = record.data if isinstance(record, Record) else record

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..markdown import markdown_table
 from ..models import BUILTIN_PREFIX, HUB_ID
 from ..paths import DATA_DIR, PROJECT_ROOT
 
@@ -65,14 +66,8 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def _cell(value: Any) -> str:
-    return fmt(value).replace("|", "\\|").replace("\n", " ")
-
-
 def table(header: tuple[str, ...], rows: list[tuple]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table(header, [[fmt(c) for c in row] for row in rows])
 
 
 def front_matter(data) -> str:
@@ -275,12 +270,13 @@ def read_json(path: Path) -> dict:
 
 def folder_kind(folder: Path) -> tuple[str, dict]:
     """(classifier | merged | vision | student, its info file) for a tunelab model folder."""
-    from ..classify.predict import CLASSIFIER_INFO
-    from ..training.sft import MODEL_INFO
+    from ..training.classify.predict import CLASSIFIER_INFO, ClassifierInfo
+    from ..training.student_info import StudentInfo
 
     if (folder / CLASSIFIER_INFO).exists():
-        return "classifier", read_json(folder / CLASSIFIER_INFO)
-    info = read_json(folder / MODEL_INFO)
+        return "classifier", ClassifierInfo.read(folder).as_dict()
+    student = StudentInfo.find(str(folder))
+    info = student.as_dict() if student else {}
     if info.get("merged_from"):
         return "merged", info
     return ("vision" if info.get("task") == "vision_sft" else "student"), info

@@ -160,7 +160,7 @@ def _results_section(kind: str, facts: RunFacts) -> list[str]:
 def _usage(kind: str, base_hub: str | None, info: dict) -> list[str]:
     base = base_hub or "<the base model>"
     if kind == "classifier":
-        code = ("from tunelab.classify.predict import load_classifier, predict_proba\n\n"
+        code = ("from tunelab.training.classify.predict import load_classifier, predict_proba\n\n"
                 "model, tokenizer, info = load_classifier(\"path/to/this/folder\")\n"
                 "probs = predict_proba(model, tokenizer, [\"some text\"], info.max_length)")
     else:

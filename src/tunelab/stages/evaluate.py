@@ -364,9 +364,9 @@ def _score_classifier(cfg: ScoreConfig, record: RunRecord, out) -> dict:
     import numpy as np
 
     from ..metrics.classification import multilabel_metrics, singlelabel_metrics, tune_thresholds
-    from ..classify.data import load_labeled_texts
-    from ..classify.held_out import load_split_rows
-    from ..classify.predict import load_classifier, predict_proba
+    from ..training.classify.data import load_labeled_texts
+    from ..training.classify.held_out import load_split_rows
+    from ..training.classify.predict import load_classifier, predict_proba
 
     if bool(cfg.data) == bool(cfg.split):
         raise ConfigError("task classification with --model needs --data (labeled texts) or --split (test: the rows "
@@ -488,7 +488,7 @@ def _tfidf_baseline(cfg: ScoreConfig, model_dir, layout, metrics: dict, data) ->
     import numpy as np
 
     from ..metrics.classification import multilabel_metrics, singlelabel_metrics, tune_thresholds
-    from ..classify.held_out import load_split_rows
+    from ..training.classify.held_out import load_split_rows
     from ..training.tfidf import SETTINGS, fit_tfidf_baseline
 
     labels, problem_type = tuple(metrics["labels"]), metrics["problem_type"]
@@ -561,7 +561,7 @@ def _score_llm_answers(cfg: ScoreConfig, record: RunRecord, out) -> tuple[dict, 
 
 def _add_baselines(cfg: ScoreConfig, record: RunRecord, out, scores: dict, eval_rows, labels, none_label) -> None:
     """Zero/k-shot answers of cfg.baseline_model on the eval set, once per seed, beside the main scores."""
-    from ..inference import generate_texts
+    from ..teachers.decoding import generate_texts
     from ..metrics.llm_answers import few_shot_prompt, kshot_baselines, label_parser
     from ..models import is_tiny_random, load_causal_lm_with_adapter, load_tokenizer
     from ..prompts import student_prompt
@@ -607,7 +607,7 @@ def _add_baselines(cfg: ScoreConfig, record: RunRecord, out, scores: dict, eval_
     def label_scores(shots: list[dict], seed: int, answers: list[str]):
         import numpy as np
 
-        from ..inference import label_probabilities
+        from ..teachers.label_probs import label_probabilities
 
         probs = label_probabilities(model, tokenizer, prompts_for(shots), answers, labels,
                                     add_special_tokens=prompt.tokenize_with_special_tokens,

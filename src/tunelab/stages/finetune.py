@@ -9,64 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS
 from ..runs import RunRecord, check_output_dir, check_resumable_run
 from ..settings import HelpLayout
-from ..classify.config import ClassifierConfig
-from ..training.runner import FinetuneContext
-from ..training.sft import TrainConfig
-from ..training.vision import VisionConfig
+from ..training.arguments import DataConfig, ModelConfig, TrainConfig, VisionConfig, check_vision_settings
+from ..training.classify.config import ClassifierConfig
+from ..training.runner import FinetuneContext, is_main_process
 from .common import quiet_libraries, run_main
-
-
-@dataclass
-class ModelConfig:
-    base: str = field(metadata={"help": "Hub id, local folder, or a built-in (tunelab:tiny-llama, tunelab:tiny-llava, tunelab:minilm, tunelab:smollm2)."})
-    task: str = field(default="sft", metadata={"help": "sft (causal or vision-language student) or classify (encoder)."})
-    use_lora: bool = field(default=True, metadata={
-        "group": "lora", "help": "Train a LoRA adapter; off = full fine-tuning."})
-    lora_r: int = field(default=16, metadata={"range": (1, None), "group": "lora", "help": "LoRA rank: capacity vs adapter size."})
-    lora_alpha: int = field(default=32, metadata={"range": (1, None),
-        "group": "lora", "help": "LoRA scale (alpha / r multiplies the update)."})
-    lora_dropout: float = field(default=0.05, metadata={"range": (0, 1), "range_open": "high",
-        "group": "lora", "help": "Dropout on the LoRA input: regularizes small data sets; 0 for long runs on plenty."})
-    use_dora: bool = field(default=False, metadata={
-        "group": "lora", "help": "DoRA: magnitude + direction updates; better at low rank, slower."})
-    use_rslora: bool = field(default=False, metadata={
-        "group": "lora", "help": "rsLoRA: scale alpha/sqrt(r); keeps high ranks stable."})
-    lora_target_modules: list[str] = field(default_factory=lambda: ["auto"], metadata={"group": "lora",
-        "help": "Modules to adapt. auto: every linear layer but the head for causal LMs, the language model's for "
-                "LLaVA, query/value for encoders; or all-linear, or module names."})
-    dtype: str = field(default="auto", metadata={"help": "Weights dtype to load: auto, float32, bfloat16, float16."})
-    quantization: str = field(default="none", metadata={"group": "lora",
-        "help": "none | 4bit (QLoRA: NF4 + double quantization, LoRA on top) | 8bit; bitsandbytes, GPU or CPU."})
-    resume: bool = field(default=False, metadata={"group": "output",
-        "help": "Continue an interrupted run from the last checkpoint in output_dir (same settings required)."})
-    overwrite: bool = field(default=False, metadata={
-        "group": "output", "help": "Replace an existing, non-empty output_dir."})
-
-
-@dataclass
-class DataConfig:
-    data: list[str] = field(default_factory=list, metadata={
-        "help": "Training data: .json/.jsonl files, a dataset folder or a hub dataset id (org/name[:split]) with "
-                "Alpaca, chat or prompt/completion records (sft); labeled text tables (classify)."})
-    data_format: str = field(default="auto", metadata={"help": "auto, alpaca, chat or completion (sft)."})
-    eval_data: list[str] = field(default_factory=list, metadata={"help": "Evaluation files, same formats."})
-    eval_split: float = field(default=0.0, metadata={"range": (0, 1), "range_open": "high",
-        "help": "Without eval_data: hold out this fraction of the training data (seeded by data_seed or seed)."})
-    template: str = field(default="auto", metadata={
-        "help": "Prompt format for Alpaca records: chat (the model's own chat template), a template in prompts/ "
-                "(alpaca_student), or auto (chat when the tokenizer has a chat template). Saved with the model."})
-    max_examples: int | None = field(default=None, metadata={"range": (1, None), "help": "Use only the first N training examples."})
-    overlength: str = field(default="truncate", metadata={
-        "help": "Examples longer than max_length: truncate (keep the start) or drop. Counted either way."})
-    bad_records: str = field(default="skip", metadata={
-        "help": "Records with missing fields or empty text: skip (counted, listed in skipped_records.jsonl) or error."})
-
 
 CONFIG_TYPES = (ModelConfig, DataConfig, ClassifierConfig, VisionConfig, TrainConfig)
 
@@ -184,7 +135,6 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
     ctx = FinetuneContext(model=mcfg, data=dcfg, classifier=ccfg, vision=vcfg, train=args, out=out, record=record,
                           callbacks=list(callbacks or []))
     from ..models import is_vision_language, resolve_model
-    from ..training.vision import check_vision_settings
 
     vision = mcfg.task == "sft" and is_vision_language(resolve_model(mcfg.base))
     check_vision_settings(vcfg, vision, mcfg.base)  # before the output folder appears
@@ -194,14 +144,12 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
         if args.bf16_by_default and not torch.cuda.is_available():
             # bf16 on a CPU only when asked: thresholds tuned at training must hold at evaluate's float32
             args.bf16 = False
-        from ..classify.recipe import finetune_classifier as task
+        from ..training.classify.recipe import ClassifyRecipe as Recipe
     elif vision:
-        from ..training.vision import finetune_vision as task
+        from ..training.vision import VisionRecipe as Recipe
     else:
-        from ..training.sft import finetune_sft as task
-    summary = task(ctx)
-    from ..training.runner import is_main_process
-
+        from ..training.sft import SFTRecipe as Recipe
+    summary = Recipe(ctx).run()
     if is_main_process():  # one writer under accelerate / torchrun
         record.notes["summary"] = summary
         from ..cards import write_model_card

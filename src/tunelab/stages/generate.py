@@ -32,6 +32,7 @@ from ..records import alpaca_to_chat, write_json, write_jsonl
 from ..runs import (RunRecord, check_output_dir, claim_output_dir, clear_earlier_run, ensure_output_dir,
                     settings_differences)
 from ..settings import HelpLayout
+from ..teachers.factory import TeacherSpec, make_teacher
 from .common import quiet_libraries, run_main
 
 TASKS = ("moderation", "corpora", "self_instruct", "moderation_qa")
@@ -84,6 +85,15 @@ class TeacherConfig:
         "help": "Nucleus sampling mass; below 1 trims unlikely words: safer text, less variety."})
     top_k: int = field(default=0, metadata={"range": (0, None), "help": "0 turns top-k off."})
     trust_remote_code: bool = field(default=False, metadata={"help": "Run model code from the hub. Off unless you trust it."})
+
+    def spec(self) -> TeacherSpec:
+        return TeacherSpec(model=self.teacher, backend=self.teacher_backend, dtype=self.teacher_dtype,
+                           device_map=self.teacher_device_map, quantization=self.teacher_quantization,
+                           batch_size=self.teacher_batch_size, base_url=self.teacher_base_url,
+                           api_key_env=self.teacher_api_key_env, max_in_flight=self.teacher_max_in_flight,
+                           timeout_s=self.teacher_timeout_s, max_retries=self.teacher_max_retries,
+                           tensor_parallel_size=self.teacher_tensor_parallel_size,
+                           trust_remote_code=self.trust_remote_code)
 
 
 @dataclass
@@ -666,10 +676,8 @@ def generate(argv: Sequence[str] | None = None) -> dict:
             build.prepare()
     teacher = gates = None
     if teacher_builds:  # everything that can fail on a setting fails here, before the folder is made
-        from ..teachers import make_teacher
-
         gates = DataGates(gen)
-        teacher = make_teacher(teacher_cfg)
+        teacher = make_teacher(teacher_cfg.spec())
         # A long run says how long it may take before it starts, and which settings bound it.
         total = dry_run(gen, teacher_cfg, builds, out_path, count_prompt_tokens=False)["total"]
         if total["to_send"]:

@@ -25,21 +25,20 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from types import SimpleNamespace
 
 from ..errors import ConfigError, OutputExistsError, RecordError
 from ..paths import STAGE_CONFIG_DIRS, resolve_input
+from ..predictions import PREDICTIONS, SWEEP_DIR, SWEEP_INDEX, id_key, prediction_files
 from ..records import append_jsonl, drop_partial_last_line, iter_json_objects, validate, write_json, write_jsonl
 from ..runs import RunRecord, check_resumable_run, claim_output_dir
 from ..settings import HelpLayout
 from ..teachers.base import SamplingParams
+from ..teachers.factory import TeacherSpec, make_teacher
+from ..training.student_info import StudentInfo
 from .common import quiet_libraries, run_main
 
-PREDICTIONS = "predictions.jsonl"  # the single-setting file; evaluate and the demo read it
-SWEEP_DIR = "predictions"  # a sweep's files: predictions/t0.7_k50_b1.jsonl
-SWEEP_INDEX = "sweep.json"
 BACKENDS = ("transformers", "openai", "vllm")
 # Decoding settings that take lists, in the order their grid is expanded.
 GRID_FIELDS = ("max_new_tokens", "temperature", "top_k", "top_p", "num_beams", "repetition_penalty")
@@ -213,51 +212,38 @@ def check_values(cfg: InferenceConfig) -> None:
         raise ConfigError("backend openai needs --base_url, e.g. http://localhost:8000/v1 (vllm serve's address)")
 
 
-def resolve_student(model: str) -> tuple[str, str | None, dict]:
-    """(base path, adapter folder or None, the folder's tunelab_model.json) for a model reference.
+def resolve_student(model: str) -> tuple[str, str | None, StudentInfo | None]:
+    """(base path, adapter folder or None, the folder's StudentInfo) for a model reference.
 
     A folder without an adapter (a merged model, a full fine-tune) holds the weights itself, so it
     is the base; its info's `base` then names the folder (the original is kept as `merged_from`).
     """
     from ..models import require_safetensors_adapter, resolve_model
 
-    info = saved_model_info(model)
-    if info:
-        folder = Path(info["folder"])
-        if info.get("adapter"):
-            require_safetensors_adapter(folder)  # before any weights load
-            return resolve_model(info["base"]), str(folder), info
-        if (folder / "config.json").exists():
-            return str(folder), None, info | {"base": str(folder)}
-        return resolve_model(info["base"]), None, info
-    return resolve_model(model), None, {}
+    info = StudentInfo.find(model)
+    if info is None:
+        return resolve_model(model), None, None
+    if info.adapter:
+        require_safetensors_adapter(Path(model))  # before any weights load
+        return resolve_model(info.base), str(model), info
+    if (Path(model) / "config.json").exists():
+        return str(model), None, replace(info, base=str(model))
+    return resolve_model(info.base), None, info
 
 
-def saved_model_info(model: str) -> dict:
-    """A tunelab model folder's tunelab_model.json (plus its `folder`), or {} for anything else."""
-    if not Path(model).is_dir():  # a hub id or a served name: no need to import the training code
-        return {}
-    from ..training.sft import MODEL_INFO
-
-    info_path = Path(model) / MODEL_INFO
-    if not info_path.exists():
-        return {}
-    return json.loads(info_path.read_text(encoding="utf-8")) | {"folder": str(model)}
-
-
-def prompt_format(cfg: InferenceConfig, info: dict, tokenizer):
-    """The student's prompt format: --template, else the one saved with the model, else a default.
+def prompt_format(cfg: InferenceConfig, info: StudentInfo | None, tokenizer):
+    """The student's prompt format: --template, else the one saved with the model (cfg.model), else a default.
 
     Without a tokenizer (a server), `chat` and the default mean chat messages, which the server
     renders with the model's own chat template.
     """
     from ..prompts import CHAT, StudentPrompt, student_prompt
 
-    saved = info.get("template")
+    saved = info.template if info else None
     if cfg.template:
         ref = cfg.template
     elif saved:
-        ref = saved if saved == CHAT else str(Path(info["folder"]) / saved)
+        ref = saved if saved == CHAT else str(Path(cfg.model) / saved)
     else:
         ref = "auto"
     if tokenizer is None and ref in (CHAT, "auto"):
@@ -280,7 +266,7 @@ class Backend:
     vision: bool = False  # a LLaVA in process: requests are chat messages whose user turn carries the images
 
     def label_probs(self, requests, answers: list[str]) -> list[dict[str, float]]:
-        from ..inference import label_probabilities
+        from ..teachers.label_probs import label_probabilities
 
         teacher = self.teacher
         return label_probabilities(teacher.model, teacher.tokenizer, [r.prompt for r in requests], answers,
@@ -308,23 +294,19 @@ def make_backend(cfg: InferenceConfig, record: RunRecord, examples: Sequence[dic
     `examples` (read_examples') are checked against the model before any weights load: image
     records need a LLaVA (or a server, with the chat format), and a LLaVA needs image records.
     """
-    from ..teachers.factory import BACKENDS as TEACHER_BACKENDS
-
     with_image = next((e for e in examples if e.get("image_paths")), None)
-
-    # The teacher factory's config shape, so inference builds servers' clients exactly as generate does.
-    teacher_cfg = SimpleNamespace(
-        teacher=cfg.model, teacher_backend=cfg.backend, teacher_dtype=cfg.dtype, teacher_base_url=cfg.base_url,
-        teacher_api_key_env=cfg.api_key_env, teacher_max_in_flight=cfg.max_in_flight, teacher_timeout_s=cfg.timeout_s,
-        teacher_max_retries=cfg.max_retries, teacher_tensor_parallel_size=cfg.tensor_parallel_size,
-        trust_remote_code=cfg.trust_remote_code)
+    # servers' clients are built as generate builds them
+    spec = TeacherSpec(model=cfg.model, backend=cfg.backend, dtype=cfg.dtype, base_url=cfg.base_url,
+                       api_key_env=cfg.api_key_env, max_in_flight=cfg.max_in_flight, timeout_s=cfg.timeout_s,
+                       max_retries=cfg.max_retries, tensor_parallel_size=cfg.tensor_parallel_size,
+                       trust_remote_code=cfg.trust_remote_code)
     if cfg.backend == "openai":
-        info = saved_model_info(cfg.model)  # a served tunelab folder still brings its prompt format
+        info = StudentInfo.find(cfg.model)  # a served tunelab folder still brings its prompt format
         prompt = prompt_format(cfg, info, None)
         if with_image and not prompt.is_chat:
             raise ConfigError(f"{data_path}: record {with_image['id']!r} has an image, and the {prompt.name} "
                               "prompt format is text only: use --template chat (the server's chat template)")
-        teacher = TEACHER_BACKENDS["openai"](teacher_cfg)
+        teacher = make_teacher(spec)
         record.models.update({"model": cfg.model, "adapter": None, "backend": "openai", "base_url": cfg.base_url})
         _add_prompt(record, prompt, None)
         return Backend(teacher, prompt, None, cfg.model, None, None, renders_chat=False)
@@ -340,7 +322,7 @@ def make_backend(cfg: InferenceConfig, record: RunRecord, examples: Sequence[dic
     if vision and examples and not with_image:
         raise ConfigError(f"{data_path}: no record has an image (an 'image' field or image_url part), and "
                           f"{cfg.model} is a LLaVA ({mtype}) model: give it the image records it answers")
-    record.models.update({"base": info.get("base", cfg.model), "adapter": adapter, "backend": cfg.backend})
+    record.models.update({"base": info.base if info else cfg.model, "adapter": adapter, "backend": cfg.backend})
     if vision:
         return _vision_backend(cfg, record, base, adapter, mtype)
     tokenizer = load_tokenizer(adapter or base, trust_remote_code=cfg.trust_remote_code)
@@ -351,9 +333,9 @@ def make_backend(cfg: InferenceConfig, record: RunRecord, examples: Sequence[dic
             raise ConfigError(f"backend vllm loads whole models; {cfg.model} is an adapter: merge it first "
                               "(python finetune/merge.py --model ...), or serve it with `vllm serve <base> "
                               "--enable-lora --lora-modules student=<folder>` and use --backend openai")
-        teacher = TEACHER_BACKENDS["vllm"](SimpleNamespace(**{**vars(teacher_cfg), "teacher": base}))
+        teacher = make_teacher(replace(spec, model=base))
         return Backend(teacher, prompt, tokenizer, record.models["base"], None, base, renders_chat=False)
-    from ..inference import LoadedModelTeacher
+    from ..teachers.decoding import LoadedModelTeacher
 
     model = load_causal_lm_with_adapter(base, adapter, merge=True, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code)
     model.eval()
@@ -507,19 +489,8 @@ def _resolve_images(example: dict, root: Path, root_given: bool, allow_urls: boo
             for p in example["user_turn"]["content"]]}
 
 
-def id_key(value) -> str:
-    """An example's id as a dict key, whatever JSON type it has (the view page matches sweep rows by it)."""
-    return json.dumps(value, sort_keys=True)
-
-
 def prediction_path(out: Path, setting: Setting, sweep: bool) -> Path:
     return out / SWEEP_DIR / f"{setting.name}.jsonl" if sweep else out / PREDICTIONS
-
-
-def prediction_files(out: Path) -> list[Path]:
-    """The predictions files an inference folder holds: one setting's, or a sweep's, one per setting."""
-    files = [out / PREDICTIONS] + sorted((out / SWEEP_DIR).glob("*.jsonl"))
-    return [p for p in files if p.is_file()]
 
 
 def prepare_output(cfg: InferenceConfig, record: RunRecord) -> tuple[Path, bool]:

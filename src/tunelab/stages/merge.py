@@ -11,7 +11,6 @@ sequences, and the merge is refused when their logits differ by more than `atol`
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,8 @@ from ..models import VISION_LANGUAGE_CLASSES as VISION_CLASSES
 from ..paths import resolve_input
 from ..runs import RunRecord, check_output_dir, ensure_output_dir
 from ..settings import HelpLayout
+from ..training.classify.predict import CLASSIFIER_INFO
+from ..training.student_info import MODEL_INFO, StudentInfo
 from .common import quiet_libraries, run_main
 
 # Max |logit difference| allowed between adapter and merged model. In float32 they agree to ~1e-5
@@ -85,36 +86,31 @@ HELP = HelpLayout(
 )
 
 
-def read_student(folder: str | Path) -> dict:
+def read_student(folder: str | Path) -> StudentInfo:
     """The finetune folder's tunelab_model.json, refused unless it describes a LoRA adapter to merge."""
-    from ..training.sft import MODEL_INFO
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ConfigError(f"--model {folder}: no such folder")
     info_path = folder / MODEL_INFO
     if not info_path.exists():
-        hint = " (a classifier folder; merge is for students)" if (folder / "tunelab_classifier.json").exists() else ""
+        hint = " (a classifier folder; merge is for students)" if (folder / CLASSIFIER_INFO).exists() else ""
         raise ConfigError(f"{folder} is not a finetune output folder: no {MODEL_INFO}{hint}")
-    try:
-        info = json.loads(info_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{info_path}: not valid JSON: {e}") from None
-    if info.get("merged_from"):
-        raise ConfigError(f"{folder} is already a merged model (from {info['merged_from']}): nothing to merge")
-    if not info.get("adapter"):
+    info = StudentInfo.read(folder)
+    if info.merged_from:
+        raise ConfigError(f"{folder} is already a merged model (from {info.merged_from}): nothing to merge")
+    if not info.adapter:
         raise ConfigError(f"{folder} holds a full fine-tune (adapter false in {MODEL_INFO}): nothing to merge; "
                           "use the folder itself as the model")
-    if info.get("task") not in MERGEABLE_TASKS:
-        raise ConfigError(f"{info_path}: task {info.get('task')!r} cannot be merged here (expected one of {MERGEABLE_TASKS})")
+    if info.task not in MERGEABLE_TASKS:
+        raise ConfigError(f"{info_path}: task {info.task!r} cannot be merged here (expected one of {MERGEABLE_TASKS})")
     from ..models import require_safetensors_adapter
 
     require_safetensors_adapter(folder)
     if not (folder / "adapter_config.json").exists():
         raise ConfigError(f"{folder} has no adapter_config.json: the adapter was not saved (did training finish?)")
-    if not info.get("base"):
+    if not info.base:
         raise ConfigError(f"{info_path}: no 'base' model recorded")
-    template = info.get("template")
+    template = info.template
     if template and template != "chat" and not (folder / template).exists():
         raise ConfigError(f"{folder}: the student's prompt template {template} is missing")
     return info
@@ -286,13 +282,11 @@ def merge(argv: Sequence[str] | None = None) -> dict:
 
     from ..models import is_tiny_random, load_tokenizer, model_type, resolve_model
     from ..prompts import student_prompt
-    from ..training.sft import MODEL_INFO
-
-    base = resolve_model(info["base"])
+    base = resolve_model(info.base)
     mtype = model_type(base, trust_remote_code=cfg.trust_remote_code)
     vision = mtype in VISION_CLASSES
     # The student's own tokenizer (or processor): its pad token and chat template are the ones it was trained with.
-    template = info.get("template") or "auto"
+    template = info.template or "auto"
     if vision:
         from ..teachers.llava_teacher import load_student_processor
 
@@ -338,7 +332,7 @@ def merge(argv: Sequence[str] | None = None) -> dict:
                           "Try --dtype float32, or raise --atol if the difference is bf16 rounding.")
 
     out = ensure_output_dir(cfg.output_dir, cfg.overwrite)
-    record.models.update({"base": info["base"], "adapter": str(student)})
+    record.models.update({"base": info.base, "adapter": str(student)})
     record.add_input("adapter", student / "adapter_model.safetensors")
     record.add_input("adapter_config", student / "adapter_config.json")
     if check_path:
@@ -352,12 +346,10 @@ def merge(argv: Sequence[str] | None = None) -> dict:
         shutil.copyfile(student / template, out / template)
     if is_tiny_random(base):  # the merged model still knows nothing; inference says so
         shutil.copyfile(Path(base) / TINY_MARKER, out / TINY_MARKER)
-    (out / MODEL_INFO).write_text(json.dumps({
-        "task": info["task"], "base": info["base"], "model_type": mtype, "adapter": False, "merged_from": info["base"],
-        "adapter_source": str(student), "trained_quantization": info.get("quantization", "none"),
-        "quantization": "none", "dtype": cfg.dtype, "template": info.get("template"),
-        "template_version": info.get("template_version"), "tiny_random": is_tiny_random(base),
-    }, indent=2), encoding="utf-8")
+    StudentInfo(task=info.task, base=info.base, model_type=mtype, adapter=False, merged_from=info.base,
+                adapter_source=str(student), trained_quantization=info.quantization, quantization="none",
+                dtype=cfg.dtype, template=info.template, template_version=info.template_version,
+                tiny_random=is_tiny_random(base)).write(out)
     record.add_output("model", out)
     record.notes["logits_check"] = check
     from ..cards import write_merged_model_card

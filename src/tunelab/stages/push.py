@@ -56,8 +56,8 @@ def hub_token_for(repo_id: str | None) -> str:
 
 def check_model_folder(folder: Path) -> None:
     """A folder a finished tunelab run wrote: its info file and provenance.json (written last) are there."""
-    from ..classify.predict import CLASSIFIER_INFO
-    from ..training.sft import MODEL_INFO
+    from ..training.classify.predict import CLASSIFIER_INFO
+    from ..training.student_info import MODEL_INFO
 
     if not folder.is_dir():
         raise ConfigError(f"--model {folder}: no such folder")

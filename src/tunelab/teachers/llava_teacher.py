@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..models import cpu_autocast, ensure_pad_token, hub_token, quantization_config, resolve_model, torch_dtype
 from .base import BatchedTeacher, SamplingParams, TeacherRequest, TeacherResponse, request_seed
+from .decoding import decode_answer, eos_token_ids, seeded_generation_kwargs
 from .images import load_image, message_images
 
 
@@ -93,9 +94,6 @@ class LlavaTeacher(BatchedTeacher):
     def _generate(self, prompts: list[str], images: list[list], seeds: list[int],
                   params: SamplingParams) -> list[TeacherResponse]:
         import torch
-        from transformers import LogitsProcessorList
-
-        from ..inference import PerRowSampler, generation_kwargs
 
         tokenizer = self.tokenizer
         flat_images = [image for row in images for image in row]
@@ -108,31 +106,15 @@ class LlavaTeacher(BatchedTeacher):
         inputs = inputs.to(device)
         if "pixel_values" in inputs:  # match the vision tower's dtype (bf16/fp16 teachers)
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        kwargs = generation_kwargs(params, tokenizer)
-        torch.manual_seed(params.seed)
-        if kwargs["do_sample"]:
-            sampler = PerRowSampler(seeds, params, device)
-            kwargs = {**kwargs, "do_sample": False, "temperature": None, "top_p": None, "top_k": None,
-                      "logits_processor": LogitsProcessorList([sampler])}
+        kwargs = seeded_generation_kwargs(params, tokenizer, seeds, device)
         with torch.no_grad(), cpu_autocast(self.model, self.dtype):
             out = self.model.generate(**inputs, **kwargs)
-        eos_ids = self.model.generation_config.eos_token_id
-        eos_ids = set(eos_ids if isinstance(eos_ids, list)
-                      else [eos_ids if eos_ids is not None else tokenizer.eos_token_id])
+        eos_ids = eos_token_ids(self.model, tokenizer)
         prompt_lengths = inputs["attention_mask"].sum(dim=1).tolist()  # image tokens included: what the model read
         new_tokens = out[:, inputs["input_ids"].shape[1]:]
-        responses = []
-        for row in range(len(prompts)):
-            ids = new_tokens[row].tolist()
-            ended = next((k for k, t in enumerate(ids) if t in eos_ids), None)
-            ids = ids[:ended] if ended is not None else [t for t in ids if t != tokenizer.pad_token_id]
-            stopped = ended is not None or (params.stop and any(s in tokenizer.decode(ids) for s in params.stop))
-            responses.append(TeacherResponse(
-                text=tokenizer.decode(ids, skip_special_tokens=True),
-                finish_reason="stop" if stopped or len(ids) < params.max_new_tokens else "length",
-                prompt_tokens=int(prompt_lengths[row]), completion_tokens=len(ids),
-            ))
-        return responses
+        answers = [decode_answer(new_tokens[row].tolist(), tokenizer, eos_ids, params, int(prompt_lengths[row]))
+                   for row in range(len(prompts))]
+        return [TeacherResponse(a.text, a.finish_reason, a.prompt_tokens, a.completion_tokens) for a in answers]
 
 
 class LlavaNextTeacher(LlavaTeacher):

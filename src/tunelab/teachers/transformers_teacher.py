@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ..errors import ConfigError
 from ..models import cpu_autocast, load_causal_lm, load_tokenizer, quantization_config, resolve_model
 from .base import BatchedTeacher, SamplingParams, TeacherRequest, TeacherResponse, request_seed
+from .decoding import generate_texts
 
 class TransformersTeacher(BatchedTeacher):
     def __init__(self, model: str, *, dtype: str = "auto", device_map: str | None = None, batch_size: int = 8,
@@ -35,8 +36,6 @@ class TransformersTeacher(BatchedTeacher):
         return request.prompt, True
 
     def generate_batch(self, requests: Sequence[TeacherRequest], params: SamplingParams) -> list[TeacherResponse]:
-        from ..inference import generate_texts
-
         texts = [self._text(r) for r in requests]
         seeds = [request_seed(r, params) for r in requests]
         # Chat-template prompts already carry BOS; raw prompts get it from the tokenizer.

@@ -1,8 +1,11 @@
-"""What every finetune task shares: the run context, resuming, training, saving and the curves.
+"""What every finetune recipe shares: the run context, the recipe skeleton, resuming, training, saving and the
+curves.
 
-A task (causal SFT, encoder classifier, vision SFT) builds a stock trainer and hands it to
-`train_and_save`, which resumes from the run folder's last checkpoint when asked, trains, saves
-the final model into the run folder and draws the loss / learning-rate / grad-norm curves.
+A recipe (causal SFT, vision SFT, classify) is a `FinetuneRecipe`: it loads its data and builds a stock
+trainer; `run` does the rest in one order (torchtune's setup -> train -> cleanup): the base is recorded, the
+records left out are listed once data and model have loaded, `train_and_save` resumes from the run folder's
+last checkpoint when asked, trains, saves the final model and draws the loss / learning-rate / grad-norm
+curves, and the recipe writes what its folder is.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
+from .classify.config import ClassifierConfig
 from ..errors import ConfigError
+from ..paths import resolve_input
 from ..records import honour_umask_tree, write_json, write_jsonl
-from ..runs import clear_earlier_run
+from ..runs import RunRecord, clear_earlier_run
+from .arguments import DataConfig, ModelConfig, TrainConfig, VisionConfig
 
 TRAIN_LOG = "train_log.json"
 CURVES_PNG = "training_curves.png"
@@ -30,13 +35,13 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 class FinetuneContext:
     """One finetune run: its settings (model, data, classifier, vision, train), run folder and record."""
 
-    model: Any
-    data: Any
-    classifier: Any
-    vision: Any
-    train: Any
+    model: ModelConfig
+    data: DataConfig
+    classifier: ClassifierConfig
+    vision: VisionConfig
+    train: TrainConfig
     out: Path
-    record: Any
+    record: RunRecord
     callbacks: list = field(default_factory=list)
     writing: bool = False  # set by begin_writing(): the first file of this run is about to be written
 
@@ -204,3 +209,63 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
         if trainer.state.best_model_checkpoint:
             summary["best_checkpoint"] = trainer.state.best_model_checkpoint
     return summary
+
+
+class FinetuneRecipe:
+    """One finetune run, start to end. A recipe overrides `setup_data` (its rows), `setup_trainer` (its model
+    and stock trainer), `data_summary` and `save` (what its folder is); the order is kept here."""
+
+    def __init__(self, ctx: FinetuneContext):
+        self.ctx = ctx
+        self.skipped: list[dict] = []  # records left out (bad, over-long, repeating held-out rows), in order
+        self.base = ""
+
+    @property
+    def seed(self) -> int:
+        """The seed of data splits and draws: data_seed, else the training seed."""
+        args = self.ctx.train
+        return args.data_seed if args.data_seed is not None else args.seed
+
+    def run(self) -> dict:
+        from ..models import resolve_model
+
+        ctx = self.ctx
+        self.base = resolve_model(ctx.model.base)
+        ctx.record.models["base"] = ctx.model.base
+        self.setup_data()
+        trainer = self.setup_trainer()
+        ctx.begin_writing()  # once data and model have loaded: an earlier run's files go, this run's come
+        ctx.write_skipped(self.skipped)
+        if is_main_process():
+            self.write_data_record()
+        summary = self.data_summary(trainer)
+        summary.update(train_and_save(trainer, ctx))
+        self.after_training(trainer, summary)
+        if is_main_process():  # one writer under accelerate / torchrun
+            self.save()
+        return summary
+
+    def setup_data(self) -> None:
+        raise NotImplementedError
+
+    def setup_trainer(self):
+        raise NotImplementedError
+
+    def write_data_record(self) -> None:
+        """Files that say which rows the run trains on, written before training (classify: data_splits.json)."""
+
+    def data_summary(self, trainer) -> dict:
+        raise NotImplementedError
+
+    def after_training(self, trainer, summary: dict) -> None:
+        """Work on the trained model before saving (classify: score the eval set, tune thresholds)."""
+
+    def save(self) -> None:
+        raise NotImplementedError
+
+    def input_paths(self, setting: str, refs: list[str]) -> list[Path]:
+        """The files of a data setting, resolved and recorded as the run's inputs (`data[0]`, ...)."""
+        paths = [resolve_input(p) for p in refs]  # hub ids come back unchanged
+        for i, p in enumerate(paths):
+            self.ctx.record.add_input(f"{setting}[{i}]", p)
+        return paths

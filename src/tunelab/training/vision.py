@@ -19,15 +19,19 @@ features are the ones the language model was trained on.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from trl import SFTTrainer
 
 from ..errors import ConfigError, RecordError
-from ..models import VISION_LANGUAGE_CLASSES
+from ..models import VISION_LANGUAGE_CLASSES, is_tiny_random, model_type
+from ..paths import resolve_input
 from ..records import iter_json_objects, validate
-from .data import SFTData, detect_format, is_dataset_ref, split_eval
+from .data import SFTData, detect_format, is_dataset_ref
+from .lora import lora_from_settings
+from .runner import early_stopping_callbacks
+from .sft import SFTRecipe
+from .student_info import StudentInfo
 
 TASK = "vision_sft"
 MODEL_CLASSES = VISION_LANGUAGE_CLASSES
@@ -39,23 +43,6 @@ NOT_QUANTIZED = [r".*vision_tower", r".*multi_modal_projector", "lm_head"]
 EXCLUDED_FROM_LORA = r".*\.(vision_tower|multi_modal_projector)(\..*)?"  # PEFT full-matches module names
 
 
-@dataclass
-class VisionConfig:
-    """Settings of the vision-language student (a LLaVA base)."""
-
-    images_root: str | None = field(default=None, metadata={
-        "help": "Folder that image paths in the training records are relative to (default: each file's folder). "
-                "A path resolving outside it is a bad record. The generate stage writes paths relative to its "
-                "own images_root: give that folder here."})
-    train_projector: bool = field(default=False, metadata={
-        "help": "Vision students: also train the multi-modal projector in full (PEFT modules_to_save with LoRA), "
-                "as LLaVA's own LoRA recipe does; the adapter then carries the projector (a few MB for 7B). "
-                "Off: only the language model adapts to the new images."})
-    projector_learning_rate: float | None = field(default=None, metadata={"range": (0, None), "range_open": "low",
-        "help": "With train_projector: the projector's own learning rate (LLaVA 1.5's LoRA recipe: 2e-5 beside "
-                "2e-4 for LoRA); default: learning_rate."})
-
-
 def in_frozen_part(name: str) -> bool:
     """True for a parameter or module of the vision tower or the multi-modal projector."""
     return any(part in FROZEN_MODULES for part in name.split("."))
@@ -64,15 +51,6 @@ def in_frozen_part(name: str) -> bool:
 def in_projector(name: str) -> bool:
     """True for a parameter of the multi-modal projector (or PEFT's trained copy of it)."""
     return PROJECTOR in name.split(".")
-
-
-def check_vision_settings(vcfg, vision: bool, base: str) -> None:
-    """Projector settings make sense for a LLaVA base only, and the rate only with the projector on."""
-    if not vision and (vcfg.train_projector or vcfg.projector_learning_rate is not None):
-        raise ConfigError(f"train_projector / projector_learning_rate apply to vision (LLaVA) students; {base} "
-                          "is not one")
-    if vcfg.projector_learning_rate is not None and not vcfg.train_projector:
-        raise ConfigError("projector_learning_rate is given but train_projector is off: add --train_projector")
 
 
 class ChatFormat:
@@ -365,7 +343,7 @@ def load_processor(path: str, *, trust_remote_code: bool = False):
     return processor
 
 
-def load_vision_model(path: str, model_type: str, *, dtype: str = "auto", quantization_config=None,
+def load_vision_model(path: str, mtype: str, *, dtype: str = "auto", quantization_config=None,
                       trust_remote_code: bool = False):
     """A LLaVA 1.5 / 1.6 model, vision tower and projector frozen; with `quantization_config`, the language
     model only is quantized."""
@@ -373,8 +351,8 @@ def load_vision_model(path: str, model_type: str, *, dtype: str = "auto", quanti
 
     from ..models import hub_token, torch_dtype
 
-    if model_type not in MODEL_CLASSES:
-        raise ConfigError(f"{path} is a {model_type!r} model; the vision student takes {sorted(MODEL_CLASSES)}")
+    if mtype not in MODEL_CLASSES:
+        raise ConfigError(f"{path} is a {mtype!r} model; the vision student takes {sorted(MODEL_CLASSES)}")
     kwargs = dict(dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code, use_safetensors=True,
                   token=hub_token())
     if quantization_config is not None:
@@ -382,7 +360,7 @@ def load_vision_model(path: str, model_type: str, *, dtype: str = "auto", quanti
         # 4-bit, the image features stay exactly those the language model learned from.
         quantization_config.llm_int8_skip_modules = NOT_QUANTIZED
         kwargs["quantization_config"] = quantization_config
-    model = getattr(transformers, MODEL_CLASSES[model_type]).from_pretrained(path, **kwargs)
+    model = getattr(transformers, MODEL_CLASSES[mtype]).from_pretrained(path, **kwargs)
     for name, param in model.named_parameters():
         if in_frozen_part(name):
             param.requires_grad_(False)  # also with full fine-tuning (use_lora false)
@@ -400,85 +378,67 @@ def check_settings(dcfg, args) -> None:
                           "assistant_only_loss off (image tokens cannot be predicted)")
 
 
-def finetune_vision(ctx) -> dict:
-    """LoRA (or QLoRA, or full) SFT of a LLaVA student; saves adapter, processor and tunelab_model.json."""
-    from ..models import is_tiny_random, model_type, prepare_quantized_student, resolve_model, student_quantization
-    from ..paths import resolve_input
-    from .lora import lora_from_settings
-    from .runner import early_stopping_callbacks, is_main_process, train_and_save
-    from .sft import MODEL_INFO, resolve_qlora_defaults
+class VisionRecipe(SFTRecipe):
+    """LoRA (or QLoRA, or full) SFT of a LLaVA student: SFT with the processor's chat template and TRL's vision
+    collator; saves adapter, processor and tunelab_model.json."""
 
-    mcfg, dcfg, vcfg, args, record, out = ctx.model, ctx.data, ctx.vision, ctx.train, ctx.record, ctx.out
-    check_settings(dcfg, args)
-    base = resolve_model(mcfg.base)
-    mtype = model_type(base, trust_remote_code=args.trust_remote_code)
-    record.models["base"] = mcfg.base
-    processor = load_processor(base, trust_remote_code=args.trust_remote_code)
-    record.add_template("chat_template", processor.chat_template)
-    fmt = ChatFormat(processor)
+    task = TASK
 
-    images_root = resolve_input(vcfg.images_root) if vcfg.images_root else None
-    if images_root is not None and not images_root.is_dir():
-        raise ConfigError(f"images_root {vcfg.images_root}: no such folder")
-    for ref in dcfg.data + dcfg.eval_data:
-        if is_dataset_ref(ref):
-            raise ConfigError(f"data {ref}: a LLaVA student reads .json/.jsonl chat files whose image paths resolve "
-                              "under images_root, not dataset folders or hub datasets")
-    paths = [resolve_input(p) for p in dcfg.data]
-    for i, p in enumerate(paths):
-        record.add_input(f"data[{i}]", p)
-    loaded = load_vision_examples(paths, fmt, images_root, bad_records=dcfg.bad_records)
-    train, skipped = loaded.examples[: dcfg.max_examples], loaded.skipped
-    evals = None
-    if dcfg.eval_data:
-        eval_paths = [resolve_input(p) for p in dcfg.eval_data]
-        for i, p in enumerate(eval_paths):
-            record.add_input(f"eval_data[{i}]", p)
-        eval_loaded = load_vision_examples(eval_paths, fmt, images_root, bad_records=dcfg.bad_records)
-        evals, skipped = eval_loaded.examples, skipped + eval_loaded.skipped
-    elif dcfg.eval_split:
-        train, evals = split_eval(train, dcfg.eval_split, args.data_seed if args.data_seed is not None else args.seed)
-    bad = len(skipped)
-    train, over, no_answer = fit_to_max_length(train, processor, args.max_length, dcfg.overlength, skipped)
-    if not train:
-        raise ConfigError(f"no training example fits max_length ({args.max_length}) with an answer token left "
-                          f"(overlength: {dcfg.overlength}); raise --max_length")
-    if evals:
-        evals, _, _ = fit_to_max_length(evals, processor, args.max_length, dcfg.overlength, skipped)
+    def setup_data(self) -> None:
+        dcfg, vcfg, args = self.ctx.data, self.ctx.vision, self.ctx.train
+        check_settings(dcfg, args)
+        self.model_type = model_type(self.base, trust_remote_code=args.trust_remote_code)
+        self.processor = load_processor(self.base, trust_remote_code=args.trust_remote_code)
+        self.ctx.record.add_template("chat_template", self.processor.chat_template)
+        fmt = ChatFormat(self.processor)
+        images_root = resolve_input(vcfg.images_root) if vcfg.images_root else None
+        if images_root is not None and not images_root.is_dir():
+            raise ConfigError(f"images_root {vcfg.images_root}: no such folder")
+        for ref in dcfg.data + dcfg.eval_data:
+            if is_dataset_ref(ref):
+                raise ConfigError(f"data {ref}: a LLaVA student reads .json/.jsonl chat files whose image paths "
+                                  "resolve under images_root, not dataset folders or hub datasets")
+        self.train, self.evals = self.load_examples(
+            lambda paths: load_vision_examples(paths, fmt, images_root, bad_records=dcfg.bad_records))
+        self.bad = len(self.skipped)
+        self.train, self.over, self.no_answer = fit_to_max_length(self.train, self.processor, args.max_length,
+                                                                  dcfg.overlength, self.skipped)
+        if not self.train:
+            raise ConfigError(f"no training example fits max_length ({args.max_length}) with an answer token left "
+                              f"(overlength: {dcfg.overlength}); raise --max_length")
+        if self.evals:
+            self.evals, _, _ = fit_to_max_length(self.evals, self.processor, args.max_length, dcfg.overlength,
+                                                 self.skipped)
 
-    quant, load_dtype, sharded = student_quantization(mcfg.quantization, mcfg.dtype, args.bf16)
-    resolve_qlora_defaults(args, mcfg.quantization)
-    model = load_vision_model(base, mtype, dtype=load_dtype, quantization_config=quant,
-                              trust_remote_code=args.trust_remote_code)
-    if len(processor.tokenizer) > model.get_input_embeddings().num_embeddings:  # a pad token was added
-        model.resize_token_embeddings(len(processor.tokenizer))
-    if quant is not None:
-        model = prepare_quantized_student(model, sharded=sharded, activation_checkpointing=bool(args.activation_checkpointing))
-    peft_config = None
-    if mcfg.use_lora:
-        peft_config = lora_from_settings(mcfg, mtype, "sft", "CAUSAL_LM")
-        # Names like q_proj (or all-linear) also match the CLIP tower's layers: only the language model is adapted.
-        peft_config.exclude_modules = EXCLUDED_FROM_LORA
-        if vcfg.train_projector:  # a trained full copy of the projector, saved in the adapter (safetensors)
-            peft_config.modules_to_save = [PROJECTOR]
-    elif vcfg.train_projector:
-        for name, param in model.named_parameters():
-            if in_projector(name):
-                param.requires_grad_(True)
-    trainer = build_vision_trainer(model, processor, train, evals, args, peft_config,
-                                   callbacks=early_stopping_callbacks(args) + ctx.callbacks,
-                                   projector_learning_rate=vcfg.projector_learning_rate)
-    ctx.write_skipped(skipped)  # once data and model have loaded (the folder appears here)
+    def setup_trainer(self):
+        mcfg, vcfg, args = self.ctx.model, self.ctx.vision, self.ctx.train
+        model = self.load_student(lambda dtype, quant: load_vision_model(
+            self.base, self.model_type, dtype=dtype, quantization_config=quant,
+            trust_remote_code=args.trust_remote_code), self.processor.tokenizer)
+        peft_config = None
+        if mcfg.use_lora:
+            peft_config = lora_from_settings(mcfg, self.model_type, "sft", "CAUSAL_LM")
+            # Names like q_proj (or all-linear) also match the CLIP tower's layers: only the language model is adapted.
+            peft_config.exclude_modules = EXCLUDED_FROM_LORA
+            if vcfg.train_projector:  # a trained full copy of the projector, saved in the adapter (safetensors)
+                peft_config.modules_to_save = [PROJECTOR]
+        elif vcfg.train_projector:
+            for name, param in model.named_parameters():
+                if in_projector(name):
+                    param.requires_grad_(True)
+        return build_vision_trainer(model, self.processor, self.train, self.evals, args, peft_config,
+                                    callbacks=early_stopping_callbacks(args) + self.ctx.callbacks,
+                                    projector_learning_rate=vcfg.projector_learning_rate)
 
-    summary = {"examples": len(train), "eval_examples": len(evals) if evals else 0,
-               "image_examples": sum(bool(ex["images"]) for ex in train), "skipped_records": bad,
-               "overlength": over, "overlength_action": dcfg.overlength, "dropped_no_response_left": no_answer}
-    summary.update(train_and_save(trainer, ctx))  # saves the adapter and the processor
-    if not is_main_process():
-        return summary
-    (out / MODEL_INFO).write_text(json.dumps({
-        "task": TASK, "base": mcfg.base, "base_path": base, "model_type": mtype, "adapter": mcfg.use_lora,
-        "quantization": mcfg.quantization, "template": "chat", "template_version": None,
-        "tiny_random": is_tiny_random(base), "train_projector": vcfg.train_projector,
-    }, indent=2), encoding="utf-8")
-    return summary
+    def data_summary(self, trainer) -> dict:
+        return {"examples": len(self.train), "eval_examples": len(self.evals) if self.evals else 0,
+                "image_examples": sum(bool(ex["images"]) for ex in self.train), "skipped_records": self.bad,
+                "overlength": self.over, "overlength_action": self.ctx.data.overlength,
+                "dropped_no_response_left": self.no_answer}
+
+    def save(self) -> None:  # the adapter and the processor are saved by train_and_save
+        mcfg = self.ctx.model
+        StudentInfo(task=TASK, base=mcfg.base, base_path=self.base, model_type=self.model_type, adapter=mcfg.use_lora,
+                    quantization=mcfg.quantization, template="chat", template_version=None,
+                    tiny_random=is_tiny_random(self.base), train_projector=self.ctx.vision.train_projector).write(
+            self.ctx.out)

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, RecordError
-from ..paths import resolve_input
-from ..records import read_joined_rows, read_table_rows, split_joined_path
-from ..runs import sha256_file
-from ..splits import stratum_keys
-from ..taxonomy import load_taxonomy
-from ..training.data import is_dataset_ref, iter_data_objects
+from ...errors import ConfigError, RecordError
+from ...paths import resolve_input
+from ...records import read_joined_rows, read_table_rows, split_joined_path
+from ...runs import sha256_file
+from ...splits import stratum_keys
+from ...taxonomy import load_taxonomy
+from ..data import is_dataset_ref, iter_data_objects
 from .config import ClassifierConfig
 
 DEFAULT_LABEL_COLUMN = "labels"  # moderation records: {"text", "labels": [names]}

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..metrics.classification import multilabel_metrics, tune_thresholds
-from ..models import load_tokenizer, resolve_model
-from ..paths import resolve_input
-from ..training.runner import early_stopping_callbacks, is_main_process, train_and_save
+from ...errors import ConfigError
+from ...metrics.classification import multilabel_metrics, tune_thresholds
+from ...models import load_tokenizer
+from ..runner import FinetuneRecipe, early_stopping_callbacks
 from .data import LabeledTexts, load_labeled_texts, overlength_rows
 from .held_out import DATA_SPLITS, drop_held_out_copies, split_rows, subset_rows, write_data_splits
 from .imbalance import class_weights, label_prior_logits, sample_weights
@@ -40,64 +39,84 @@ class ClassifierRows:
     held_out_copies: int = 0
 
 
-def finetune_classifier(ctx) -> dict:
-    """Tune a classifier as ctx's settings say; returns the run summary."""
-    mcfg, ccfg, args, out = ctx.model, ctx.classifier, ctx.train, ctx.out
-    if ccfg.balanced_sampling and args.train_sampling_strategy != "random":
-        # both choose the training rows' order; the weighted draw would silently replace the other
-        raise ConfigError(f"balanced_sampling draws the training rows itself: it cannot be combined with "
-                          f"train_sampling_strategy {args.train_sampling_strategy}")
-    base = resolve_model(mcfg.base)
-    ctx.record.models["base"] = mcfg.base
-    seed = args.data_seed if args.data_seed is not None else args.seed
-    rows = load_rows(ctx, seed)
-    tokenizer = load_tokenizer(base, trust_remote_code=args.trust_remote_code)
-    max_length = _effective_max_length(args, tokenizer)
-    over = _drop_overlength(rows, tokenizer, max_length, ctx.data.overlength)
-    train = rows.train
-    _warn_absent_labels(train)
-    if rows.evals is not None and args.eval_strategy == "no":
-        print("finetune: the eval set is scored once after training; set eval_strategy (steps or epoch) "
-              "for metrics during training")
+class ClassifyRecipe(FinetuneRecipe):
+    """Tune a classifier as the run's settings say."""
 
-    weights = class_weights(train, ccfg.max_class_weight) if ccfg.class_weighting == "balanced" else None
-    draws = sample_weights(train) if ccfg.balanced_sampling else None
-    prior = label_prior_logits(train, weights, draws) if ccfg.head_bias_init == "prior" else None
-    model, prior_bias = classifier_model(base, train.labels, train.problem_type, mcfg, pooling=ccfg.pooling,
-                                         trust_remote_code=args.trust_remote_code, head_bias=prior)
-    ctx.write_skipped(rows.skipped)  # once data and model have loaded (the folder appears here)
-    trainer = build_classifier_trainer(model, tokenizer, train, rows.evals, args, max_length, loss_weights=weights,
-                                       balanced_sampling=ccfg.balanced_sampling,
-                                       callbacks=early_stopping_callbacks(args) + ctx.callbacks,
-                                       truncation=ccfg.truncation)
-    if is_main_process():
-        write_data_splits(out, seed, {"train": train, "eval": rows.evals, "test": rows.test, "unused": rows.unused},
-                          rows.files)
-        ctx.record.add_output("data_splits", out / DATA_SPLITS)
-    summary = _summary(rows, ctx, over, max_length, weights, prior_bias)
-    summary.update(train_and_save(trainer, ctx))
-    thresholds = _score_eval_set(trainer, rows, ccfg.tune_thresholds, summary)
-    if is_main_process():
-        ClassifierInfo(base=mcfg.base, labels=train.labels, problem_type=train.problem_type, thresholds=thresholds,
-                       max_length=max_length, truncation=ccfg.truncation, pooling=ccfg.pooling, lora=mcfg.use_lora,
+    def setup_data(self) -> None:
+        ccfg, args = self.ctx.classifier, self.ctx.train
+        if ccfg.balanced_sampling and args.train_sampling_strategy != "random":
+            # both choose the training rows' order; the weighted draw would silently replace the other
+            raise ConfigError(f"balanced_sampling draws the training rows itself: it cannot be combined with "
+                              f"train_sampling_strategy {args.train_sampling_strategy}")
+        self.rows = load_rows(self, self.seed)
+        self.tokenizer = load_tokenizer(self.base, trust_remote_code=args.trust_remote_code)
+        self.max_length = _effective_max_length(args, self.tokenizer)
+        self.over = _drop_overlength(self.rows, self.tokenizer, self.max_length, self.ctx.data.overlength)
+        self.skipped = self.rows.skipped
+        _warn_absent_labels(self.rows.train)
+        if self.rows.evals is not None and args.eval_strategy == "no":
+            print("finetune: the eval set is scored once after training; set eval_strategy (steps or epoch) "
+                  "for metrics during training")
+
+    def setup_trainer(self):
+        mcfg, ccfg, args, rows = self.ctx.model, self.ctx.classifier, self.ctx.train, self.rows
+        train = rows.train
+        self.weights = class_weights(train, ccfg.max_class_weight) if ccfg.class_weighting == "balanced" else None
+        draws = sample_weights(train) if ccfg.balanced_sampling else None
+        prior = label_prior_logits(train, self.weights, draws) if ccfg.head_bias_init == "prior" else None
+        model, self.prior_bias = classifier_model(self.base, train.labels, train.problem_type, mcfg,
+                                                  pooling=ccfg.pooling, trust_remote_code=args.trust_remote_code,
+                                                  head_bias=prior)
+        return build_classifier_trainer(model, self.tokenizer, train, rows.evals, args, self.max_length,
+                                        loss_weights=self.weights, balanced_sampling=ccfg.balanced_sampling,
+                                        callbacks=early_stopping_callbacks(args) + self.ctx.callbacks,
+                                        truncation=ccfg.truncation)
+
+    def write_data_record(self) -> None:
+        rows = self.rows
+        write_data_splits(self.ctx.out, self.seed, {"train": rows.train, "eval": rows.evals, "test": rows.test,
+                                                    "unused": rows.unused}, rows.files)
+        self.ctx.record.add_output("data_splits", self.ctx.out / DATA_SPLITS)
+
+    def data_summary(self, trainer) -> dict:
+        ccfg, rows, train = self.ctx.classifier, self.rows, self.rows.train
+        return {"examples": len(train), "eval_examples": len(rows.evals) if rows.evals else 0,
+                "test_examples": len(rows.test) if rows.test else 0,
+                "unused_examples": len(rows.unused) if rows.unused else 0,
+                "extra_train_examples": rows.extra_rows, "extra_train_held_out_copies": rows.held_out_copies,
+                "truncation": ccfg.truncation,
+                "labels": len(train.labels), "problem_type": train.problem_type,
+                "skipped_records": sum(s["file"] is not None for s in rows.skipped),
+                "rows_in_other_splits": rows.other_split_rows,
+                "overlength": len(self.over), "overlength_action": self.ctx.data.overlength,
+                "max_length": self.max_length,
+                "class_weights": (dict(zip(train.labels, map(float, self.weights))) if self.weights is not None
+                                  else None),
+                "balanced_sampling": ccfg.balanced_sampling, "head_bias_init": "prior" if self.prior_bias else "zero",
+                "pooling": ccfg.pooling}
+
+    def after_training(self, trainer, summary: dict) -> None:
+        self.thresholds = _score_eval_set(trainer, self.rows, self.ctx.classifier.tune_thresholds, summary)
+
+    def save(self) -> None:
+        mcfg, ccfg, train = self.ctx.model, self.ctx.classifier, self.rows.train
+        ClassifierInfo(base=mcfg.base, labels=train.labels, problem_type=train.problem_type,
+                       thresholds=self.thresholds, max_length=self.max_length, truncation=ccfg.truncation,
+                       pooling=ccfg.pooling, lora=mcfg.use_lora,
                        label_source=str(train.label_source) if train.label_source else None,
-                       layout=ccfg.layout).write(out)
-        ctx.record.add_output("classifier_info", out / CLASSIFIER_INFO)
-    return summary
+                       layout=ccfg.layout).write(self.ctx.out)
+        self.ctx.record.add_output("classifier_info", self.ctx.out / CLASSIFIER_INFO)
 
 
-def load_rows(ctx, seed: int) -> ClassifierRows:
+def load_rows(recipe: FinetuneRecipe, seed: int) -> ClassifierRows:
     """The training rows (max_examples first, then the eval and test splits), eval_data, extra_train_data
     without copies of held-out rows, and the train_subset; each file recorded as an input."""
-    dcfg, ccfg, record = ctx.data, ctx.classifier, ctx.record
+    dcfg, ccfg, record = recipe.ctx.data, recipe.ctx.classifier, recipe.ctx.record
     split = ccfg.split_column is not None
     rows = ClassifierRows(train=None)
 
     def load(setting: str, files: list[str], split_value: str, **known) -> LabeledTexts:
-        paths = [resolve_input(p) for p in files]
-        rows.files[setting] = paths
-        for i, p in enumerate(paths):
-            record.add_input(f"{setting}[{i}]", p)
+        paths = rows.files[setting] = recipe.input_paths(setting, files)
         part = load_labeled_texts(paths, ccfg, split_value=split_value if split else None,
                                   bad_records=dcfg.bad_records, **known)
         rows.skipped += part.skipped
@@ -159,22 +178,6 @@ def _warn_absent_labels(train: LabeledTexts) -> None:
     if absent:
         print(f"finetune: no training row has {absent[:10]}{' ...' if len(absent) > 10 else ''} "
               "(a sorted file cut by max_examples?); the model cannot learn them")
-
-
-def _summary(rows: ClassifierRows, ctx, over: list[int], max_length: int, weights, prior_bias: bool) -> dict:
-    ccfg, train = ctx.classifier, rows.train
-    return {"examples": len(train), "eval_examples": len(rows.evals) if rows.evals else 0,
-            "test_examples": len(rows.test) if rows.test else 0,
-            "unused_examples": len(rows.unused) if rows.unused else 0,
-            "extra_train_examples": rows.extra_rows, "extra_train_held_out_copies": rows.held_out_copies,
-            "truncation": ccfg.truncation,
-            "labels": len(train.labels), "problem_type": train.problem_type,
-            "skipped_records": sum(s["file"] is not None for s in rows.skipped),
-            "rows_in_other_splits": rows.other_split_rows,
-            "overlength": len(over), "overlength_action": ctx.data.overlength, "max_length": max_length,
-            "class_weights": dict(zip(train.labels, map(float, weights))) if weights is not None else None,
-            "balanced_sampling": ccfg.balanced_sampling, "head_bias_init": "prior" if prior_bias else "zero",
-            "pooling": ccfg.pooling}
 
 
 def _score_eval_set(trainer, rows: ClassifierRows, tune: bool, summary: dict) -> dict[str, float] | None:

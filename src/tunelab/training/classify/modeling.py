@@ -22,8 +22,8 @@ from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassificat
                           PreTrainedModel)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
-from ..models import model_type
-from ..training.lora import lora_from_settings
+from ...models import model_type
+from ..lora import lora_from_settings
 
 HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification"}
 

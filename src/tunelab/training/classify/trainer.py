@@ -10,7 +10,7 @@ from datasets import Dataset
 from torch.utils.data import WeightedRandomSampler
 from transformers import DataCollatorWithPadding, Trainer
 
-from ..metrics.classification import multilabel_metrics, singlelabel_metrics
+from ...metrics.classification import multilabel_metrics, singlelabel_metrics
 from .data import LabeledTexts, encode_texts
 from .imbalance import sample_weights
 from .modeling import classification_loss

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import ConfigError
-from ..models import require_safetensors_adapter, resolve_model
+from ...errors import ConfigError
+from ...records import read_json_dataclass
+from ...models import require_safetensors_adapter, resolve_model
 from .config import ClassifierConfig
 from .data import encode_texts
 
@@ -37,20 +38,19 @@ class ClassifierInfo:
 
     def write(self, folder: Path) -> Path:
         path = Path(folder) / CLASSIFIER_INFO
-        path.write_text(json.dumps({**asdict(self), "labels": list(self.labels)}, indent=2), encoding="utf-8")
+        path.write_text(json.dumps(self.as_dict(), indent=2), encoding="utf-8")
         return path
+
+    def as_dict(self) -> dict:
+        """As written: plain JSON values."""
+        return {**asdict(self), "labels": list(self.labels)}
 
     @classmethod
     def read(cls, folder: str | Path) -> ClassifierInfo:
         path = Path(folder) / CLASSIFIER_INFO
         if not path.exists():
             raise ConfigError(f"{folder} is not a tunelab classifier folder (no {CLASSIFIER_INFO})")
-        try:
-            saved = json.loads(path.read_text(encoding="utf-8"))
-            known = {f.name for f in fields(cls)}
-            info = cls(**{k: v for k, v in saved.items() if k in known})
-        except (ValueError, TypeError) as e:
-            raise ConfigError(f"{path}: not a classifier description ({e})") from None
+        info = read_json_dataclass(cls, path, "a classifier description")
         info.labels = tuple(info.labels)
         return info
 

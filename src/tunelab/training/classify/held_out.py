@@ -12,10 +12,10 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..generation.dedup import normalize
-from ..paths import resolve_input
-from ..splits import stratified_split
+from ...errors import ConfigError
+from ...generation.dedup import normalize
+from ...paths import resolve_input
+from ...splits import stratified_split
 from .config import ClassifierConfig
 from .data import LabeledTexts, data_file_hash, is_dataset_ref, joined_parts, load_labeled_texts
 
