@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tunelab import corpora
+from tunelab.generation import corpora
 from tunelab.errors import ConfigError, RecordError
 from tunelab.stages import generate
 from tunelab.taxonomy import load_taxonomy

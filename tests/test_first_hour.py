@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from tunelab.generation.corpus_builds import ModerationBuild
 from tunelab.paths import PROJECT_ROOT
 from tunelab.stages import evaluate, finetune, generate, infer, merge
 
@@ -184,11 +185,11 @@ def test_a_key_given_as_the_variable_name_is_not_echoed():
 def test_a_run_killed_before_its_teacher_cache_exists_continues_with_the_same_command(tmp_path, monkeypatch, capsys):
     argv = ["--tasks", "moderation", "--output_dir", str(tmp_path / "d")]
 
-    def killed(self, out, record):
-        (out / "moderation.dropped.jsonl").write_text("")
+    def killed(self, ctx):
+        (ctx.out / "moderation.dropped.jsonl").write_text("")
         raise KeyboardInterrupt  # as good as a kill: nothing after this line runs
 
-    monkeypatch.setattr(generate.ModerationBuild, "write", killed)
+    monkeypatch.setattr(ModerationBuild, "run", killed)
     assert generate.main(argv) == 130  # Ctrl-C: one line on how to continue, no traceback
     assert capsys.readouterr().err.strip() == "interrupted; rerun the same command to continue"
     monkeypatch.undo()
@@ -204,7 +205,7 @@ def test_a_failed_overwrite_never_passes_for_finished_nor_mixes_runs(tmp_path, m
     def failing(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(generate.ModerationBuild, "write", failing)
+    monkeypatch.setattr(ModerationBuild, "run", failing)
     replace = ["--tasks", "moderation", "--seed", "1", "--output_dir", str(out), "--overwrite"]
     with pytest.raises(RuntimeError):
         generate.main(replace)

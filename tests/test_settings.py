@@ -14,8 +14,8 @@ import tunelab.stages
 from tunelab.cli import main as tunelab_main
 from tunelab.config import parse_config
 from tunelab.paths import PROJECT_ROOT
-from tunelab.settings import REFERENCE, REGENERATE, command_layouts, declared_by_project, group_fields, \
-    reference_markdown
+from tunelab.reference import REFERENCE, REGENERATE, command_layouts, reference_markdown
+from tunelab.settings import declared_by_project, group_fields
 from tunelab.stages import finetune
 
 COMMANDS = command_layouts()

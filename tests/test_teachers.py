@@ -212,7 +212,7 @@ def test_missing_vllm_is_a_clear_config_error():
 
     if importlib.util.find_spec("vllm"):
         pytest.skip("vllm is installed here")
-    from tunelab.stages.generate import TeacherConfig
+    from tunelab.generation.settings import TeacherConfig
     from tunelab.teachers import make_teacher
 
     with pytest.raises(ConfigError, match="vllm serve"):

@@ -2,7 +2,7 @@
 
 A taxonomy may also declare `sources`: how other corpora's own labels map onto its labels, so
 several corpora can be read into one label set (see data/taxonomies/moderation.yaml and
-tunelab.corpora, which holds the reader for each corpus layout).
+tunelab.generation.corpora, which holds the reader for each corpus layout).
 """
 
 from __future__ import annotations

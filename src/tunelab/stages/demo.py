@@ -62,10 +62,6 @@ SHOWN = 3  # kept records and answers printed at the end, for a person to read
 
 def demo(argv: Sequence[str] | None = None) -> list[dict]:
     from ..config import parse_config
-    from .evaluate import score
-    from .finetune import finetune
-    from .generate import generate
-    from .infer import infer
 
     (cfg,), _ = parse_config(CONFIG_TYPES, argv, configs_dir=None, layout=HELP)
     if cfg.quick and cfg.full:
@@ -73,89 +69,122 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     quiet_libraries()
     root = Path(cfg.output_dir or DEMO_ROOT / time.strftime("%Y%m%d-%H%M%S"))
     ensure_output_dir(root, cfg.overwrite, what="demo folder")
-    over = ["--overwrite"] if cfg.overwrite else []
-    quick = {stage: (extra if cfg.quick else FULL.get(stage, []) if cfg.full else []) for stage, extra in QUICK.items()}
-    quick["student"] = quick["finetune"] if cfg.quick or cfg.full else SLICE["student"]
-    d = {name: root / name for name in ("generate", "student", "classifier", "inference_base", "inference",
-                                        "scores_text", "scores_classifier")}
-    rows: list[dict] = []
-    timings: dict[str, float] = {}
-
-    def step(name, fn, argv):
-        print(f"\n=== {name} ===", flush=True)
-        start = time.time()
-        result = fn(argv)
-        timings[name] = round(time.time() - start, 1)
-        return result
-
-    gen = step("generate", generate, ["--config", str(STAGE_CONFIG_DIRS["generate"] / "demo.yaml"),
-                                      "--output_dir", str(d["generate"]), *over, *quick["generate"]])
-    mod, si = gen["moderation"], gen["self_instruct"]
-    rows.append({"stage": "generate", "what": "moderation set: Jigsaw sample, 6 labels + none",
-                 "result": f"train {mod['train']}, test {mod['test']}", "where": str(d["generate"])})
-    rows.append({"stage": "generate", "what": "self-instruct round, SmolLM2 teacher",
-                 "result": f"{si['kept']} tasks kept, {si['rejected']} rejected, {si['sent']} requests sent",
-                 "where": str(d["generate"] / "self_instruct.alpaca.json")})
-    if qa := gen.get("moderation_qa"):
-        rows.append({"stage": "generate", "what": "moderation QA about comments, SmolLM2 teacher",
-                     "result": f"{qa['kept_posts']} of {qa['posts']} comments kept, {qa['pairs']} pairs",
-                     "where": str(d["generate"] / "moderation_qa.alpaca.json")})
-
-    student = step("finetune: student", finetune, [
-        "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_student.yaml"), "--output_dir", str(d["student"]),
-        "--data", str(d["generate"] / "self_instruct.alpaca.json"), "data/alpaca_sample.json", *over, *quick["student"]])
-    rows.append({"stage": "finetune", "what": "LoRA SFT, SmolLM2 student",
-                 "result": f"{student['examples']} examples, {student['steps']} steps, " + (
-                     f"loss {student['first_loss']:.3f} -> {student['last_loss']:.3f}" if student["last_loss"] is not None
-                     else f"train loss {student['train_loss']:.3f}"),
-                 "where": str(d["student"])})
-
-    classifier = step("finetune: classifier", finetune, [
-        "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_classifier.yaml"), "--output_dir", str(d["classifier"]),
-        "--data", str(d["generate"] / "moderation_train.jsonl"), *over, *quick["finetune"]])
-    rows.append({"stage": "finetune", "what": "LoRA all-MiniLM-L6-v2, 6-label toxicity",
-                 "result": f"{classifier['examples']} examples, {classifier['steps']} steps, "
-                           f"train loss {classifier['train_loss']:.3f}", "where": str(d["classifier"])})
-
-    inference_config = str(STAGE_CONFIG_DIRS["inference"] / "demo.yaml")
-    for name, model, who in (("inference_base", "tunelab:smollm2", "SmolLM2 as it is"),
-                             ("inference", str(d["student"]), "the tuned student")):
-        answers = step(f"inference: {who}", infer, ["--config", inference_config, "--model", model,
-                                                    "--output_dir", str(d[name]), *over, *quick["inference"]])
-        rows.append({"stage": "inference", "what": f"{who} answers the held-aside Alpaca set",
-                     "result": f"{answers['examples']} answers ({answers['empty_predictions']} empty)",
-                     "where": str(d[name] / "predictions.jsonl")})
-
-    text = step("evaluate: text", score, [
-        "--config", str(STAGE_CONFIG_DIRS["evaluate"] / "demo_text.yaml"),
-        "--predictions", str(d["inference_base"] / "predictions.jsonl"),
-        "--compare", str(d["inference"] / "predictions.jsonl"), "--run_names", "base", "tuned",
-        "--output_dir", str(d["scores_text"]), *over])
-    rows.append({"stage": "evaluate", "what": "tuned student vs SmolLM2 as it is, on the references",
-                 "result": text_deltas(text), "where": str(d["scores_text"] / "report.html")})
-
-    cls = step("evaluate: classifier", score, [
-        "--config", str(STAGE_CONFIG_DIRS["evaluate"] / "demo_classifier.yaml"), "--model", str(d["classifier"]),
-        "--data", str(d["generate"] / "moderation_test.jsonl"), "--output_dir", str(d["scores_classifier"]), *over])
-    auc = f"{cls['mean_roc_auc']:.3f}" if cls["mean_roc_auc"] is not None else "n/a"
-    rows.append({"stage": "evaluate", "what": "classifier on the moderation test split",
-                 "result": f"micro-F1 {cls['micro']['f1']:.3f}, macro-F1 {cls['macro']['f1']:.3f}, mean ROC-AUC {auc}",
-                 "where": str(d["scores_classifier"] / "scores.json")})
-
-    shown = examples(d, gen)
-    write_json(root / "summary.json", {"rows": rows, "seconds": timings, "note": MODEL_NOTE, "examples": shown})
+    run = DemoRun(root, cfg)
+    gen = run.generate()
+    run.finetune()
+    run.inference()
+    run.evaluate()
+    shown = examples(run.dirs, gen)
+    write_json(root / "summary.json", {"rows": run.rows, "seconds": run.timings, "note": MODEL_NOTE,
+                                       "examples": shown})
     print_examples(shown)
-    print_table(rows)
+    print_table(run.rows)
     where = str(root)
     # A --quick smoke run takes `latest` only when there is none: the next commands want a full demo's outputs.
     keep_full = cfg.quick and (root.parent / LATEST).exists()
     if cfg.output_dir is None and not keep_full and link_latest(root):
         where = f"{root} (also {root.parent / LATEST}, where the demo configs look)"
-    print(f"\n{MODEL_NOTE}\nStage times (s): {timings}\nEverything is under {where}; summary.json lists it.")
+    print(f"\n{MODEL_NOTE}\nStage times (s): {run.timings}\nEverything is under {where}; summary.json lists it.")
     if not cfg.full and not cfg.quick:
         print(f"This was a slice sized for minutes (8 teacher requests, 8 comments, 160 training examples); "
-              f"a larger loop, about 15 minutes on 2 cores: {FULL_COMMAND}")
-    return rows
+              f"a larger loop, about 15 minutes on 2 CPU cores: {FULL_COMMAND}")
+    return run.rows
+
+
+class DemoRun:
+    """The demo's steps, each a stage's real entry point on its shipped demo config, into one folder; each
+    adds rows to the summary table and its time."""
+
+    def __init__(self, root: Path, cfg: DemoConfig):
+        self.root = root
+        self.over = ["--overwrite"] if cfg.overwrite else []
+        self.extra = {stage: (extra if cfg.quick else FULL.get(stage, []) if cfg.full else [])
+                      for stage, extra in QUICK.items()}
+        self.extra["student"] = self.extra["finetune"] if cfg.quick or cfg.full else SLICE["student"]
+        self.dirs = {name: root / name for name in ("generate", "student", "classifier", "inference_base", "inference",
+                                                    "scores_text", "scores_classifier")}
+        self.rows: list[dict] = []
+        self.timings: dict[str, float] = {}
+
+    def step(self, name: str, fn, argv: list[str]):
+        print(f"\n=== {name} ===", flush=True)
+        start = time.time()
+        result = fn(argv)
+        self.timings[name] = round(time.time() - start, 1)
+        return result
+
+    def row(self, stage: str, what: str, result: str, where) -> None:
+        self.rows.append({"stage": stage, "what": what, "result": result, "where": str(where)})
+
+    def generate(self) -> dict:
+        from .generate import generate
+
+        d = self.dirs
+        gen = self.step("generate", generate, ["--config", str(STAGE_CONFIG_DIRS["generate"] / "demo.yaml"),
+                                               "--output_dir", str(d["generate"]), *self.over, *self.extra["generate"]])
+        mod, si = gen["moderation"], gen["self_instruct"]
+        self.row("generate", "moderation set: Jigsaw sample, 6 labels + none", f"train {mod['train']}, test {mod['test']}",
+                 d["generate"])
+        self.row("generate", "self-instruct round, SmolLM2 teacher",
+                 f"{si['kept']} tasks kept, {si['rejected']} rejected, {si['sent']} requests sent",
+                 d["generate"] / "self_instruct.alpaca.json")
+        if qa := gen.get("moderation_qa"):
+            self.row("generate", "moderation QA about comments, SmolLM2 teacher",
+                     f"{qa['kept_posts']} of {qa['posts']} comments kept, {qa['pairs']} pairs",
+                     d["generate"] / "moderation_qa.alpaca.json")
+        return gen
+
+    def finetune(self) -> None:
+        from .finetune import finetune
+
+        d = self.dirs
+        student = self.step("finetune: student", finetune, [
+            "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_student.yaml"), "--output_dir", str(d["student"]),
+            "--data", str(d["generate"] / "self_instruct.alpaca.json"), "data/alpaca_sample.json", *self.over,
+            *self.extra["student"]])
+        self.row("finetune", "LoRA SFT, SmolLM2 student",
+                 f"{student['examples']} examples, {student['steps']} steps, " + (
+                     f"loss {student['first_loss']:.3f} -> {student['last_loss']:.3f}"
+                     if student["last_loss"] is not None else f"train loss {student['train_loss']:.3f}"),
+                 d["student"])
+        classifier = self.step("finetune: classifier", finetune, [
+            "--config", str(STAGE_CONFIG_DIRS["finetune"] / "demo_classifier.yaml"), "--output_dir", str(d["classifier"]),
+            "--data", str(d["generate"] / "moderation_train.jsonl"), *self.over, *self.extra["finetune"]])
+        self.row("finetune", "LoRA all-MiniLM-L6-v2, 6-label toxicity",
+                 f"{classifier['examples']} examples, {classifier['steps']} steps, "
+                 f"train loss {classifier['train_loss']:.3f}", d["classifier"])
+
+    def inference(self) -> None:
+        from .infer import infer
+
+        config = str(STAGE_CONFIG_DIRS["inference"] / "demo.yaml")
+        for name, model, who in (("inference_base", "tunelab:smollm2", "SmolLM2 as it is"),
+                                 ("inference", str(self.dirs["student"]), "the tuned student")):
+            answers = self.step(f"inference: {who}", infer, ["--config", config, "--model", model, "--output_dir",
+                                                            str(self.dirs[name]), *self.over, *self.extra["inference"]])
+            self.row("inference", f"{who} answers the held-aside Alpaca set",
+                     f"{answers['examples']} answers ({answers['empty_predictions']} empty)",
+                     self.dirs[name] / "predictions.jsonl")
+
+    def evaluate(self) -> None:
+        from .evaluate import score
+
+        d = self.dirs
+        text = self.step("evaluate: text", score, [
+            "--config", str(STAGE_CONFIG_DIRS["evaluate"] / "demo_text.yaml"),
+            "--predictions", str(d["inference_base"] / "predictions.jsonl"),
+            "--compare", str(d["inference"] / "predictions.jsonl"), "--run_names", "base", "tuned",
+            "--output_dir", str(d["scores_text"]), *self.over])
+        self.row("evaluate", "tuned student vs SmolLM2 as it is, on the references", text_deltas(text),
+                 d["scores_text"] / "report.html")
+        cls = self.step("evaluate: classifier", score, [
+            "--config", str(STAGE_CONFIG_DIRS["evaluate"] / "demo_classifier.yaml"), "--model", str(d["classifier"]),
+            "--data", str(d["generate"] / "moderation_test.jsonl"), "--output_dir", str(d["scores_classifier"]),
+            *self.over])
+        auc = f"{cls['mean_roc_auc']:.3f}" if cls["mean_roc_auc"] is not None else "n/a"
+        self.row("evaluate", "classifier on the moderation test split",
+                 f"micro-F1 {cls['micro']['f1']:.3f}, macro-F1 {cls['macro']['f1']:.3f}, mean ROC-AUC {auc}",
+                 d["scores_classifier"] / "scores.json")
 
 
 def text_deltas(scores: dict) -> str:

@@ -574,7 +574,7 @@ def infer(argv: Sequence[str] | None = None) -> dict:
     from ..config import parse_config
     from ..models import is_tiny_random
     from ..report.view import VIEW_NAME, write_view
-    from ..teachers.base import TeacherError, request_seed
+    from ..teachers.base import TeacherError
     from ..teachers.cache import RequestProgress
 
     (cfg,), config_file = parse_config(CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["inference"], layout=HELP)
@@ -590,28 +590,15 @@ def infer(argv: Sequence[str] | None = None) -> dict:
     try:
         if not resuming:
             clear_outputs(out)
-        elif (out / SWEEP_INDEX).exists():  # same path is not same data: the index holds its hash
-            then = json.loads((out / SWEEP_INDEX).read_text(encoding="utf-8")).get("data")
-            if then != record.inputs["data"]:
-                raise ConfigError(f"cannot resume {out}: the data changed since its rows were written ({then} then, "
-                                  f"{record.inputs['data']} now); use another output_dir or --overwrite")
+        else:
+            check_same_data(out, record.inputs["data"])
         record.write_config()  # first, so a killed run is recognised (and its settings checked) on rerun
         sweep = len(settings) > 1
         known = {id_key(e["id"]) for e in examples}
         requests = [backend.request(e) for e in examples]
         done = {s.name: load_done(prediction_path(out, s, sweep), s, known) for s in settings}
         resumed = sum(len(d) for d in done.values())
-        index = {
-            "backend": cfg.backend, "model": backend.model, "adapter": backend.adapter, "data": record.inputs["data"],
-            "examples": len(examples), "prompt_format": backend.prompt.name,
-            "grid": {f: getattr(cfg, f) for f in GRID_FIELDS} | {"seed": cfg.seed},
-            "settings": [{"name": s.name, "file": str(prediction_path(out, s, sweep).relative_to(out)),
-                          "decoding": s.decoding, "complete": False, **file_stats(list(done[s.name].values()))}
-                         for s in settings],
-            "skipped": skipped,
-        }
-        if backend.labels:
-            index["label_probs"] = {"labels": list(backend.labels), "method": LABEL_PROBS_METHOD}
+        index = sweep_index(cfg, backend, record.inputs["data"], len(examples), settings, skipped, done, out, sweep)
         write_json(out / SWEEP_INDEX, index)
         progress = RequestProgress(len(settings) * len(examples), "inference")
         progress.bar.update(resumed)
@@ -619,27 +606,9 @@ def infer(argv: Sequence[str] | None = None) -> dict:
             for s, entry in zip(settings, index["settings"], strict=True):
                 path = prediction_path(out, s, sweep)
                 rows = done[s.name]
-                todo = [i for i, e in enumerate(examples) if id_key(e["id"]) not in rows]
                 progress.counts.update(setting=s.name, empty=progress.counts.get("empty", 0))
                 started = time.monotonic()
-                if todo:
-                    groups = backend.teacher.answer([requests[i] for i in todo], s.params)
-                    for group in groups:
-                        new = []
-                        for j, response in group:
-                            i = todo[j]
-                            new.append(make_row(examples[i], response, s, backend,
-                                                request_seed(requests[i], s.params)))
-                        if backend.labels:
-                            asked = [requests[todo[j]] for j, _ in group]
-                            for row, p in zip(new, backend.label_probs(asked, [r["prediction"] for r in new])):
-                                row["label_probs"] = p
-                        append_jsonl(path, new)  # fsynced: a kill loses only the batch in flight
-                        for row in new:
-                            rows[id_key(row["id"])] = row
-                        progress.counts["empty"] += sum(r["empty"] for r in new)
-                        progress.update(len(new), sum(r["completion_tokens"] for r in new),
-                                        getattr(backend.teacher, "in_flight", 0))
+                answer_setting(backend, s, examples, requests, rows, path, progress)
                 # Complete: rewritten in data order, so a resumed run's file equals an uninterrupted one's.
                 ordered = [rows[id_key(e["id"])] for e in examples]
                 write_jsonl(path, ordered)
@@ -675,6 +644,54 @@ def infer(argv: Sequence[str] | None = None) -> dict:
     print(f"inference: {len(settings)} setting(s), answers in {where}" + (f" (index: {out / SWEEP_INDEX})" if sweep else "")
           + f"; to read them: {view}")
     return summary
+
+
+def check_same_data(out: Path, data: str) -> None:
+    """A resumed folder's rows answer the same data: the same path is not the same data, the index holds its hash."""
+    if (out / SWEEP_INDEX).exists():
+        then = json.loads((out / SWEEP_INDEX).read_text(encoding="utf-8")).get("data")
+        if then != data:
+            raise ConfigError(f"cannot resume {out}: the data changed since its rows were written ({then} then, "
+                              f"{data} now); use another output_dir or --overwrite")
+
+
+def sweep_index(cfg: InferenceConfig, backend: Backend, data: str, examples: int, settings: list[Setting],
+                skipped: list, done: dict[str, dict], out: Path, sweep: bool) -> dict:
+    """sweep.json: what answered which data, and each setting's file, decoding and progress."""
+    index = {
+        "backend": cfg.backend, "model": backend.model, "adapter": backend.adapter, "data": data,
+        "examples": examples, "prompt_format": backend.prompt.name,
+        "grid": {f: getattr(cfg, f) for f in GRID_FIELDS} | {"seed": cfg.seed},
+        "settings": [{"name": s.name, "file": str(prediction_path(out, s, sweep).relative_to(out)),
+                      "decoding": s.decoding, "complete": False, **file_stats(list(done[s.name].values()))}
+                     for s in settings],
+        "skipped": skipped,
+    }
+    if backend.labels:
+        index["label_probs"] = {"labels": list(backend.labels), "method": LABEL_PROBS_METHOD}
+    return index
+
+
+def answer_setting(backend: Backend, setting: Setting, examples: list[dict], requests: list, rows: dict,
+                   path: Path, progress) -> None:
+    """Answer the examples `rows` lacks under one setting, appending each batch to `path` as it finishes."""
+    from ..teachers.base import request_seed
+
+    todo = [i for i, e in enumerate(examples) if id_key(e["id"]) not in rows]
+    if not todo:
+        return
+    for group in backend.teacher.answer([requests[i] for i in todo], setting.params):
+        new = [make_row(examples[todo[j]], response, setting, backend, request_seed(requests[todo[j]], setting.params))
+               for j, response in group]
+        if backend.labels:
+            asked = [requests[todo[j]] for j, _ in group]
+            for row, p in zip(new, backend.label_probs(asked, [r["prediction"] for r in new])):
+                row["label_probs"] = p
+        append_jsonl(path, new)  # fsynced: a kill loses only the batch in flight
+        for row in new:
+            rows[id_key(row["id"])] = row
+        progress.counts["empty"] += sum(r["empty"] for r in new)
+        progress.update(len(new), sum(r["completion_tokens"] for r in new), getattr(backend.teacher, "in_flight", 0))
 
 
 def make_row(example: dict, response, setting: Setting, backend: Backend, seed: int) -> dict:

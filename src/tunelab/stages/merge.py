@@ -265,6 +265,19 @@ def load_base(path: str, model_type: str, dtype: str, *, trust_remote_code: bool
     return model
 
 
+@dataclass
+class LoadedStudent:
+    """The adapter on its base, with the student's own tokenizer (or processor) and prompt format."""
+
+    model: object  # a PeftModel
+    base: str
+    model_type: str
+    tokenizer: object
+    processor: object | None  # vision students
+    prompt: object | None  # StudentPrompt; None for vision students (the processor's chat template)
+    sequences: list  # the logits check's inputs
+
+
 def merge(argv: Sequence[str] | None = None) -> dict:
     """Run the merge stage; returns the logits check and where the model went."""
     from ..config import parse_config
@@ -277,35 +290,70 @@ def merge(argv: Sequence[str] | None = None) -> dict:
     records, check_path = check_records(cfg)
     record = RunRecord(cfg.output_dir, "merge", [cfg], config_file)  # writes nothing until the merge passed
     quiet_libraries()
+    loaded = load_student(cfg, info, student, records, record)
+    merged, check = merge_and_check(loaded, cfg, check_path)
+    out = ensure_output_dir(cfg.output_dir, cfg.overwrite)
+    record.models.update({"base": info.base, "adapter": str(student)})
+    record.add_input("adapter", student / "adapter_model.safetensors")
+    record.add_input("adapter_config", student / "adapter_config.json")
+    if check_path:
+        record.add_input("check_data", check_path)
+    save_merged(merged, loaded, info, student, out, cfg.dtype)
+    record.add_output("model", out)
+    record.notes["logits_check"] = check
+    from ..cards import write_merged_model_card
 
+    write_merged_model_card(out, student, check, record)  # README.md: the adapter's card facts plus this merge
+    if cfg.push_to_hub:
+        record.notes["hub"] = {"repo_id": cfg.hub_repo_id, "private": cfg.hub_private}
+    record.write()  # before the upload, so the hub copy carries its provenance
+
+    summary = {"output_dir": str(out), "logits_check": check}
+    if cfg.push_to_hub:  # the one upload path (finetune/push.py), card included
+        from .push import upload_or_explain
+
+        summary["hub_url"] = upload_or_explain(out, cfg.hub_repo_id, private=cfg.hub_private, token=token,
+                                               commit_message="Upload merged tunelab student")
+        print(f"merge: uploaded to {summary['hub_url']}")
+    print(f"merge: merged model in {out}")
+    return summary
+
+
+def load_student(cfg: MergeConfig, info: StudentInfo, student: Path, records, record: RunRecord) -> LoadedStudent:
+    """The base in cfg.dtype with the adapter on it, and the check's sequences in the student's own format."""
     from peft import PeftModel
 
-    from ..models import is_tiny_random, load_tokenizer, model_type, resolve_model
+    from ..models import load_tokenizer, model_type, resolve_model
     from ..prompts import student_prompt
+
     base = resolve_model(info.base)
     mtype = model_type(base, trust_remote_code=cfg.trust_remote_code)
-    vision = mtype in VISION_CLASSES
     # The student's own tokenizer (or processor): its pad token and chat template are the ones it was trained with.
-    template = info.template or "auto"
-    if vision:
+    processor = prompt = None
+    if mtype in VISION_CLASSES:
         from ..teachers.llava_teacher import load_student_processor
 
         processor = load_student_processor(student, base, trust_remote_code=cfg.trust_remote_code)
-        tokenizer, prompt = processor.tokenizer, None
+        tokenizer = processor.tokenizer
         sequences = vision_check_inputs(processor, records, cfg.check_max_tokens)
         record.add_template("chat_template", processor.chat_template)
     else:
+        template = info.template or "auto"
         tokenizer = load_tokenizer(str(student), trust_remote_code=cfg.trust_remote_code)
         prompt = student_prompt(template if template in ("chat", "auto") else str(student / template), tokenizer)
         sequences = check_inputs(prompt, tokenizer, records, cfg.check_max_tokens)
         record.add_template(prompt.name, tokenizer.chat_template if prompt.is_chat else prompt.template.source)
-
     model = load_base(base, mtype, cfg.dtype, trust_remote_code=cfg.trust_remote_code, device_map=cfg.device_map)
     if len(tokenizer) > model.get_input_embeddings().num_embeddings:  # training added a pad token
         model.resize_token_embeddings(len(tokenizer))
     model = PeftModel.from_pretrained(model, str(student))
     model.eval()
+    return LoadedStudent(model, base, mtype, tokenizer, processor, prompt, sequences)
 
+
+def merge_and_check(loaded: LoadedStudent, cfg: MergeConfig, check_path: Path | None) -> tuple[object, dict]:
+    """The merged model, and the logits check of merged against adapter (refused beyond atol: nothing saved)."""
+    model, sequences = loaded.model, loaded.sequences
     adapter_logits = sequence_logits(model, sequences)
     with model.disable_adapter():
         # How far the adapter moves the base: agreement with an adapter that changes nothing proves little.
@@ -330,44 +378,25 @@ def merge(argv: Sequence[str] | None = None) -> dict:
         raise ConfigError(f"merged model's logits differ from the adapter model's by {check['max_abs_diff']:.3g} "
                           f"(atol {atol:g}{'' if check['finite'] else ', non-finite values'}); nothing saved. "
                           "Try --dtype float32, or raise --atol if the difference is bf16 rounding.")
+    return merged, check
 
-    out = ensure_output_dir(cfg.output_dir, cfg.overwrite)
-    record.models.update({"base": info.base, "adapter": str(student)})
-    record.add_input("adapter", student / "adapter_model.safetensors")
-    record.add_input("adapter_config", student / "adapter_config.json")
-    if check_path:
-        record.add_input("check_data", check_path)
+
+def save_merged(merged, loaded: LoadedStudent, info: StudentInfo, student: Path, out: Path, dtype: str) -> None:
+    """Safetensors weights, the tokenizer or processor, the prompt template and the merged StudentInfo."""
+    from ..models import is_tiny_random
 
     merged.save_pretrained(str(out))  # safetensors; transformers 5 writes nothing else
     if list(out.glob("*.bin")) or not list(out.glob("*.safetensors")):
         raise TunelabError(f"{out}: the merged weights were not written as safetensors")
-    (processor if vision else tokenizer).save_pretrained(str(out))
-    if prompt is not None and not prompt.is_chat:
-        shutil.copyfile(student / template, out / template)
-    if is_tiny_random(base):  # the merged model still knows nothing; inference says so
-        shutil.copyfile(Path(base) / TINY_MARKER, out / TINY_MARKER)
-    StudentInfo(task=info.task, base=info.base, model_type=mtype, adapter=False, merged_from=info.base,
+    (loaded.processor if loaded.processor is not None else loaded.tokenizer).save_pretrained(str(out))
+    if loaded.prompt is not None and not loaded.prompt.is_chat:
+        shutil.copyfile(student / info.template, out / info.template)
+    if is_tiny_random(loaded.base):  # the merged model still knows nothing; inference says so
+        shutil.copyfile(Path(loaded.base) / TINY_MARKER, out / TINY_MARKER)
+    StudentInfo(task=info.task, base=info.base, model_type=loaded.model_type, adapter=False, merged_from=info.base,
                 adapter_source=str(student), trained_quantization=info.quantization, quantization="none",
-                dtype=cfg.dtype, template=info.template, template_version=info.template_version,
-                tiny_random=is_tiny_random(base)).write(out)
-    record.add_output("model", out)
-    record.notes["logits_check"] = check
-    from ..cards import write_merged_model_card
-
-    write_merged_model_card(out, student, check, record)  # README.md: the adapter's card facts plus this merge
-    if cfg.push_to_hub:
-        record.notes["hub"] = {"repo_id": cfg.hub_repo_id, "private": cfg.hub_private}
-    record.write()  # before the upload, so the hub copy carries its provenance
-
-    summary = {"output_dir": str(out), "logits_check": check}
-    if cfg.push_to_hub:  # the one upload path (finetune/push.py), card included
-        from .push import upload_or_explain
-
-        summary["hub_url"] = upload_or_explain(out, cfg.hub_repo_id, private=cfg.hub_private, token=token,
-                                               commit_message="Upload merged tunelab student")
-        print(f"merge: uploaded to {summary['hub_url']}")
-    print(f"merge: merged model in {out}")
-    return summary
+                dtype=dtype, template=info.template, template_version=info.template_version,
+                tiny_random=is_tiny_random(loaded.base)).write(out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

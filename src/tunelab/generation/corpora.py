@@ -21,13 +21,13 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ConfigError, RecordError
-from .generation.dedup import normalize
-from .paths import resolve_input
-from .records import (DUPLICATE_ID, NO_LABELS_ROW, NO_TEXT_ROW, read_joined_rows,  # noqa: F401 (reasons)
+from ..errors import ConfigError, RecordError
+from ..paths import resolve_input
+from ..records import (DUPLICATE_ID, NO_LABELS_ROW, NO_TEXT_ROW, read_joined_rows,  # noqa: F401 (reasons)
                       read_table_rows, table_kind)
-from .splits import stratified_split, stratum_keys
-from .taxonomy import SourceMapping, Taxonomy
+from ..splits import stratified_split, stratum_keys
+from ..taxonomy import SourceMapping, Taxonomy
+from .dedup import normalize
 
 SPLITS = ("train", "dev", "test")
 JIGSAW_LABELS = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
