@@ -17,7 +17,20 @@ def print_missed(missed: list[str]) -> None:
 def script_main(build_parser: Callable[[], argparse.ArgumentParser], measure: Callable, argv=None) -> int:
     """Run a bench script from its command line: exit status 1 when it missed its target."""
     _, missed = measure(build_parser().parse_args(argv))
+    print_missed(missed)
     return 1 if missed else 0
+
+
+def suite_run(build_parser: Callable[[], argparse.ArgumentParser], measure: Callable, describe: Callable,
+              sizes: dict[str, Any]) -> dict:
+    """A CPU benchmark measured for bench/suite.py: `sizes` through its parser, measured; `describe(args,
+    results, missed)` gives the row (measures, figure, baseline, ratio, target, sizes, and met where a miss
+    is not the whole story), to which met, missed and the details are added."""
+    args = args_with(build_parser(), sizes)
+    results, missed = measure(args)
+    print_missed(missed)
+    row = describe(args, results, missed)
+    return {**row, "met": row.get("met", not missed), "missed": missed, "details": results}
 
 
 def args_with(parser: argparse.ArgumentParser, sizes: dict[str, Any]) -> argparse.Namespace:

@@ -22,7 +22,7 @@ from pathlib import Path
 from tunelab.teachers import RequestCache, SamplingParams, TeacherRequest, run_requests
 from tunelab.teachers.http_teacher import OpenAICompatibleTeacher
 
-from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
+from _sizes import script_main  # bench/ is on sys.path when a script in it runs
 
 TARGET_FRACTION = 0.8
 # bench/suite.py's quick mode: 1,000 concurrent requests, still ~16 full rounds of 64 in flight.
@@ -79,7 +79,6 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     missed = []
     if results["fraction_of_ideal"] < TARGET_FRACTION:
         missed.append(f"{concurrent:.0f} req/s is below {TARGET_FRACTION} x {ideal:.0f}")
-    print_missed(missed)
     return results, missed
 
 
@@ -87,19 +86,15 @@ def main(argv: list[str] | None = None) -> int:
     return script_main(build_parser, measure, argv)
 
 
-def run(quick: bool = True, **sizes) -> dict:
-    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding."""
-    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
-    results, missed = measure(args)
+def describe(args, results: dict, missed: list[str]) -> dict:
     return {
         "measures": f"teacher requests/s through run_requests, server latency {args.latency} s, "
                     f"{args.in_flight} in flight (ideal {results['ideal_req_per_s']:,.0f}/s)",
         "figure": {"label": f"{args.in_flight} in flight", "value": results["concurrent_req_per_s"], "unit": "req/s"},
         "baseline": {"label": "serial (1 in flight)", "value": results["serial_req_per_s"], "unit": "req/s"},
         "ratio": {"value": results["speedup_vs_serial"], "label": "concurrent / serial"},
-        "target": f">= {TARGET_FRACTION} x ideal rate", "met": not missed, "missed": missed,
+        "target": f">= {TARGET_FRACTION} x ideal rate", 
         "sizes": {"requests": args.requests, "serial_requests": args.serial_requests, "in_flight": args.in_flight},
-        "details": results,
     }
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tunelab.generation.novelty import NaiveNoveltyFilter, NoveltyFilter
 
-from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
+from _sizes import script_main  # bench/ is on sys.path when a script in it runs
 from _table import print_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,7 +124,6 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
         missed.append(f"fast full run took {fast_full_s:.1f} s > {MAX_FAST_SECONDS:.0f} s")
     if ratio < MIN_RATIO:
         missed.append(f"estimated speedup {ratio:.0f}x < {MIN_RATIO:.0f}x")
-    print_missed(missed)
     return results, missed
 
 
@@ -132,10 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     return script_main(build_parser, measure, argv)
 
 
-def run(quick: bool = True, **sizes) -> dict:
-    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding."""
-    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
-    results, missed = measure(args)
+def describe(args, results: dict, missed: list[str]) -> dict:
     # The x100 target is for the whole file: the naive loop's cost grows with the instructions kept, so on
     # the first --limit only differing decisions or a slow fast filter are a definite miss.
     definite_miss = results["sample_decisions_differ"] or results["fast_full_seconds"] > MAX_FAST_SECONDS
@@ -148,9 +144,8 @@ def run(quick: bool = True, **sizes) -> dict:
                      "value": results["naive_full_seconds_estimated"], "unit": "s"},
         "ratio": {"value": results["full_speedup_estimated"], "label": "naive / fast"},
         "target": f"fast <= {MAX_FAST_SECONDS:.0f} s, >= {MIN_RATIO:.0f}x on the whole file, identical decisions",
-        "met": met, "missed": missed,
+        "met": met,
         "sizes": {"instructions": results["instructions"], "sample": results["sample"]},
-        "details": results,
     }
 
 

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
+from _sizes import script_main  # bench/ is on sys.path when a script in it runs
 from _table import print_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,6 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
     print_table(rows)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
-    print_missed(missed)
     return results, missed
 
 
@@ -185,13 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     return script_main(build_parser, measure, argv)
 
 
-def run(quick: bool = True, **sizes) -> dict:
-    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding.
-
-    The figure is the max_length where packing does worst (the target holds at every length).
-    """
-    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
-    results, missed = measure(args)
+def describe(args, results: dict, missed: list[str]) -> dict:
+    """bench/suite.py's row: the figure is the max_length where packing does worst (the target holds at every
+    length)."""
     max_length, worst = min(results["lengths"].items(), key=lambda item: item[1]["packed_efficiency"])
     return {
         "measures": f"real-token share of a training step on {results['examples']:,} Alpaca examples, "
@@ -199,9 +194,8 @@ def run(quick: bool = True, **sizes) -> dict:
         "figure": {"label": "TRL bfd packing", "value": 100 * worst["packed_efficiency"], "unit": "%"},
         "baseline": {"label": "padded batches", "value": 100 * worst["padded_efficiency"], "unit": "%"},
         "ratio": {"value": worst["ratio_packed_to_padded"], "label": "packed / padded"},
-        "target": f"packed >= {MIN_PACKED_EFFICIENCY:.0%} at every max_length", "met": not missed, "missed": missed,
+        "target": f"packed >= {MIN_PACKED_EFFICIENCY:.0%} at every max_length",
         "sizes": {"examples": results["examples"], "lengths": args.lengths, "batch_size": args.batch_size},
-        "details": results,
     }
 
 

@@ -64,7 +64,7 @@ import urllib.request
 from importlib.util import find_spec
 from pathlib import Path
 
-from _sizes import args_with, print_missed, script_main  # bench/ is on sys.path when a script in it runs
+from _sizes import script_main  # bench/ is on sys.path when a script in it runs
 from _table import print_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,7 +420,6 @@ def measure(args: argparse.Namespace) -> tuple[dict, list[str]]:
             missed.append(f"{label} is {value:.2f}, below {target}")
     if args.json:
         Path(args.json).write_text(json.dumps(results | {"mismatch_details": mismatches}, indent=2) + "\n")
-    print_missed(missed)
     return results, missed
 
 
@@ -428,10 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     return script_main(build_parser, measure, argv)
 
 
-def run(quick: bool = True, **sizes) -> dict:
-    """bench/suite.py's entry: measure at QUICK sizes (or the command line's defaults), `sizes` overriding."""
-    args = args_with(build_parser(), {**(QUICK if quick else {}), **sizes})
-    results, missed = measure(args)
+def describe(args, results: dict, missed: list[str]) -> dict:
     sides = results["sides"]
     return {
         "measures": f"SmolLM2-135M-Instruct greedy generation, {results['prompts']} chat prompts x "
@@ -443,10 +439,9 @@ def run(quick: bool = True, **sizes) -> dict:
         "ratio": {"value": results["batched_vs_single"], "label": "batched / one at a time"},
         "target": f">= {TARGET_BATCHED:.0f}x batched; merged adapter >= {TARGET_MERGED}x separate under bf16; "
                   f"llama.cpp client share >= {TARGET_CLIENT_SHARE}",
-        "met": None if args.smoke else not missed, "missed": missed,
+        "met": None if args.smoke else not missed,
         "sizes": {"prompts": results["prompts"], "batch_size": args.batch_size,
                   "max_new_tokens": args.max_new_tokens, "in_flight": results["in_flight"]},
-        "details": results,
     }
 
 

@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _table import markdown_table, print_table  # bench/ is on sys.path: this script runs from it
+from _sizes import suite_run  # bench/ is on sys.path: this script runs from it
+from _table import markdown_table, print_table
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -82,9 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def work(name: str, quick: bool, sizes: dict, result_file: Path) -> None:
-    """In the benchmark's own process: call its run() and write the result, or the error, for the parent."""
+    """In the benchmark's own process: measure it at QUICK sizes (or its full ones), `sizes` overriding, and
+    write the result, or the error, for the parent."""
     try:
-        result = importlib.import_module(name).run(quick=quick, **sizes)
+        module = importlib.import_module(name)
+        if hasattr(module, "run"):  # the GPU benchmarks, which decide themselves whether they can run here
+            result = module.run(quick=quick, **sizes)
+        else:
+            result = suite_run(module.build_parser, module.measure, module.describe,
+                               {**(module.QUICK if quick else {}), **sizes})
     except (Exception, SystemExit) as error:
         result_file.write_text(json.dumps({"error": f"{type(error).__name__}: {error}"}))
         raise  # the traceback goes to the console with the benchmark's own output
