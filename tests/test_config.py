@@ -70,7 +70,7 @@ def test_unknown_cli_flag_is_an_error(capsys):
 
 
 def test_config_found_by_name_in_stage_folder():
-    (_, _, _, mod, _), used = parse_config(generate.CONFIG_TYPES, ["--config", "demo"],
+    (_, _, _, mod, _, _), used = parse_config(generate.CONFIG_TYPES, ["--config", "demo"],
                                         configs_dir=STAGE_CONFIG_DIRS["generate"])
     assert used == STAGE_CONFIG_DIRS["generate"] / "demo.yaml"
     assert mod.taxonomy == "jigsaw"
@@ -82,7 +82,7 @@ def test_missing_config_lists_shipped_ones():
 
 
 def test_trust_remote_code_is_off_by_default():
-    (_, teacher, _, _, _), _ = parse_config(generate.CONFIG_TYPES, [])
+    (_, teacher, *_), _ = parse_config(generate.CONFIG_TYPES, [])
     (*_, train), _ = parse_config(finetune.CONFIG_TYPES, ["--base", "x"])
     (inference,), _ = parse_config((infer.InferenceConfig,), ["--model", "x"])
     assert not teacher.trust_remote_code and not train.trust_remote_code and not inference.trust_remote_code

@@ -8,6 +8,8 @@ import torch
 from tunelab.config import parse_config
 from tunelab.paths import PROJECT_ROOT
 from tunelab.errors import ConfigError, OutputExistsError, RecordError
+from tunelab.inference import outputs
+from tunelab.inference.settings import expand_grid
 from tunelab.stages import finetune, infer, merge
 from tunelab.teachers.mock_server import MockServer
 from fakes import TINY_STUDENT_CONFIG
@@ -37,7 +39,7 @@ def rows(path):
 
 def grid(*argv):
     (cfg,), _ = parse_config((infer.InferenceConfig,), ["--model", "m", *argv])
-    return infer.expand_grid(cfg)
+    return expand_grid(cfg)
 
 
 def test_grid_collapses_greedy_duplicates_and_skips_sampled_beams():
@@ -78,7 +80,7 @@ def test_sweep_writes_one_file_per_setting_with_the_setting_in_every_row(tmp_pat
 
 def interrupted(monkeypatch, after_appends: int):
     """Make the run die after `after_appends` fsynced appends, leaving half a row behind as a kill would."""
-    real = infer.append_jsonl
+    real = outputs.append_jsonl
     calls = {"n": 0}
 
     def append(path, objs):
@@ -89,7 +91,7 @@ def interrupted(monkeypatch, after_appends: int):
                 f.write('{"id": "alpaca-')
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(infer, "append_jsonl", append)
+    monkeypatch.setattr(outputs, "append_jsonl", append)
 
 
 def test_a_killed_sweep_resumes_into_the_same_rows_as_an_uninterrupted_run(tmp_path, monkeypatch):

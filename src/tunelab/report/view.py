@@ -27,7 +27,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..records import atomic_write_text
-from ..predictions import PREDICTIONS, SWEEP_INDEX, id_key as _id_key, prediction_files as inference_files
+from ..inference.files import PREDICTIONS, SWEEP_INDEX, id_key as _id_key, prediction_files as inference_files
 from .html import (DEFAULT_MAX_EXAMPLES, REPORT_NAME, _Column, _example_columns, _kv_table, _records_table,
                    _scores_block, _table, about_section, esc, flatten, fmt, read_jsonl_rows, read_run_files,
                    render_page, rows_view, shared_texts_block, write_report)

@@ -567,7 +567,7 @@ def _add_baselines(cfg: ScoreConfig, record: RunRecord, out, scores: dict, eval_
     from ..prompts import student_prompt
     from ..records import read_records
     from ..teachers.base import SamplingParams
-    from .infer import resolve_student
+    from ..inference.backend import resolve_student
 
     parser = label_parser(tuple(labels), none_label)
     problem_type = scores["problem_type"]

@@ -1,6 +1,5 @@
-"""The files an inference run writes: one setting's predictions.jsonl, or a sweep's predictions/ folder (one
-file per decoding setting) with its sweep.json index. The stage writes them; evaluate, the view page and the
-demo read them."""
+"""Where an inference run's answers go: one setting's predictions.jsonl, or a sweep's predictions/ folder (one
+file per decoding setting) with its sweep.json index; and how rows are keyed by id."""
 
 from __future__ import annotations
 
