@@ -240,11 +240,11 @@ def test_each_machine_is_listed_once_with_its_runs_though_older_records_lack_its
     amd = {"hardware": {"platform": "Linux-6", "cpu_count": 2, "cpu": "AMD EPYC"}}
     intel = {"hardware": {"platform": "Linux-6", "cpu_count": 2, "cpu": "Intel Xeon"}}
     gpu = {"hardware": {"platform": "Linux-6", "cpu_count": 16, "gpus": ["NVIDIA H200"]}}
-    assert results.format.machines([("a", older), ("b", amd), ("b", amd), ("g", gpu)]) == [
+    assert results.format.machines_text([("a", older), ("b", amd), ("b", amd), ("g", gpu)]) == [
         "AMD EPYC, 2 cores, no GPU: a, b", "Linux-6, 16 cores, NVIDIA H200: g"]
-    assert results.format.machines([("a", older)]) == ["Linux-6, 2 cores, no GPU: a"]
+    assert results.format.machines_text([("a", older)]) == ["Linux-6, 2 cores, no GPU: a"]
     # Two CPUs of the same platform and size are two machines; a nameless record cannot be placed.
-    assert results.format.machines([("a", older), ("b", amd), ("c", intel), ("d", intel)]) == [
+    assert results.format.machines_text([("a", older), ("b", amd), ("c", intel), ("d", intel)]) == [
         "AMD EPYC, 2 cores, no GPU: b", "Intel Xeon, 2 cores, no GPU: c, d", "Linux-6, 2 cores, no GPU: a"]
 
 
@@ -252,12 +252,12 @@ def test_a_resumed_run_shows_its_training_time_over_every_sitting_or_says_it_is_
     def record(**summary):
         return {"seconds": 600, "hardware": {"load_average": [2.0, 2.0, 2.0]}, "notes": {"summary": summary}}
 
-    assert results.format.minutes(record(resumed_from=None)) == "10.0 min (load 2.0)"
+    assert results.format.minutes_text(record(resumed_from=None)) == "10.0 min (load 2.0)"
     timed = record(resumed_from="runs/r/checkpoint-1100", steps=1408, train_seconds=6000.0, sittings=2)
-    assert results.format.minutes(timed) == ("10.0 min (load 2.0) for the last sitting; 100.0 min of training "
+    assert results.format.minutes_text(timed) == ("10.0 min (load 2.0) for the last sitting; 100.0 min of training "
                                        "over 2 sittings (resumed at step 1,100 of 1,408)")
     untimed = record(resumed_from="runs/r/checkpoint-1100", steps=1408, train_seconds=None, sittings=None)
-    assert results.format.minutes(untimed) == ("10.0 min (load 2.0) for the last sitting only "
+    assert results.format.minutes_text(untimed) == ("10.0 min (load 2.0) for the last sitting only "
                                          "(resumed at step 1,100 of 1,408; earlier training untimed)")
 
 

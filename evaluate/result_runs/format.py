@@ -13,7 +13,7 @@ def read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def ci(entry: dict | None, digits: int = 3) -> str:
+def ci_text(entry: dict | None, digits: int = 3) -> str:
     if not entry or entry.get("value") is None:
         return "–"
     if entry.get("ci_low") is None:
@@ -21,14 +21,14 @@ def ci(entry: dict | None, digits: int = 3) -> str:
     return f"{entry['value']:.{digits}f} [{entry['ci_low']:.{digits}f}, {entry['ci_high']:.{digits}f}]"
 
 
-def delta(entry: dict | None, digits: int = 3) -> str:
+def delta_text(entry: dict | None, digits: int = 3) -> str:
     if not entry:
         return "–"
     star = " *" if entry.get("excludes_zero") else ""
     return f"{entry['delta']:+.{digits}f} [{entry['ci_low']:+.{digits}f}, {entry['ci_high']:+.{digits}f}]{star}"
 
 
-def minutes(provenance: dict) -> str:
+def minutes_text(provenance: dict) -> str:
     """A run's wall time, with the machine's 1-minute load average at its end where recorded (a machine
     shared with other work stretches it)."""
     seconds = provenance.get("seconds")
@@ -49,7 +49,7 @@ def minutes(provenance: dict) -> str:
     return text
 
 
-def machines(runs: list[tuple[str, dict]]) -> list[str]:
+def machines_text(runs: list[tuple[str, dict]]) -> list[str]:
     """One line per machine (its CPU's name or platform, cores, GPUs) naming the runs recorded on it, so
     times are compared within a machine. A record without the CPU's name (older ones) joins the machine of
     the same platform and size when just one such machine is named."""
@@ -63,17 +63,17 @@ def machines(runs: list[tuple[str, dict]]) -> list[str]:
         named = [cpu for cpu in by_cpu if cpu]
         if len(named) == 1 and "" in by_cpu:
             by_cpu[named[0]] |= by_cpu.pop("")
-        lines += [f"{machine({'cpu': cpu, 'platform': platform, 'cpu_count': count, 'gpus': gpus})}: "
+        lines += [f"{machine_text({'cpu': cpu, 'platform': platform, 'cpu_count': count, 'gpus': gpus})}: "
                   f"{', '.join(sorted(names))}" for cpu, names in by_cpu.items()]
     return sorted(lines)
 
 
-def machine(hardware: dict) -> str:
+def machine_text(hardware: dict) -> str:
     return (f"{hardware.get('cpu') or hardware.get('platform', '?')}, {hardware.get('cpu_count', '?')} cores, "
             f"{', '.join(hardware.get('gpus') or []) or 'no GPU'}")
 
 
-def num(value) -> str:
+def num_text(value) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 

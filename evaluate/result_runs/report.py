@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tunelab.config import load_yaml
 
-from .format import ci, delta, machines, md_table, minutes, num, read_json
+from .format import ci_text, delta_text, machines_text, md_table, minutes_text, num_text, read_json
 from .plan import (BENCH_GPU_RESULTS, BENCH_RESULTS, BENCH_SMOLLM2_RESULTS, RECORDS_DIR, RESULTS_MD, RUNS_DIR,
                    ComparisonRun, GenerateRun, StudentRun, Task)
 from .sections import bench_section, comparison_section, generate_section, student_section
@@ -111,18 +111,18 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
                 intervals = scores.get("intervals", {})
                 baseline = scores.get("tfidf_baseline") or {}
                 row = [method, ev["evaluation"].title or name, f"{scores.get('examples', '?'):,}",
-                       *[ci(intervals.get(m)) for m in task.metrics],
-                       ci(baseline.get("intervals", {}).get(task.metrics[0])),
-                       delta(baseline.get("classifier_minus_baseline", {}).get(task.metrics[0]))]
+                       *[ci_text(intervals.get(m)) for m in task.metrics],
+                       ci_text(baseline.get("intervals", {}).get(task.metrics[0])),
+                       delta_text(baseline.get("classifier_minus_baseline", {}).get(task.metrics[0]))]
                 if task.target:
                     row.append(_target_met(task, scores))
                 headline = task.metrics[0]
                 summary_rows.append([task.title, method, ev["evaluation"].title or name,
-                                     f"{headline} {ci(intervals.get(headline))}",
-                                     ci(baseline.get("intervals", {}).get(headline)),
-                                     delta(baseline.get("classifier_minus_baseline", {}).get(headline)),
+                                     f"{headline} {ci_text(intervals.get(headline))}",
+                                     ci_text(baseline.get("intervals", {}).get(headline)),
+                                     delta_text(baseline.get("classifier_minus_baseline", {}).get(headline)),
                                      _target_met(task, scores) or "none set"])
-                row += [_data_used(summary, found["config"]), minutes(found["train"]), minutes(ev["provenance"])]
+                row += [_data_used(summary, found["config"]), minutes_text(found["train"]), minutes_text(ev["provenance"])]
                 rows.append(row)
                 provenances.append((run_name, ev["provenance"]))
                 if task.per_label and name == task.evaluations[0].name:
@@ -145,9 +145,9 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
             counts = ["tp", "fp", "fn", "tn"] if multi else []  # each label's 2x2 confusion matrix
             label_rows = []
             for label, v in scores["per_label"].items():
-                label_rows.append([label, *[num(v.get(k)) for k in task.per_label], str(v.get("support", "")),
+                label_rows.append([label, *[num_text(v.get(k)) for k in task.per_label], str(v.get("support", "")),
                                    *[str(v.get(k, "")) for k in counts],
-                                   num(baseline.get(label, {}).get(task.per_label[-1]))])
+                                   num_text(baseline.get(label, {}).get(task.per_label[-1]))])
             lines += md_table(["label", *task.per_label, "support", *counts, f"TF-IDF {task.per_label[-1]}"],
                             label_rows)
             lines.append("")
@@ -180,7 +180,7 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
         section, recorded = comparison_section(comparison, root)
         lines += section or [f"## {comparison.title}", "", "Not run yet.", ""]
         provenances += recorded
-    lines += ["## Hardware", ""] + [f"- {h}" for h in machines(provenances)] + [""]
+    lines += ["## Hardware", ""] + [f"- {h}" for h in machines_text(provenances)] + [""]
     gpu_ran = set()
     if bench_gpu is not None and bench_gpu.exists():
         gpu_ran = {e["name"] for e in json.loads(bench_gpu.read_text(encoding="utf-8")).get("benchmarks", [])

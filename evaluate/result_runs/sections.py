@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tunelab.config import load_yaml
 
-from .format import ci, delta, machine, md_table, minutes, read_json
+from .format import ci_text, delta_text, machine_text, md_table, minutes_text, read_json
 from .plan import ComparisonRun, EXAMPLES_FILE, EXAMPLE_CHARS, GenerateRun, RECORDS_DIR, StudentRun
 
 
@@ -37,7 +37,7 @@ def generate_section(generate_run: GenerateRun,
         teachers.add(provenance.get("models", {}).get("teacher") or config.get("teacher") or "?")
         qa = "moderation_qa" in stats
         cells = _qa_cells(stats["moderation_qa"]) if qa else _self_instruct_cells(stats.get("self_instruct", {}))
-        rows.append([variant, *cells, minutes(provenance), machine(provenance.get("hardware", {}))])
+        rows.append([variant, *cells, minutes_text(provenance), machine_text(provenance.get("hardware", {}))])
         if shown := read_json(folder / EXAMPLES_FILE):
             examples.append((variant, shown))
     if not rows:
@@ -132,11 +132,11 @@ def student_section(student_run: StudentRun,
         else:
             trained = f"nothing: {student_run.base} as it is"
         rows.append([variant, trained,
-                     *[ci(entry.get(m), digits) for m, (_, digits) in TEXT_METRICS.items()],
-                     *[delta(deltas.get((variant, m)), digits) if variant != baseline else "–"
+                     *[ci_text(entry.get(m), digits) for m, (_, digits) in TEXT_METRICS.items()],
+                     *[delta_text(deltas.get((variant, m)), digits) if variant != baseline else "–"
                        for m, (_, digits) in TEXT_METRICS.items()],
-                     f"{entry.get('empty_predictions', 0):,}", minutes(train) if train else "–",
-                     minutes(answered) if answered else "–"])
+                     f"{entry.get('empty_predictions', 0):,}", minutes_text(train) if train else "–",
+                     minutes_text(answered) if answered else "–"])
     lines = [f"## {student_run.title}", "", f"Data: {student_run.data}", "",
              f"{scores.get('examples', 0):,} held-aside records, every variant answering the same ones; BLEU "
              f"(sacrebleu, {scores.get('bleu_signature', '')}), ROUGE-L F1 and BERTScore F1 "
@@ -180,10 +180,10 @@ def comparison_section(comparison: ComparisonRun,
         main = headline(scores)
         labels = labels or list(main["f1"])
         single_label = single_label or scores.get("problem_type") == "single_label"
-        minutes = " + ".join(minutes(p) for _, p in provenances if p)
+        taken = " + ".join(minutes_text(p) for _, p in provenances if p)
         rows.append(_system_row(variant, "in words" if answers else "classifier scores", scores.get("examples"),
                                 main, None, scores.get("refusal_rate") if answers else None,
-                                scores.get("unparseable_rate") if answers else None, minutes))
+                                scores.get("unparseable_rate") if answers else None, taken))
         per_label.append((variant, main["f1"], None))
         for k, entry in (scores.get("baselines", {}).get("by_shots") or {}).items():
             mean, std = entry["mean"], entry["std"]
