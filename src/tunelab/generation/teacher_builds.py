@@ -146,6 +146,8 @@ class ModerationQABuild:
         if with_images and teacher_cfg.teacher_backend in ("transformers", "vllm"):
             raise ConfigError(f"{with_images} post(s) in {posts_path} have images, and teacher_backend "
                               f"{teacher_cfg.teacher_backend} reads text only: use llava_next or openai")
+        if cfg.qa_request == "completion" and (imaged := next((p for p in self.posts if p.image), None)):
+            raise ConfigError(f"qa_request completion sends text only; post {imaged.id} has an image: use chat")
 
     def prepare(self) -> None:  # the posts were read on construction
         pass
@@ -160,8 +162,6 @@ class ModerationQABuild:
             text = self.template.render(post=post.text, has_image=post.image is not None, categories=categories,
                                         num_questions=self.cfg.qa_questions).strip()
             if self.cfg.qa_request == "completion":
-                if post.image:
-                    raise ConfigError(f"qa_request completion sends text only; post {post.id} has an image: use chat")
                 # the answer continues the prompt's last line ("Question 1:"): the parser reads it from there
                 requests.append(TeacherRequest(prompt=text, meta={"post": post, "answer_prefix": text.rsplit("\n", 1)[-1]}))
             else:

@@ -87,7 +87,7 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     print(f"\n{MODEL_NOTE}\nStage times (s): {run.timings}\nEverything is under {where}; summary.json lists it.")
     if not cfg.full and not cfg.quick:
         print(f"This was a slice sized for minutes (8 teacher requests, 8 comments, 160 training examples); "
-              f"a larger loop, about 15 minutes on 2 CPU cores: {FULL_COMMAND}")
+              f"a larger loop, about 15 minutes on 2 cores: {FULL_COMMAND}")
     return run.rows
 
 

@@ -20,11 +20,12 @@ class StudentInfo:
     """A student: an adapter on `base`, a full fine-tune, or a merged model. Fields a kind does not have stay
     None and are not written (a trained adapter has no merged_from; a merged model no base_path)."""
 
-    task: str  # sft | vision_sft
-    base: str  # the base model as named at training (a merged model: the original base)
+    # Defaults are what readers took a missing key to mean: merge then names what is missing or wrong.
+    task: str | None = None  # sft | vision_sft
+    base: str = ""  # the base model as named at training (a merged model: the original base)
     base_path: str | None = None  # the base as resolved at training
     model_type: str | None = None  # vision students and merged models
-    adapter: bool
+    adapter: bool = False
     merged_from: str | None = None
     adapter_source: str | None = None  # the adapter folder a merged model came from
     trained_quantization: str | None = None  # the base's quantization while the merged adapter trained

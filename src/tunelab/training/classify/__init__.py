@@ -8,7 +8,7 @@ or a decoder's classification head, full fine-tuning or LoRA.
 - modeling.py: the loss, the models (own head or mean pooling), LoRA around them
 - trainer.py: `ClassifierTrainer(Trainer)` and its metrics
 - predict.py: `ClassifierInfo`, loading a trained folder, class probabilities (what evaluate needs)
-- recipe.py: `finetune_classifier`, the task itself
+- recipe.py: `ClassifyRecipe`, the task itself
 
 single_label (one class per text: IMDB sentiment, DBpedia-14): softmax + cross-entropy, accuracy and
 macro-F1 during training. multi_label (any number per text: Jigsaw toxicity, GoEmotions): one sigmoid
