@@ -29,6 +29,38 @@ def finished(folder: Path) -> bool:
     return (folder / "provenance.json").exists()
 
 
+def fresh_staging(kept: Path) -> Path:
+    """An empty place beside `kept` to write its new copy into: a half-written copy never replaces the old one."""
+    staging = kept.with_name(f".{kept.name}.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def replace_kept(staging: Path, kept: Path) -> Path:
+    shutil.rmtree(kept, ignore_errors=True)
+    staging.rename(kept)
+    return kept
+
+
+def copy_record_files(folders: list[Path], base: Path, staging: Path) -> None:
+    """RECORD_FILES of each folder into staging, in the folders' layout under `base`."""
+    for folder in folders:
+        target = staging / folder.relative_to(base)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in RECORD_FILES:
+            if (folder / name).exists():
+                shutil.copyfile(folder / name, target / name)
+
+
+def drawn_rows(total: int, count: int) -> list[int]:
+    """A fixed random draw of `count` row indices, in the rows' order: a rerun of the report shows the same ones."""
+    return sorted(random.Random(EXAMPLES_SEED).sample(range(total), min(count, total)))
+
+
+def write_examples(staging: Path, examples: list[dict]) -> None:
+    (staging / EXAMPLES_FILE).write_text(json.dumps(examples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def keep_records(task: Task, method: str, root: Path = RUNS_DIR, records: Path = RECORDS_DIR) -> Path | None:
     """Copy a finished (task, method)'s records (RECORD_FILES of its training folder and of each finished
     evaluation's folder) from `root` to `records`, in the same layout, replacing what was kept of it
@@ -38,17 +70,9 @@ def keep_records(task: Task, method: str, root: Path = RUNS_DIR, records: Path =
         return None
     kept = task.run_dir(method, records)
     folders = [run_dir] + [d for e in task.evaluations if finished(d := task.scores_dir(method, e, root))]
-    staging = kept.with_name(f".{kept.name}.new")  # a half-written copy never replaces the old one
-    shutil.rmtree(staging, ignore_errors=True)
-    for folder in folders:
-        target = staging / folder.relative_to(run_dir)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
-            if (folder / name).exists():
-                shutil.copyfile(folder / name, target / name)
-    shutil.rmtree(kept, ignore_errors=True)
-    staging.rename(kept)
-    return kept
+    staging = fresh_staging(kept)
+    copy_record_files(folders, run_dir, staging)
+    return replace_kept(staging, kept)
 
 
 def keep_generate_records(generate_run: GenerateRun, variant: str, root: Path = RUNS_DIR,
@@ -56,14 +80,11 @@ def keep_generate_records(generate_run: GenerateRun, variant: str, root: Path = 
     """Copy a finished generate run's GENERATE_RECORD_FILES to `records`, with EXAMPLES_FILE: its `examples`
     kept tasks (or moderation QA posts) drawn at random (a fixed seed, so a rerun of the report shows the same ones) in the run's
     order, as the teacher wrote them. Returns the kept folder, or None where the run has not finished."""
-    import shutil
-
     run_dir = generate_run.run_dir(variant, root)
     if not finished(run_dir):
         return None
     kept = generate_run.run_dir(variant, records)
-    staging = kept.with_name(f".{kept.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = fresh_staging(kept)
     staging.mkdir(parents=True)
     for name in GENERATE_RECORD_FILES:
         if (run_dir / name).exists():
@@ -74,13 +95,9 @@ def keep_generate_records(generate_run: GenerateRun, variant: str, root: Path = 
         fields = ("id", "text", "qa", "verdicts")
     else:
         kept_records, fields = read_json(run_dir / "self_instruct.alpaca.json") or [], ("instruction", "input", "output")
-    count = min(generate_run.examples, len(kept_records))
-    drawn = sorted(random.Random(EXAMPLES_SEED).sample(range(len(kept_records)), count))
-    examples = [{k: kept_records[i].get(k, "") for k in fields} for i in drawn]
-    (staging / EXAMPLES_FILE).write_text(json.dumps(examples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    shutil.rmtree(kept, ignore_errors=True)
-    staging.rename(kept)
-    return kept
+    write_examples(staging, [{k: kept_records[i].get(k, "") for k in fields}
+                             for i in drawn_rows(len(kept_records), generate_run.examples)])
+    return replace_kept(staging, kept)
 
 
 def keep_student_records(student_run: StudentRun, root: Path = RUNS_DIR, records: Path = RECORDS_DIR) -> Path | None:
@@ -88,32 +105,21 @@ def keep_student_records(student_run: StudentRun, root: Path = RUNS_DIR, records
     provenance.json and config.yaml, the scores folder's RECORD_FILES, and EXAMPLES_FILE: `examples`
     held-aside records drawn at random (a fixed seed) with every variant's answer. Returns the kept folder,
     or None where the scores have not finished."""
-    import shutil
-
     scores = student_run.scores_dir(root)
     if not finished(scores):
         return None
     kept = records / student_run.name
-    staging = kept.with_name(f".{kept.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
+    staging = fresh_staging(kept)
     folders = [scores] + [d for v in student_run.variants for d in (student_run.run_dir(v, root) / "student",
                                                                      student_run.run_dir(v, root) / "inference")
                           if finished(d)]
-    for folder in folders:
-        target = staging / folder.relative_to(root / student_run.name)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
-            if (folder / name).exists():
-                shutil.copyfile(folder / name, target / name)
+    copy_record_files(folders, root / student_run.name, staging)
     with open(scores / "per_example.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
-    drawn = sorted(random.Random(EXAMPLES_SEED).sample(range(len(rows)), min(student_run.examples, len(rows))))
-    examples = [{k: rows[i].get(k, "") for k in ("id", "instruction", "input", "reference")}
-                | {"answers": {v: rows[i].get(f"{v}.prediction", "") for v in student_run.variants}} for i in drawn]
-    (staging / EXAMPLES_FILE).write_text(json.dumps(examples, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    shutil.rmtree(kept, ignore_errors=True)
-    staging.rename(kept)
-    return kept
+    write_examples(staging, [{k: rows[i].get(k, "") for k in ("id", "instruction", "input", "reference")}
+                             | {"answers": {v: rows[i].get(f"{v}.prediction", "") for v in student_run.variants}}
+                             for i in drawn_rows(len(rows), student_run.examples)])
+    return replace_kept(staging, kept)
 
 
 def keep_comparison_records(comparison: ComparisonRun, variant: str, root: Path = RUNS_DIR,
@@ -125,18 +131,10 @@ def keep_comparison_records(comparison: ComparisonRun, variant: str, root: Path 
         return None
     run_dir = comparison.run_dir(variant, root)
     kept = comparison.run_dir(variant, records)
-    staging = kept.with_name(f".{kept.name}.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    for command in comparison.commands(variant, root):
-        folder = Path(command[command.index("--output_dir") + 1])
-        target = staging / folder.relative_to(run_dir)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in RECORD_FILES:
-            if (folder / name).exists():
-                shutil.copyfile(folder / name, target / name)
-    shutil.rmtree(kept, ignore_errors=True)
-    staging.rename(kept)
-    return kept
+    staging = fresh_staging(kept)
+    copy_record_files([Path(c[c.index("--output_dir") + 1]) for c in comparison.commands(variant, root)], run_dir,
+                      staging)
+    return replace_kept(staging, kept)
 
 
 def run(tasks: list[Task], only=None, methods=None, *, root: Path = RUNS_DIR, rerun: bool = False,
