@@ -11,7 +11,7 @@ from tunelab.stages import demo, evaluate, finetune, generate, infer
 STAGE_TYPES = {
     "generate": generate.CONFIG_TYPES,
     "finetune": finetune.CONFIG_TYPES,
-    "evaluate": (evaluate.ScoreConfig,),
+    "evaluate": evaluate.CONFIG_TYPES,
     "inference": (infer.InferenceConfig,),
 }
 SHIPPED = [(stage, path) for stage in STAGE_TYPES for path in sorted(STAGE_CONFIG_DIRS[stage].glob("*.yaml"))]

@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 
 from tunelab.metrics.classification import (NO_ANSWER, mean_std, multilabel_metrics, multilabel_scores,
                                             singlelabel_scores, tune_thresholds)
-from tunelab.metrics.llm_answers import (OUTCOMES, REFUSAL_PATTERNS, kshot_baselines, parse_label_answer,
-                                         score_answers)
+from tunelab.metrics.llm_answers import OUTCOMES, REFUSAL_PATTERNS, parse_label_answer, score_answers
+from tunelab.scoring.few_shot import kshot_baselines
 from tunelab.stages import evaluate
 
 JIGSAW = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")

@@ -332,7 +332,7 @@ def test_sigterm_stops_a_run_cleanly_with_its_lock_released(tmp_path):
 
 
 def test_compared_runs_are_named_by_folder_or_by_sweep_setting():
-    from tunelab.stages.evaluate import _run_names
+    from tunelab.scoring.text import run_names as _run_names
 
     names = _run_names(["runs/demo/latest/inference/predictions.jsonl",
                         "runs/demo/latest/sweep/predictions/t0.7_k50_b1.jsonl"], [])

@@ -7,6 +7,7 @@ import shlex
 from pathlib import Path
 
 from tunelab.config import load_yaml
+from tunelab.metrics.scores import AnswerScores, TextScores, read_scores
 
 from .format import ci_text, delta_text, machine_text, md_table, minutes_text, read_json
 from .plan import ComparisonRun, EXAMPLES_FILE, EXAMPLE_CHARS, GenerateRun, RECORDS_DIR, StudentRun
@@ -111,13 +112,14 @@ def student_section(student_run: StudentRun,
     if scores is None or scored is None:
         return [], []
     recorded = [(f"{student_run.name} scores", scored)]
-    baseline = scores.get("baseline")
-    deltas = {(c["run"], c["metric"]): c for c in scores.get("comparisons", [])}
+    text = TextScores(scores)
+    baseline = text.baseline
+    deltas = {(c["run"], c["metric"]): c for c in text.comparisons}
     header = ["variant", "trained on", *[label for label, _ in TEXT_METRICS.values()],
               *[f"Δ {label} vs {baseline}" for label, _ in TEXT_METRICS.values()], "empty answers", "train time",
               "inference time"]
     rows = []
-    for entry in scores.get("runs", []):
+    for entry in text.runs:
         variant = entry["name"]
         train = read_json(folder / variant / "student" / "provenance.json")
         answered = read_json(folder / variant / "inference" / "provenance.json")
@@ -176,7 +178,7 @@ def comparison_section(comparison: ComparisonRun,
                        for command in comparison.commands(variant, root)]
         recorded += [(f"{comparison.name} {variant} {Path(c[c.index('--output_dir') + 1]).name}", p)
                      for c, p in provenances if p]
-        answers = scores.get("source") == "llm_answers"
+        answers = isinstance(read_scores(scores), AnswerScores)
         main = headline(scores)
         labels = labels or list(main["f1"])
         single_label = single_label or scores.get("problem_type") == "single_label"

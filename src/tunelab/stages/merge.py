@@ -12,11 +12,11 @@ sequences, and the merge is refused when their logits differ by more than `atol`
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..console import get_logger
 from ..errors import ConfigError, TunelabError
 from ..models import VISION_LANGUAGE_CLASSES as VISION_CLASSES
 from ..paths import resolve_input
@@ -25,6 +25,8 @@ from ..settings import HelpLayout
 from ..training.classify.predict import CLASSIFIER_INFO
 from ..training.student_info import MODEL_INFO, StudentInfo
 from .common import quiet_libraries, run_main
+
+_log = get_logger("merge")
 
 # Max |logit difference| allowed between adapter and merged model. In float32 they agree to ~1e-5
 # (rounding order only). bf16 stores a logit near 30 in steps of 0.125-0.25 and merging re-rounds
@@ -314,8 +316,8 @@ def merge(argv: Sequence[str] | None = None) -> dict:
 
         summary["hub_url"] = upload_or_explain(out, cfg.hub_repo_id, private=cfg.hub_private, token=token,
                                                commit_message="Upload merged tunelab student")
-        print(f"merge: uploaded to {summary['hub_url']}")
-    print(f"merge: merged model in {out}")
+        _log.info(f"uploaded to {summary['hub_url']}")
+    _log.info(f"merged model in {out}")
     return summary
 
 
@@ -365,15 +367,15 @@ def merge_and_check(loaded: LoadedStudent, cfg: MergeConfig, check_path: Path | 
     check.update(atol=atol, dtype=cfg.dtype, sequences=len(sequences), adapter_effect_max_abs=adapter_effect,
                  check_data=str(check_path) if check_path else "built-in instructions")
     check["passed"] = check["finite"] and check["max_abs_diff"] <= atol
-    print(f"merge: logits check on {check['positions']} positions ({check['sequences']} sequences, {cfg.dtype}): "
-          f"max |adapter - merged| = {check['max_abs_diff']:.3g} (atol {atol:g}), "
-          f"next-token agreement {check['argmax_agreement']:.1%}; "
-          f"the adapter moves the base by up to {check['adapter_effect_max_abs']:.3g}")
+    _log.info(f"logits check on {check['positions']} positions ({check['sequences']} sequences, {cfg.dtype}): "
+              f"max |adapter - merged| = {check['max_abs_diff']:.3g} (atol {atol:g}), "
+              f"next-token agreement {check['argmax_agreement']:.1%}; "
+              f"the adapter moves the base by up to {check['adapter_effect_max_abs']:.3g}")
     if check["adapter_effect_max_abs"] == 0:
-        print("merge: warning: the adapter does not change the base's logits at all (was it trained?)", file=sys.stderr)
+        _log.warning("the adapter does not change the base's logits at all (was it trained?)")
     elif check["passed"] and check["max_abs_diff"] > 0.5 * check["adapter_effect_max_abs"]:
-        print("merge: warning: the merged model is nearly as far from the adapter model as the base is; the "
-              "adapter's effect is at the level of rounding noise here (try --dtype float32 to see it)", file=sys.stderr)
+        _log.warning("the merged model is nearly as far from the adapter model as the base is; the "
+                     "adapter's effect is at the level of rounding noise here (try --dtype float32 to see it)")
     if not check["passed"]:
         raise ConfigError(f"merged model's logits differ from the adapter model's by {check['max_abs_diff']:.3g} "
                           f"(atol {atol:g}{'' if check['finite'] else ', non-finite values'}); nothing saved. "

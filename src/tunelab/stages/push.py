@@ -17,9 +17,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..console import get_logger
 from ..errors import ConfigError, TunelabError
 from ..settings import HelpLayout
 from .common import run_main
+
+_log = get_logger("push")
 
 # Resumable training state, not the model: optimizer states are twice the adapter's size or more.
 # A folder from before runs dropped the Trainer's pickled arguments may still hold them: never uploaded.
@@ -108,7 +111,7 @@ def push(argv: Sequence[str] | None = None) -> dict:
     ensure_model_card(folder)
     url = upload_or_explain(folder, cfg.hub_repo_id, private=cfg.hub_private, token=token,
                             commit_message=f"Upload tunelab model {folder.name}")
-    print(f"push: uploaded {folder} to {url}")
+    _log.info(f"uploaded {folder} to {url}")
     return {"model": str(folder), "hub_url": url}
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..console import show_progress
 from ..records import append_jsonl, drop_partial_last_line
 from .base import SamplingParams, Teacher, TeacherError, TeacherRequest, TeacherResponse, request_key
 
@@ -187,7 +188,8 @@ class RequestProgress:
     """One progress bar over every request of a build, with the build's own counts beside it."""
 
     def __init__(self, total: int, desc: str, disable: bool = False):
-        self.bar = tqdm(total=total, desc=desc, unit="req", disable=disable, dynamic_ncols=True)
+        self.bar = tqdm(total=total, desc=desc, unit="req", disable=disable or not show_progress(),
+                        dynamic_ncols=True)
         self.counts: dict[str, int] = {}
         self.completion_tokens = 0
         self.started = time.monotonic()

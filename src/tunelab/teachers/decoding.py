@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
+from ..console import show_progress
 from .base import AnswerGroups, SamplingParams, TeacherRequest, TeacherResponse, request_seed
 
 
@@ -136,7 +137,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], params: SamplingPar
                    seeds: Sequence[int] | None = None) -> list[Generation]:
     """Continue each prompt (see `iter_generations`). Results come back in input order."""
     results: list[Generation | None] = [None] * len(prompts)
-    with tqdm(total=len(prompts), desc=desc, unit="ex", disable=not progress) as bar:
+    with tqdm(total=len(prompts), desc=desc, unit="ex", disable=not (progress and show_progress())) as bar:
         for group in iter_generations(model, tokenizer, prompts, params, batch_size=batch_size,
                                       add_special_tokens=add_special_tokens, seeds=seeds):
             for i, generation in group:

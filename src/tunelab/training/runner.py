@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..console import get_logger, show_progress
 from .classify.config import ClassifierConfig
 from ..errors import ConfigError
 from ..paths import resolve_input
 from ..records import honour_umask_tree, write_json, write_jsonl
 from ..runs import RunRecord, clear_earlier_run
 from .arguments import DataConfig, ModelConfig, TrainConfig, VisionConfig
+
+_log = get_logger("finetune")
 
 TRAIN_LOG = "train_log.json"
 CURVES_PNG = "training_curves.png"
@@ -62,7 +64,7 @@ class FinetuneContext:
         self.begin_writing()
         write_jsonl(self.out / SKIPPED_RECORDS, skipped)
         self.record.add_output("skipped_records", self.out / SKIPPED_RECORDS)
-        print(f"finetune: {len(skipped)} record(s) left out; see {self.out / SKIPPED_RECORDS}")
+        _log.info(f"{len(skipped)} record(s) left out; see {self.out / SKIPPED_RECORDS}")
 
 
 SKIPPED_RECORDS = "skipped_records.jsonl"
@@ -147,8 +149,8 @@ def _time_before(checkpoint: Path | None) -> tuple[float | None, int | None]:
         return 0.0, 0
     path = checkpoint / TRAIN_TIME
     if not path.exists():
-        print(f"finetune: {checkpoint} has no record of the training time before it; this run's total "
-              "training time will be unknown (its own sitting is still timed)")
+        _log.info(f"{checkpoint} has no record of the training time before it; this run's total "
+                  "training time will be unknown (its own sitting is still timed)")
         return None, None
     try:
         saved = json.loads(path.read_text())
@@ -156,8 +158,8 @@ def _time_before(checkpoint: Path | None) -> tuple[float | None, int | None]:
         return (None if seconds is None else float(seconds)), (None if sittings is None else int(sittings))
     except (OSError, ValueError, KeyError, TypeError) as e:
         # Only the reported time depends on this file; training resumes regardless.
-        print(f"finetune: warning: {path} is unreadable ({e!r}); this run's total training time will be "
-              "unknown", file=sys.stderr)
+        _log.warning(f"{path} is unreadable ({e!r}); this run's total training time will be "
+                     "unknown")
         return None, None
 
 
@@ -176,12 +178,16 @@ def train_and_save(trainer, ctx: FinetuneContext) -> dict:
     elif ctx.model.resume:
         resume_from = last_checkpoint(ctx.out)
         if resume_from is None:
-            print(f"finetune: no checkpoint in {ctx.out} yet; starting from the first step")
+            _log.info(f"no checkpoint in {ctx.out} yet; starting from the first step")
         else:
-            print(f"finetune: resuming from {resume_from}")
+            _log.info(f"resuming from {resume_from}")
     seconds_before, sittings_before = _time_before(resume_from)
     timer = _train_time_callback(seconds_before, sittings_before)
     trainer.add_callback(timer)
+    if not show_progress():  # --quiet: the Trainer's bar goes too (disable_tqdm would be saved as a setting)
+        from transformers.trainer_callback import ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
     main = trainer.is_world_process_zero()
     if main:
         ctx.begin_writing()

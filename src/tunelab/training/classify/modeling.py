@@ -22,8 +22,11 @@ from transformers import (AutoConfig, AutoModel, AutoModelForSequenceClassificat
                           PreTrainedModel)
 from transformers.modeling_outputs import SequenceClassifierOutput
 
+from ...console import get_logger
 from ...models import model_type
 from ..lora import lora_from_settings
+
+_log = get_logger("finetune")
 
 HF_PROBLEM_TYPES = {"single_label": "single_label_classification", "multi_label": "multi_label_classification"}
 
@@ -162,7 +165,7 @@ def classifier_model(base: str, labels: tuple[str, ...], problem_type: str, mcfg
     # before LoRA, so the trained copy of the head (modules_to_save) starts there too
     bias_set = head_bias is not None and set_head_bias(model, head_bias) is not None
     if head_bias is not None and not bias_set:
-        print(f"finetune: the head of {type(model).__name__} has no bias; it starts as the library builds it")
+        _log.info(f"the head of {type(model).__name__} has no bias; it starts as the library builds it")
     if not mcfg.use_lora:
         return model, bias_set
     config = lora_from_settings(mcfg, model_type(base), "classify", "SEQ_CLS")

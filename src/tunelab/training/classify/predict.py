@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from ...console import show_progress
 from ...errors import ConfigError
 from ...records import read_json_dataclass
 from ...models import require_safetensors_adapter, resolve_model
@@ -99,7 +100,8 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int, batch_siz
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bfloat16"
                 else contextlib.nullcontext())
     with torch.no_grad(), autocast:
-        for start in tqdm(range(0, len(order), batch_size), desc="classify", unit="batch"):
+        for start in tqdm(range(0, len(order), batch_size), desc="classify", unit="batch",
+                          disable=not show_progress()):
             idx = order[start:start + batch_size]
             enc = tokenizer.pad({"input_ids": [encoded[i] for i in idx]}, return_tensors="pt").to(device)
             logits = model(**enc).logits.float()

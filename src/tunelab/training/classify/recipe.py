@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...console import get_logger
 from ...errors import ConfigError
 from ...metrics.classification import multilabel_metrics, tune_thresholds
 from ...models import load_tokenizer
@@ -22,6 +23,8 @@ from .imbalance import class_weights, label_prior_logits, sample_weights
 from .modeling import classifier_model
 from .predict import CLASSIFIER_INFO, ClassifierInfo
 from .trainer import build_classifier_trainer, sigmoid
+
+_log = get_logger("finetune")
 
 
 @dataclass
@@ -55,8 +58,8 @@ class ClassifyRecipe(FinetuneRecipe):
         self.skipped = self.rows.skipped
         _warn_absent_labels(self.rows.train)
         if self.rows.evals is not None and args.eval_strategy == "no":
-            print("finetune: the eval set is scored once after training; set eval_strategy (steps or epoch) "
-                  "for metrics during training")
+            _log.info("the eval set is scored once after training; set eval_strategy (steps or epoch) "
+                      "for metrics during training")
 
     def setup_trainer(self):
         mcfg, ccfg, args, rows = self.ctx.model, self.ctx.classifier, self.ctx.train, self.rows
@@ -141,7 +144,7 @@ def load_rows(recipe: FinetuneRecipe, seed: int) -> ClassifierRows:
         rows.skipped += copies
         rows.extra_rows, rows.held_out_copies = len(extra), len(copies)
         if copies:
-            print(f"finetune: {len(copies)} extra_train_data row(s) repeat an eval or test row; left out")
+            _log.info(f"{len(copies)} extra_train_data row(s) repeat an eval or test row; left out")
         rows.train = rows.train.concat(extra)
     rows.train, rows.unused = subset_rows(rows.train, ccfg.train_subset, seed)
     return rows
@@ -152,7 +155,7 @@ def _effective_max_length(args, tokenizer) -> int:
     limit = getattr(tokenizer, "model_max_length", None)
     wanted = args.max_length or limit
     if limit and limit < 100_000 and wanted > limit:  # huge values are the tokenizer's "unknown"
-        print(f"finetune: max_length {wanted} exceeds the model's {limit} positions; using {limit}")
+        _log.info(f"max_length {wanted} exceeds the model's {limit} positions; using {limit}")
         return limit
     return wanted
 
@@ -176,8 +179,8 @@ def _warn_absent_labels(train: LabeledTexts) -> None:
     counts = y.sum(axis=0) if train.problem_type == "multi_label" else np.bincount(y, minlength=len(train.labels))
     absent = [label for label, n in zip(train.labels, counts) if n == 0]
     if absent:
-        print(f"finetune: no training row has {absent[:10]}{' ...' if len(absent) > 10 else ''} "
-              "(a sorted file cut by max_examples?); the model cannot learn them")
+        _log.info(f"no training row has {absent[:10]}{' ...' if len(absent) > 10 else ''} "
+                  "(a sorted file cut by max_examples?); the model cannot learn them")
 
 
 def _score_eval_set(trainer, rows: ClassifierRows, tune: bool, summary: dict) -> dict[str, float] | None:

@@ -1,0 +1,222 @@
+"""evaluate's settings: one dataclass per thing it scores, and the checks that tell them apart.
+
+What a run scores follows from its task and inputs: `text` (predictions against references), a
+`classifier` (an encoder classifier folder, --model) or `answers` (an LLM's answers in words,
+--predictions with task classification). A setting of a part the run does not use is refused, not
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..errors import ConfigError
+from ..settings import HelpLayout
+
+
+@dataclass
+class ScoreRunConfig:
+    task: str = field(default="text", metadata={"help": "text (BLEU, ROUGE-L, BERTScore) or classification."})
+    output_dir: str = field(default="runs/evaluate", metadata={"help": "Gets scores, per-example rows and the run record."})
+    predictions: str | None = field(default=None, metadata={
+        "help": "inference.py's predictions.jsonl: text, a prediction and a reference per row; classification, "
+                "an LLM's answers in words."})
+    data: str | None = field(default=None, metadata={
+        "help": "classification: labeled texts in the layout the classifier was trained on (its tunelab_classifier.json): "
+                "moderation records, or a CSV/TSV/JSONL table with the same columns. With --predictions: optional "
+                "references (moderation or alpaca records) matched to the answers by id, instead of each row's 'reference'."})
+    allow_empty_predictions: bool = field(default=False, metadata={
+        "help": "Score an empty prediction 0 (text) or as an unparsed answer (classification) instead of stopping."})
+    bootstrap_resamples: int = field(default=1000, metadata={"range": (0, None),
+        "help": "Bootstrap resamples behind each confidence interval (95 percent) and delta (text scores; a "
+                "classifier's headline numbers); 0: none."})
+    bootstrap_seed: int = field(default=12345, metadata={
+        "help": "Seed of the resamples (same seed, same intervals)."})
+    plots: bool = field(default=True, metadata={
+        "help": "classification: confusion matrices and ROC/PR curves as PNG."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace an existing, non-empty output_dir."})
+
+
+@dataclass
+class TextConfig:
+    bertscore_model: str = field(default="tunelab:minilm", metadata={
+        "help": "BERTScore encoder: hub id, local path or tunelab:minilm."})
+    bertscore_num_layers: int | None = field(default=6, metadata={"range": (1, None),
+        "help": "Layer whose embeddings are compared (needed for local paths)."})
+    bertscore_batch_size: int = field(default=32, metadata={"range": (1, None),
+        "help": "Sentences per BERTScore encoder batch, sorted by token count; speed only, never the scores. "
+                "32 suits a CPU; raise it on a GPU."})
+    bertscore_dtype: str = field(default="auto", metadata={
+        "help": "BERTScore encoder precision: float32; bfloat16 (autocast; ~2x faster on CPUs with native bf16, "
+                "F1 within ~1e-3 per example, ~1e-5 on the mean); auto: bfloat16 on such CPUs, else float32. "
+                "scores.json records the one used."})
+    compare: list[str] = field(default_factory=list, metadata={
+        "help": "More predictions.jsonl files answering the same examples (matched by id), e.g. a tuned model "
+                "or a sweep's settings; each is scored beside --predictions (the baseline) with paired deltas."})
+    run_names: list[str] = field(default_factory=list, metadata={
+        "help": "A name per run, --predictions first (default: each file's folder name); per_example.jsonl "
+                "keys are '<name>.prediction', '<name>.bleu', ..."})
+
+
+@dataclass
+class ClassifierConfig:
+    model: str | None = field(default=None, metadata={"help": "A finetune classifier folder."})
+    split: str | None = field(default=None, metadata={
+        "help": "Instead of --data: score a split the classifier's run held out (test, or eval), read again from "
+                "its training files as listed in its data_splits.json."})
+    threshold: float | None = field(default=None, metadata={"range": (0, 1),
+        "help": "Multi-label: probability at or above which a label is predicted, for every label. "
+                "Default: the per-label thresholds tuned at training time, or 0.5 when none were."})
+    dev_data: str | None = field(default=None, metadata={
+        "help": "Multi-label: a dev split (same layout as --data) on which per-label thresholds are tuned and then "
+                "applied to --data; reported beside the default thresholds."})
+    tfidf_baseline: bool = field(default=False, metadata={
+        "help": "Also fit TF-IDF (word 1-2 grams) + logistic regression on exactly the classifier's training rows "
+                "and score it on the same rows, beside the classifier (multi-label thresholds tuned on the run's "
+                "eval split, as the classifier's were)."})
+    classifier_dtype: str = field(default="float32", metadata={
+        "help": "float32, or bfloat16 (autocast; about 2x faster on CPUs with native bf16, probabilities within "
+                "about 1e-2)."})
+    batch_size: int = field(default=32, metadata={"range": (1, None),
+        "help": "Texts per forward pass; speed and memory only, never the scores."})
+
+
+@dataclass
+class LabelSetConfig:
+    taxonomy: str | None = field(default=None, metadata={
+        "help": "The label set, a name in data/taxonomies (jigsaw) or a YAML path."})
+    labels: list[str] = field(default_factory=list, metadata={
+        "help": "Label names, instead of --taxonomy (single-label tasks: the classes)."})
+    none_label: str = field(default="none", metadata={"help": "With --labels: the answer that means no label applies."})
+    problem_type: str = field(default="auto", metadata={
+        "help": "multi_label, single_label, or auto (single_label when every reference holds exactly one label)."})
+
+
+@dataclass
+class BaselineConfig:
+    baseline_model: str | None = field(default=None, metadata={
+        "help": "A base model (hub id, folder, tunelab:tiny-llama) answering the eval set with --shots solved "
+                "examples in its prompt, once per --seeds seed; mean ± std per metric."})
+    baseline_data: str | None = field(default=None, metadata={
+        "help": "Eval set of the baseline: alpaca records (moderation_test.alpaca.json). Default: the rows of --predictions."})
+    shots_data: str | None = field(default=None, metadata={
+        "help": "Alpaca records the solved examples are drawn from (moderation_train.alpaca.json); never the eval set."})
+    shots: list[int] = field(default_factory=lambda: [0], metadata={"range": (0, None),
+        "help": "Numbers of solved examples, e.g. 0 4."})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
+        "help": "One run per seed: the seed draws the shots (and seeds sampling when baseline_temperature > 0)."})
+    baseline_template: str = field(default="auto", metadata={
+        "help": "Prompt format of the baseline: auto (the model's chat template, else alpaca_student), chat, or a template."})
+    baseline_max_new_tokens: int = field(default=32, metadata={"range": (1, None),
+        "help": "A label list is short; a refusal shows in 32 tokens."})
+    baseline_temperature: float = field(default=0.0, metadata={"range": (0, None),
+        "help": "0 = greedy: only the shots differ between seeds."})
+    baseline_batch_size: int = field(default=8, metadata={"range": (1, None),
+        "help": "Baseline prompts per generate() call: faster, more memory; answers do not change."})
+    baseline_dtype: str = field(default="auto", metadata={
+        "help": "Baseline weights dtype: auto (the checkpoint's), bfloat16 or float16 (half of float32's memory), "
+                "float32."})
+    baseline_label_probs: bool = field(default=False, metadata={
+        "help": "Also score each label's probability from the baseline's next-token distributions (as inference.py "
+                "--label_probs), for its ROC-AUC and PR-AUC; one teacher-forced pass per label and place."})
+
+
+CONFIG_TYPES = (ScoreRunConfig, TextConfig, ClassifierConfig, LabelSetConfig, BaselineConfig)
+HELP = HelpLayout(
+    prog="evaluate/score.py",
+    description="Score generated text (BLEU, ROUGE-L, BERTScore) or a classifier (P/R/F1, ROC-AUC).",
+    groups={"run": "task, input and output", "text": "text scores (task text)",
+            "classifier": "an encoder classifier (task classification, --model)",
+            "labels": "the label set (task classification)",
+            "baseline": "zero- and k-shot baselines of a base model (task classification)"},
+    defaults={ScoreRunConfig: "run", TextConfig: "text", ClassifierConfig: "classifier", LabelSetConfig: "labels",
+              BaselineConfig: "baseline"},
+)
+# What each kind of run reads: a setting of any other part is refused.
+PARTS_READ = {"text": (TextConfig,), "classifier": (ClassifierConfig, LabelSetConfig, BaselineConfig),
+              "answers": (LabelSetConfig, BaselineConfig)}
+WHAT = {"text": "generated text (task text)", "classifier": "an encoder classifier (--model)",
+        "answers": "an LLM's answers (--predictions)"}
+
+
+@dataclass
+class ScoreSettings:
+    """evaluate's settings, one part per thing scored; `kind` says which parts this run reads."""
+
+    run: ScoreRunConfig
+    text: TextConfig
+    classifier: ClassifierConfig
+    label_set: LabelSetConfig
+    baseline: BaselineConfig
+
+    @property
+    def kind(self) -> str:
+        if self.run.task == "text":
+            return "text"
+        return "classifier" if self.classifier.model else "answers"
+
+    @property
+    def parts(self) -> tuple:
+        return self.run, self.text, self.classifier, self.label_set, self.baseline
+
+
+def _changed(part) -> list[str]:
+    """The settings of `part` that differ from their defaults, as flags."""
+    names = []
+    for f in dataclasses.fields(part):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if getattr(part, f.name) != default:
+            names.append(f"--{f.name}")
+    return names
+
+
+def check_settings(settings: ScoreSettings) -> None:
+    """Every setting checked before any scoring; a ConfigError names the setting."""
+    run, cls, labels, baseline = settings.run, settings.classifier, settings.label_set, settings.baseline
+    if run.task not in ("text", "classification"):
+        raise ConfigError(f"task must be text or classification, got {run.task!r}")
+    if run.task == "classification" and cls.model and run.predictions:
+        raise ConfigError("give --model (a classifier folder) or --predictions (an LLM's answers), not both")
+    if run.task == "classification" and not (cls.model or run.predictions):
+        raise ConfigError("task classification needs --model (a classifier folder) and --data (labeled texts), "
+                          "or --predictions (an LLM's answers from inference.py) and --taxonomy")
+    kind = settings.kind
+    for part in settings.parts[1:]:
+        if type(part) not in PARTS_READ[kind] and (given := _changed(part)):
+            raise ConfigError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to "
+                              f"{HELP.groups[HELP.defaults[type(part)]]}, not to {WHAT[kind]}")
+    if kind == "text":
+        if not run.predictions:
+            raise ConfigError("task text needs --predictions (a predictions.jsonl from inference.py)")
+        if run.data:
+            raise ConfigError("--data gives labeled texts or references of a classification; task text reads "
+                              "each prediction's 'reference'")
+        return
+    if labels.problem_type not in ("auto", "single_label", "multi_label"):
+        raise ConfigError(f"problem_type must be auto, single_label or multi_label, got {labels.problem_type!r}")
+    if kind == "classifier":
+        if bool(run.data) == bool(cls.split):
+            raise ConfigError("task classification with --model needs --data (labeled texts) or --split (test: the "
+                              "rows its run held out), one of them")
+        if cls.split not in (None, "test", "eval"):
+            raise ConfigError(f"--split must be test or eval (the rows a classifier's run held out), got {cls.split!r}")
+        if cls.classifier_dtype not in ("float32", "bfloat16"):
+            raise ConfigError(f"classifier_dtype must be float32 or bfloat16, got {cls.classifier_dtype!r}")
+    _check_baseline(kind, run, baseline)
+
+
+def _check_baseline(kind: str, run: ScoreRunConfig, baseline: BaselineConfig) -> None:
+    if not baseline.baseline_model:
+        if baseline.baseline_label_probs:
+            raise ConfigError("--baseline_label_probs scores a k-shot baseline's labels: it needs --baseline_model")
+        return
+    shots, seeds = baseline.shots, baseline.seeds
+    if not shots or any(k < 0 for k in shots) or not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError(f"baselines need shots >= 0 and distinct seeds, got shots {shots}, seeds {seeds}")
+    if any(k > 0 for k in shots) and not baseline.shots_data:
+        raise ConfigError("k-shot baselines need --shots_data (alpaca records to draw solved examples from, "
+                          "e.g. moderation_train.alpaca.json)")
+    if kind == "classifier" and not baseline.baseline_data:
+        raise ConfigError("a baseline beside a --model classifier needs its eval set as instructions: "
+                          "--baseline_data (alpaca records, e.g. moderation_test.alpaca.json)")
