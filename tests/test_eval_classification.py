@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from tunelab.metrics.classification import (NO_ANSWER, mean_std, multilabel_metrics, multilabel_scores,
                                             singlelabel_scores, tune_thresholds)
 from tunelab.metrics.llm_answers import OUTCOMES, REFUSAL_PATTERNS, parse_label_answer, score_answers
-from tunelab.scoring.few_shot import kshot_baselines
+from tunelab.errors import ConfigError
+from tunelab.inference.few_shot import draw_shots
 from tunelab.stages import evaluate
 
 JIGSAW = ("toxic", "severe_toxic", "obscene", "threat", "insult", "identity_hate")
@@ -374,56 +375,72 @@ def test_thresholds_tuned_on_dev_are_applied_to_test(tiny_classifier, tmp_path):
 
 # ---- k-shot baselines ----------------------------------------------------------------------------
 
-def test_kshot_mechanics_count_refusals_per_seed():
-    eval_rows = [{"id": str(i), "instruction": "Classify", "input": f"text {i}", "reference": ref}
-                 for i, ref in enumerate([("toxic",), (), ("insult", "toxic")])]
+def test_shots_are_drawn_per_seed_and_never_from_the_answered_examples():
     pool = [{"id": f"s{i}", "instruction": "Classify", "input": f"shot {i}", "output": "none"} for i in range(6)]
-    seen = []
-
-    def answer(shots, seed):
-        seen.append((len(shots), seed, [s["id"] for s in shots]))
-        return ["I cannot do that."] * 3 if seed == 0 else ["toxic", "none", "toxic, insult"]
-
-    results, examples = kshot_baselines(answer, eval_rows, pool, [0, 2], [0, 1], JIGSAW, "none", "multi_label",
-                                        deterministic=False)
-    assert [(k, s) for k, s, _ in seen] == [(0, 0), (0, 1), (2, 0), (2, 1)]
-    assert seen[2][2] != seen[3][2]  # each seed draws its own shots
-    two = results["2"]
-    assert [r["outcomes"]["refusal"] for r in two["runs"]] == [3, 0]
-    assert two["mean"]["refusal_rate"] == 0.5 and two["std"]["refusal_rate"] == pytest.approx(np.std([1, 0], ddof=1))
-    assert two["mean"]["refusals_as_wrong"]["subset_accuracy"] == 0.5
-    assert two["runs"][0]["refusals_excluded"] is None and two["mean"]["refusals_excluded"] is None
-    assert examples[(2, 0)][0]["outcome"] == "refusal" and examples[(2, 1)][2]["predicted"] == ["toxic", "insult"]
+    pool.append({"id": "eval", "instruction": "Classify", "input": "text 0", "output": "toxic"})
+    draws = [draw_shots(pool, 3, seed, {"text 0"}) for seed in range(5)]
+    assert all(len(d) == 3 and all(s["id"] != "eval" for s in d) for d in draws)
+    assert draws[0] == draw_shots(pool, 3, 0, {"text 0"}) and len({tuple(s["id"] for s in d) for d in draws}) > 1
+    with pytest.raises(ConfigError, match="only 6 examples outside the eval set"):
+        draw_shots(pool, 7, 0, {"text 0"})
 
 
-def test_baselines_on_tiny_llama_beside_the_main_scores(tmp_path, tiny_llama):
-    pred = write_jsonl(tmp_path / "p.jsonl", [{k: v for k, v in r.items() if k != "label_probs"} for r in ROWS[:3]])
+def test_kshot_baselines_are_inference_runs_scored_beside_the_main_scores(tmp_path, tiny_llama):
+    from tunelab.stages import infer
+
+    rows = ROWS[:3]
+    pred = write_jsonl(tmp_path / "p.jsonl", [{k: v for k, v in r.items() if k != "label_probs"} for r in rows])
+    eval_set = tmp_path / "eval.json"
+    eval_set.write_text(json.dumps([{"id": r["id"], "instruction": r["instruction"], "input": r["input"],
+                                     "output": r["reference"]} for r in rows]))
     shots = tmp_path / "shots.json"
     shots.write_text(json.dumps([{"id": f"s{i}", "instruction": "Classify", "input": f"comment {i}", "output": o}
                                  for i, o in enumerate(["toxic", "none", "insult, toxic", "none"])]))
+    runs = []
+    for k, seed in ((0, 0), (2, 0), (2, 1)):
+        folder = tmp_path / f"{k}shot_seed{seed}"
+        infer.infer(["--model", "tunelab:tiny-llama", "--data", str(eval_set), "--shots", str(k), "--shots_seed",
+                     str(seed), *(["--shots_data", str(shots)] if k else []), "--max_new_tokens", "6",
+                     "--label_probs", "jigsaw", "--output_dir", str(folder)])
+        runs.append(str(folder / "predictions.jsonl"))
+    noted = json.loads((tmp_path / "2shot_seed1/provenance.json").read_text())["notes"]["shots"]
+    assert noted["shots"] == 2 and noted["seed"] == 1 and len(noted["ids"]) == 2
     out = tmp_path / "s"
     scores = evaluate.score(["--task", "classification", "--predictions", str(pred), "--taxonomy", "jigsaw",
-                             "--baseline_model", "tunelab:tiny-llama", "--shots", "0", "2", "--seeds", "0", "1",
-                             "--shots_data", str(shots), "--baseline_max_new_tokens", "6", "--output_dir", str(out),
-                             "--plots", "false", "--baseline_label_probs", "true"])
+                             "--baselines", *runs, "--output_dir", str(out), "--plots", "false"])
     base = scores["baselines"]
     assert base["model"] == "tunelab:tiny-llama" and base["examples"] == 3 and set(base["by_shots"]) == {"0", "2"}
-    for k in ("0", "2"):
-        entry = base["by_shots"][k]
-        assert [r["seed"] for r in entry["runs"]] == [0, 1]
+    assert [r["seed"] for r in base["by_shots"]["2"]["runs"]] == [0, 1]
+    assert base["by_shots"]["2"]["runs"][1]["shot_ids"] == noted["ids"]
+    for entry in base["by_shots"].values():
         assert all(sum(r["outcomes"].values()) == 3 for r in entry["runs"])
         assert set(entry["mean"]) >= {"refusal_rate", "unparseable_rate", "refusals_as_wrong", "outcomes"}
-        assert entry["std"]["refusal_rate"] is not None
         # ROC-AUC from the label tokens' probabilities, for the labels these 3 rows hold both ways
         assert all(r["refusals_as_wrong"]["mean_roc_auc"] is not None for r in entry["runs"])
-    assert base["by_shots"]["0"]["std"]["refusals_as_wrong"]["micro_f1"] == 0.0  # greedy 0-shot: same every seed
-    assert len(base["by_shots"]["2"]["runs"][0]["shot_ids"]) == 2
+    assert base["by_shots"]["0"]["std"]["refusal_rate"] is None  # one run: no spread
+    assert base["by_shots"]["2"]["std"]["refusal_rate"] is not None
     systems = [r["system"] for r in scores["comparison"]]
     assert systems == ["scored model", "0-shot baseline", "2-shot baseline"]
-    assert "±" in scores["comparison"][1]["text"]["macro_f1"]
-    rows = [json.loads(x) for x in (out / "baselines/2shot_seed1.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 and {"id", "answer", "outcome", "reason", "reference", "predicted"} <= set(rows[0])
-    assert set(rows[0]["label_probs"]) == set(JIGSAW) and all(0 < p < 1 for p in rows[0]["label_probs"].values())
+    assert "±" in scores["comparison"][2]["text"]["macro_f1"]
+    answered = [json.loads(x) for x in (out / "baselines/2shot_seed1.jsonl").read_text().splitlines()]
+    assert len(answered) == 3 and {"id", "answer", "outcome", "reason", "reference", "predicted"} <= set(answered[0])
+    assert set(answered[0]["label_probs"]) == set(JIGSAW)
+
+
+def test_a_baseline_must_be_a_finished_inference_run_on_the_same_examples(tmp_path, capsys):
+    pred = write_jsonl(tmp_path / "p.jsonl", ROWS)
+    base = ["--task", "classification", "--predictions", str(pred), "--taxonomy", "jigsaw", "--plots", "false"]
+    (tmp_path / "loose").mkdir()
+    loose = write_jsonl(tmp_path / "loose" / "predictions.jsonl", ROWS)
+    assert "holds no config.yaml" in _fails([*base, "--baselines", str(loose), "--output_dir", str(tmp_path / "a")],
+                                            capsys)
+    (tmp_path / "loose" / "config.yaml").write_text("model: m\nshots: 2\nshots_seed: 0\n")
+    assert "has not finished" in _fails([*base, "--baselines", str(loose), "--output_dir", str(tmp_path / "b")],
+                                        capsys)
+    (tmp_path / "loose" / "provenance.json").write_text("{}")
+    write_jsonl(loose, ROWS[:4])
+    assert "baselines are compared on the same ids" in _fails(
+        [*base, "--baselines", str(loose), "--output_dir", str(tmp_path / "c")], capsys)
 
 
 def test_settings_of_the_other_path_are_refused_not_ignored(tmp_path, capsys):
@@ -432,6 +449,6 @@ def test_settings_of_the_other_path_are_refused_not_ignored(tmp_path, capsys):
             "--output_dir", str(tmp_path / "s")]
     assert "--split, --tfidf_baseline apply to an encoder classifier" in _fails(
         [*base, "--split", "test", "--tfidf_baseline", "true"], capsys)
-    assert "needs --baseline_model" in _fails([*base, "--baseline_label_probs", "true"], capsys)
+    assert "--bertscore_model applies to text scores" in _fails([*base, "--bertscore_model", "x"], capsys)
     assert "--split must be test or eval" in _fails(
         ["--task", "classification", "--model", str(tmp_path), "--split", "train"], capsys)

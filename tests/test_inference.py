@@ -341,3 +341,33 @@ def test_label_probs_flow_from_inference_into_roc_curves(tmp_path):
     with pytest.raises(ConfigError, match="only --backend transformers"):
         infer.infer(["--model", "m", "--backend", "openai", "--base_url", "http://localhost:1/v1",
                      "--data", str(data), "--label_probs", "jigsaw", "--output_dir", str(tmp_path / "x")])
+
+
+def test_a_k_shot_request_puts_the_solved_examples_before_the_example(tiny_llama):
+    from tunelab.inference.backend import Backend
+    from tunelab.models import load_tokenizer
+    from tunelab.prompts import CHAT, StudentPrompt, student_prompt
+
+    tokenizer = load_tokenizer(tiny_llama)
+    shots = [{"instruction": "Classify", "input": "you idiot", "output": "insult"},
+             {"instruction": "Classify", "input": "hello there", "output": "none"}]
+    example = {"instruction": "Classify", "input": "go away"}
+    template = student_prompt("alpaca_student", tokenizer)
+    prompt = Backend(None, template, tokenizer, "m", None, None, renders_chat=True, shots=shots).request(example).prompt
+    assert prompt.index("you idiot") < prompt.index("insult") < prompt.index("hello there") < prompt.index("go away")
+    assert prompt.endswith(template.render(tokenizer, "Classify", "go away"))
+    # a server renders chat itself: the shots are earlier turns of the conversation sent
+    served = Backend(None, StudentPrompt(CHAT), None, "m", None, None, renders_chat=False, shots=shots)
+    messages = served.request(example).messages
+    assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "user"]
+    assert messages[1]["content"] == "insult" and messages[-1]["content"] == "Classify\n\ngo away"
+
+
+def test_shots_settings_are_checked_before_any_model_loads(tmp_path, capsys):
+    assert infer.main(["--model", "tunelab:tiny-llama", "--shots", "2", "--output_dir", str(tmp_path / "a")]) == 2
+    assert "give --shots_data" in capsys.readouterr().err
+    few = tmp_path / "few.json"
+    few.write_text('[{"instruction": "Classify", "input": "x", "output": "none"}]')
+    assert infer.main(["--model", "tunelab:tiny-llama", "--shots", "2", "--shots_data", str(few),
+                       "--output_dir", str(tmp_path / "b")]) == 2
+    assert "2 shots asked, but the shots data holds only 1" in capsys.readouterr().err

@@ -606,7 +606,7 @@ def test_an_unscored_student_run_is_listed_as_not_run(tmp_path):
 
 
 def test_a_comparison_scores_every_kind_of_classifier_on_the_same_rows_and_tabulates_them(tmp_path):
-    """LLM answers (zero-shot with k-shot seeds beside it; LoRA) and an encoder with its TF-IDF baseline,
+    """LLM answers (zero-shot with k-shot inference runs beside it; LoRA) and an encoder with its TF-IDF baseline,
     on tiny models: the mechanics, end to end."""
     from fakes import TINY_STUDENT_CONFIG
 
@@ -614,10 +614,6 @@ def test_a_comparison_scores_every_kind_of_classifier_on_the_same_rows_and_tabul
     (tmp_path / "answer.yaml").write_text(f"data: {data / 'moderation_test.alpaca.json'}\nmax_new_tokens: 4\n"
                                           "label_probs: [jigsaw]\n")
     (tmp_path / "words.yaml").write_text("task: classification\ntaxonomy: jigsaw\nplots: false\n")
-    (tmp_path / "kshot.yaml").write_text(f"task: classification\ntaxonomy: jigsaw\nplots: false\n"
-                                         f"baseline_model: tunelab:tiny-llama\nshots: [1]\nseeds: [0, 1]\n"
-                                         f"shots_data: {data / 'moderation_train.alpaca.json'}\n"
-                                         "baseline_max_new_tokens: 4\nbaseline_label_probs: true\n")
     (tmp_path / "head.yaml").write_text(f"base: tunelab:minilm\ntask: classify\ndata: [{data / 'moderation_train.jsonl'}]\n"
                                         "taxonomy: jigsaw\neval_split: 0.2\nmax_length: 32\nmax_steps: 2\n"
                                         "save_strategy: 'no'\nreport_to: none\ndisable_tqdm: true\n")
@@ -633,7 +629,12 @@ comparisons:
     variants:
       untuned:
         - [python, inference.py, --config, {tmp_path / 'answer.yaml'}, --model, tunelab:tiny-llama, --output_dir, "{{run}}/inference"]
-        - [python, evaluate/score.py, --config, {tmp_path / 'kshot.yaml'}, --predictions, "{{run}}/inference/predictions.jsonl",
+        - [python, inference.py, --config, {tmp_path / 'answer.yaml'}, --model, tunelab:tiny-llama, --shots, "1",
+           --shots_seed, "0", --shots_data, {data / 'moderation_train.alpaca.json'}, --output_dir, "{{run}}/1shot_seed0"]
+        - [python, inference.py, --config, {tmp_path / 'answer.yaml'}, --model, tunelab:tiny-llama, --shots, "1",
+           --shots_seed, "1", --shots_data, {data / 'moderation_train.alpaca.json'}, --output_dir, "{{run}}/1shot_seed1"]
+        - [python, evaluate/score.py, --config, {tmp_path / 'words.yaml'}, --predictions, "{{run}}/inference/predictions.jsonl",
+           --baselines, "{{run}}/1shot_seed0/predictions.jsonl", "{{run}}/1shot_seed1/predictions.jsonl",
            --output_dir, "{{run}}/scores"]
       lora:
         - [python, finetune/train.py, --config, {TINY_STUDENT_CONFIG}, --data, {data / 'moderation_train.alpaca.json'},
@@ -651,7 +652,7 @@ comparisons:
     root, records = tmp_path / "runs", tmp_path / "records"
     assert results.report([], root=records, out=None, bench=None, comparisons=comparisons).count("Not run yet.") == 1
     ran = results.run([], root=root, records=records, comparisons=comparisons)
-    assert [r["returncode"] for r in ran] == [0] * len(ran) and len(ran) == 8  # the data made once
+    assert [r["returncode"] for r in ran] == [0] * len(ran) and len(ran) == 10  # the data made once
     kept = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
     assert "tiny_tox/lora/student/provenance.json" in kept and "tiny_tox/head/scores/scores.json" in kept
     assert not any(k.endswith(".safetensors") or "predictions" in k for k in kept)

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-# src/tunelab/paths.py -> the checkout root (holds generate/, prompts/, data/).
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGE = Path(__file__).resolve().parent
+# An installed wheel carries the shipped files (prompts, data samples, every stage's configs) in
+# tunelab/shipped/, laid out as in the checkout (setup.py copies them there); a checkout has them at its
+# root, two folders above this file. CHECKOUT is that root, or None when installed from a wheel.
+_SHIPPED = _PACKAGE / "shipped"
+CHECKOUT: Path | None = None if _SHIPPED.is_dir() else _PACKAGE.parents[1]
+PROJECT_ROOT = CHECKOUT or _SHIPPED
 PROMPTS_DIR = PROJECT_ROOT / "prompts"
 DATA_DIR = PROJECT_ROOT / "data"
 STAGE_CONFIG_DIRS = {
@@ -26,7 +31,7 @@ def cache_dir() -> Path:
 
 def resolve_input(path: str | os.PathLike) -> Path:
     """An input path as given, or, when it is relative and absent from the working directory,
-    the same path under the project root, so shipped configs run from any directory."""
+    the same path among the shipped files, so shipped configs run from any directory."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p

@@ -15,10 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .cli import SUBCOMMANDS
-from .paths import PROJECT_ROOT
+from .paths import CHECKOUT
 from .settings import HelpLayout, default_text, group_fields, help_text, type_name
 
-REFERENCE = PROJECT_ROOT / "docs" / "settings.md"
+# the checkout's docs; installed from a wheel, the working directory's
+REFERENCE = (CHECKOUT or Path(".")) / "docs" / "settings.md"
 REGENERATE = "python -m tunelab.reference"
 
 
@@ -70,7 +71,7 @@ def reference_markdown() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=REGENERATE, description=(
-        f"Write {REFERENCE.relative_to(PROJECT_ROOT)} from the settings' help text."))
+        "Write docs/settings.md from the settings' help text."))
     parser.add_argument("--output", default=str(REFERENCE), help="Where to write it.")
     args = parser.parse_args(argv)
     out = Path(args.output)

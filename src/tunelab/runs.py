@@ -28,7 +28,7 @@ import yaml
 
 from .config import to_plain
 from .errors import OutputExistsError
-from .paths import PROJECT_ROOT
+from .paths import CHECKOUT
 from .records import atomic_write_text, honour_umask_tree
 
 TRACKED_PACKAGES = (
@@ -277,7 +277,12 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str |
     return versions
 
 
-def git_state(root: Path = PROJECT_ROOT) -> dict[str, Any]:
+def git_state(root: Path | None = CHECKOUT) -> dict[str, Any]:
+    """The checkout's commit and whether it has changes; both None for a wheel's install (an enclosing
+    repository, a user's project holding the venv, says nothing about tunelab's code)."""
+    if root is None:
+        return {"commit": None, "dirty": None}
+
     def git(*args: str) -> str | None:
         try:
             # No optional locks: reading never takes the index lock a concurrent git command may need.

@@ -5,7 +5,7 @@ setting fails while it is built."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -70,6 +70,7 @@ class Backend:
     renders_chat: bool  # True: the chat template is applied here, so requests carry rendered text
     labels: tuple[str, ...] = ()  # scored into each row's label_probs (in-process models only)
     vision: bool = False  # a LLaVA in process: requests are chat messages whose user turn carries the images
+    shots: list[dict] = field(default_factory=list)  # solved examples before every example (inference/few_shot.py)
 
     def label_probs(self, requests, answers: list[str]) -> list[dict[str, float]]:
         from ..teachers.label_probs import label_probabilities
@@ -84,6 +85,13 @@ class Backend:
         from ..teachers.images import user_message
 
         instruction, input_text = record["instruction"], record["input"]
+        if self.shots:
+            from .few_shot import few_shot_messages, few_shot_prompt
+
+            if self.renders_chat or not self.prompt.is_chat:
+                return TeacherRequest(prompt=few_shot_prompt(self.prompt, self.tokenizer, self.shots, instruction,
+                                                             input_text))
+            return TeacherRequest(messages=few_shot_messages(self.prompt, self.shots, instruction, input_text))
         if self.vision or (self.prompt.is_chat and not self.renders_chat):
             if record.get("user_turn"):  # a chat record's own user turn, its parts in their order
                 return TeacherRequest(messages=[record["user_turn"]])
@@ -165,6 +173,8 @@ def _vision_backend(cfg: InferenceConfig, record: RunRecord, base: str, adapter:
                           "template (template chat or auto), as it was trained")
     if cfg.label_probs:
         raise ConfigError("label_probs reads text-only prompts; it is not available for LLaVA models")
+    if cfg.shots:
+        raise ConfigError("shots puts solved text examples before each prompt; not available for LLaVA models")
     processor = load_student_processor(adapter or base, base, trust_remote_code=cfg.trust_remote_code)
     record.add_template("chat_template", processor.chat_template)
     model = load_llava_student(base, adapter, mtype, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,

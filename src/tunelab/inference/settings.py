@@ -74,6 +74,14 @@ class InferenceConfig:
                 "names (positive negative). transformers backend only; costs a forward pass per label and place "
                 "a label can begin in the answer."})
     limit: int | None = field(default=None, metadata={"range": (1, None), "group": "data", "help": "Answer only the first N examples."})
+    shots: int = field(default=0, metadata={"range": (0, None), "group": "data",
+        "help": "Solved examples before each example in its prompt (a k-shot run of a base model): the same k "
+                "records, drawn from --shots_data with --shots_seed, for every example; 0: none."})
+    shots_data: str | None = field(default=None, metadata={"group": "data",
+        "help": "Alpaca records the shots are drawn from (e.g. moderation_train.alpaca.json); a record whose "
+                "input is among the examples answered is never drawn."})
+    shots_seed: int = field(default=0, metadata={"group": "data",
+        "help": "Seed of the draw: runs with several seeds show the spread over choices of shots."})
     dtype: str = field(default="auto", metadata={
         "help": "In-process weights dtype: auto (the checkpoint's; generation under bf16 autocast on CPUs with native "
                 "bf16, about 1.5x faster), bfloat16 or float16 (half of float32's memory), float32."})
@@ -166,5 +174,10 @@ def check_values(cfg: InferenceConfig) -> None:
     if cfg.label_probs and cfg.backend != "transformers":
         raise ConfigError(f"label_probs needs the model's full next-token distributions, which only --backend "
                           f"transformers gives here ({cfg.backend} returns the sampled tokens)")
+    if cfg.shots and not cfg.shots_data:
+        raise ConfigError(f"shots {cfg.shots}: give --shots_data, the alpaca records the solved examples are "
+                          "drawn from")
+    if cfg.shots_data and not cfg.shots:
+        raise ConfigError("shots_data is read only for --shots > 0")
     if cfg.backend == "openai" and not cfg.base_url:
         raise ConfigError("backend openai needs --base_url, e.g. http://localhost:8000/v1 (vllm serve's address)")

@@ -1,120 +1,131 @@
-"""A base model's zero- and k-shot answers to the eval set, beside the scored model's, and the table
-that compares them."""
+"""Zero- and k-shot baselines beside the scored model: inference runs of a base model (inference.py
+--shots K --shots_data F --shots_seed S), each scored as an LLM's answers, and runs with the same
+number of shots summarized as mean ± sample standard deviation over their seeds."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ..errors import ConfigError, RecordError
+from ..metrics.classification import mean_std
 from ..metrics.scores import ClassifierScores
 from ..paths import resolve_input
-from ..records import read_records, write_jsonl
+from ..records import write_jsonl
 from ..runs import RunRecord
-from .few_shot import few_shot_prompt, kshot_baselines
-from .settings import BaselineConfig
 
 _COMPARED = ("refusal_rate", "micro_f1", "macro_f1", "macro_f1_refusals_excluded")
+SPREAD = "mean and sample standard deviation (ddof 1) over seeds; each seed draws its own shots"
 
 
-def add_baselines(cfg: BaselineConfig, scored_model: str, record: RunRecord, out: Path, scores: ClassifierScores,
-                  eval_rows: list[dict] | None, none_label: str, *, source: str) -> None:
-    """Zero/k-shot answers of cfg.baseline_model on the eval set, once per seed: their answers in
-    out/baselines/, their scores in scores["baselines"], and scores["comparison"] beside the scored model."""
-    from ..metrics.llm_answers import label_parser
-    from ..models import is_tiny_random
+@dataclass
+class BaselineRun:
+    """One finished inference run of the base model, read back: its settings and its answers."""
 
+    path: Path
+    model: str
+    shots: int
+    seed: int
+    shot_ids: list
+    rows: list  # metrics.answer_files.AnswerRow
+
+
+def read_baseline_run(predictions, labels: tuple[str, ...], none_label: str, *, allow_empty: bool) -> BaselineRun:
+    """A baseline's predictions.jsonl with its inference run's record beside it (config.yaml: model, shots,
+    seed; provenance.json: the shots drawn, and proof the run finished)."""
+    from ..metrics.answer_files import read_answer_rows
+
+    path = resolve_input(predictions)
+    folder = path.parent
+    if not (folder / "config.yaml").exists():
+        raise ConfigError(f"{path}: a baseline is an inference run's predictions.jsonl (python inference.py "
+                          f"--shots K ...), and {folder} holds no config.yaml")
+    if not (folder / "provenance.json").exists():
+        raise ConfigError(f"{path}: its inference run has not finished (no provenance.json in {folder}); rerun "
+                          "its command to finish it")
+    config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
+    notes = json.loads((folder / "provenance.json").read_text(encoding="utf-8")).get("notes", {})
+    rows = read_answer_rows(path, labels, none_label, allow_empty=allow_empty, with_references=True)
+    return BaselineRun(path, str(config.get("model")), int(config.get("shots") or 0),
+                       int(config.get("shots_seed") or 0), notes.get("shots", {}).get("ids", []), rows)
+
+
+def add_baselines(files: list[str], scored_model: str, record: RunRecord, out: Path, scores: ClassifierScores,
+                  none_label: str, *, main_ids: list[str] | None, allow_empty: bool) -> None:
+    """Score each baseline run, write its answers with their outcomes into out/baselines/, and add
+    scores["baselines"] (per number of shots: every seed's numbers, their mean and std) and
+    scores["comparison"] (the scored model beside each k-shot baseline)."""
     labels = tuple(scores.labels)
-    parser = label_parser(labels, none_label)
-    if cfg.baseline_data:
-        eval_rows = _read_eval_rows(cfg, record, parser, scores.problem_type, none_label)
-    elif not all(r["instruction"] for r in eval_rows):
-        raise ConfigError(f"{source}: rows carry no 'instruction' to ask the baseline; give --baseline_data")
-    pool = []
-    if cfg.shots_data:
-        shots_path = resolve_input(cfg.shots_data)
-        record.add_input("shots_data", shots_path)
-        pool = [dict(r.data) for r in read_records(shots_path, "alpaca")]
-    model = _BaselineModel(cfg, record, eval_rows, labels)
-    by_shots, examples = kshot_baselines(
-        model.answer, eval_rows, pool, list(cfg.shots), list(cfg.seeds), labels, none_label, scores.problem_type,
-        deterministic=cfg.baseline_temperature == 0,
-        label_scores_fn=model.label_scores if cfg.baseline_label_probs else None)
+    runs = [read_baseline_run(f, labels, none_label, allow_empty=allow_empty) for f in files]
+    seen: dict[tuple[int, int], Path] = {}
+    for run in runs:
+        if (key := (run.shots, run.seed)) in seen:
+            raise ConfigError(f"{run.path} and {seen[key]} are both {run.shots}-shot runs with seed {run.seed}: "
+                              "give each (shots, seed) once")
+        seen[key] = run.path
+        _check_same_examples(run, runs[0], main_ids, scores)
+        record.add_input(f"baseline {run.shots}-shot seed {run.seed}", run.path)
     (out / "baselines").mkdir(exist_ok=True)
-    for (k, seed), rows in examples.items():
-        path = write_jsonl(out / "baselines" / f"{k}shot_seed{seed}.jsonl", rows)
-        record.add_output(f"baseline_{k}shot_seed{seed}", path)
-    scores.data["baselines"] = {
-        "model": cfg.baseline_model, "template": model.prompt.name, "examples": len(eval_rows),
-        "eval_data": str(cfg.baseline_data or source), "shots_data": cfg.shots_data,
-        "decoding": {"max_new_tokens": cfg.baseline_max_new_tokens, "temperature": cfg.baseline_temperature},
-        "spread": "mean and sample standard deviation (ddof 1) over seeds; each seed draws its own shots",
-        **({"note": "tiny random model: its answers are noise"} if is_tiny_random(model.base) else {}),
-        "by_shots": by_shots}
-    scores.data["comparison"] = comparison_rows(scores, scored_model, cfg.baseline_model)
+    by_shots: dict[str, dict] = {}
+    for run in sorted(runs, key=lambda r: (r.shots, r.seed)):
+        numbers, rows = _score_run(run, labels, none_label, scores.problem_type)
+        path = write_jsonl(out / "baselines" / f"{run.shots}shot_seed{run.seed}.jsonl", rows)
+        record.add_output(f"baseline_{run.shots}shot_seed{run.seed}", path)
+        by_shots.setdefault(str(run.shots), {"shots": run.shots, "seeds": [], "runs": []})
+        by_shots[str(run.shots)]["seeds"].append(run.seed)
+        by_shots[str(run.shots)]["runs"].append({"seed": run.seed, "predictions": str(run.path),
+                                                 "shot_ids": run.shot_ids, **numbers})
+    for entry in by_shots.values():
+        entry |= mean_std([{k: v for k, v in r.items() if k not in ("seed", "predictions", "shot_ids")}
+                           for r in entry["runs"]])
+    models = sorted({run.model for run in runs})
+    scores.data["baselines"] = {"model": ", ".join(models), "examples": len(runs[0].rows),
+                                "spread": SPREAD, "by_shots": by_shots}
+    scores.data["comparison"] = comparison_rows(scores, scored_model, ", ".join(models))
 
 
-def _read_eval_rows(cfg: BaselineConfig, record: RunRecord, parser, problem_type: str, none_label: str) -> list[dict]:
-    """--baseline_data's alpaca records as an eval set: {id, instruction, input, reference labels}."""
-    eval_path = resolve_input(cfg.baseline_data)
-    record.add_input("baseline_data", eval_path)
-    eval_rows = []
-    for i, r in enumerate(read_records(eval_path, "alpaca")):
-        rid = str(r.get("id", i))
-        reference = parser.read_reference(r["output"])
-        if isinstance(reference, str):
-            raise RecordError(eval_path, None, f"record {rid}: output {reference}")
-        if problem_type == "single_label" and len(reference) != 1:
-            raise RecordError(eval_path, None, f"record {rid}: a single_label reference holds exactly one label, "
-                                               f"this one {list(reference) or none_label!r}")
-        eval_rows.append({"id": rid, "instruction": r["instruction"], "input": r["input"], "reference": reference})
-    return eval_rows
+def _check_same_examples(run: BaselineRun, first: BaselineRun, main_ids: list[str] | None,
+                         scores: ClassifierScores) -> None:
+    """Systems are compared on the same examples: a baseline answers the scored model's ids (an LLM's
+    answers) or as many examples (a classifier's rows), and the same ids as the other baselines."""
+    ids = [row.id for row in run.rows]
+    if main_ids is not None and sorted(ids) != sorted(main_ids):
+        missing = sorted(set(main_ids) - set(ids))[:3]
+        raise RecordError(run.path, None, f"answers {len(ids)} examples, the scored predictions {len(main_ids)}; "
+                          f"baselines are compared on the same ids" + (f" (missing {missing})" if missing else ""))
+    if main_ids is None and len(ids) != scores.examples:
+        raise RecordError(run.path, None, f"answers {len(ids)} examples and the classifier was scored on "
+                                          f"{scores.examples}: compare them on the same rows")
+    if sorted(ids) != sorted(row.id for row in first.rows):
+        raise RecordError(run.path, None, f"answers other ids than {first.path}: baselines are compared on the "
+                                          "same examples")
 
 
-class _BaselineModel:
-    """The base model, its prompt format, and its answers and label probabilities for a draw of shots."""
+def _score_run(run: BaselineRun, labels: tuple[str, ...], none_label: str, problem_type: str) -> tuple[dict, list]:
+    """A baseline run's outcomes and headline numbers, and its answers as per-example rows."""
+    from ..metrics.llm_answers import answers_headline, label_parser, score_answers
 
-    def __init__(self, cfg: BaselineConfig, record: RunRecord, eval_rows: list[dict], labels: tuple[str, ...]):
-        from ..inference.backend import resolve_student
-        from ..models import load_causal_lm_with_adapter, load_tokenizer
-        from ..prompts import student_prompt
-
-        self.cfg, self.eval_rows, self.labels = cfg, eval_rows, labels
-        self.base, adapter, _ = resolve_student(cfg.baseline_model)
-        self.tokenizer = load_tokenizer(adapter or self.base)
-        self.prompt = student_prompt(cfg.baseline_template, self.tokenizer)
-        record.models["baseline"] = cfg.baseline_model
-        record.add_template(f"baseline_{self.prompt.name}",
-                            self.tokenizer.chat_template if self.prompt.is_chat else self.prompt.template.source)
-        self.model = load_causal_lm_with_adapter(self.base, adapter, dtype=cfg.baseline_dtype)
-        self.model.eval()
-
-    def prompts_for(self, shots: list[dict]) -> list[str]:
-        return [few_shot_prompt(self.prompt, self.tokenizer, shots, r["instruction"], r["input"])
-                for r in self.eval_rows]
-
-    def answer(self, shots: list[dict], seed: int) -> list[str]:
-        from ..teachers.base import SamplingParams
-        from ..teachers.decoding import generate_texts
-
-        cfg, prompts = self.cfg, self.prompts_for(shots)
-        params = SamplingParams(max_new_tokens=cfg.baseline_max_new_tokens, temperature=cfg.baseline_temperature,
-                                seed=seed)
-        sampled = cfg.baseline_temperature > 0
-        generations = generate_texts(self.model, self.tokenizer, prompts, params, batch_size=cfg.baseline_batch_size,
-                                     add_special_tokens=self.prompt.tokenize_with_special_tokens,
-                                     desc=f"baseline {len(shots)}-shot seed {seed}",
-                                     seeds=[seed * 1_000_003 + i for i in range(len(prompts))] if sampled else None)
-        return [g.text for g in generations]
-
-    def label_scores(self, shots: list[dict], seed: int, answers: list[str]) -> np.ndarray:
-        from ..teachers.label_probs import label_probabilities
-
-        probs = label_probabilities(self.model, self.tokenizer, self.prompts_for(shots), answers, self.labels,
-                                    add_special_tokens=self.prompt.tokenize_with_special_tokens,
-                                    batch_size=self.cfg.baseline_batch_size * 2)
-        return np.array([[p[label] for label in self.labels] for p in probs], dtype=np.float64)
+    parser = label_parser(labels, none_label)
+    references = [row.reference for row in run.rows]
+    if problem_type == "single_label":
+        for row in run.rows:
+            if len(row.reference) != 1:
+                raise RecordError(*row.reference_at, f"record {row.id}: a single_label reference holds exactly one "
+                                                     f"label, this one {list(row.reference) or none_label!r}")
+    parsed = [parser.parse(row.answer) for row in run.rows]
+    probs = (np.array([[row.label_probs[label] for label in labels] for row in run.rows], dtype=np.float64)
+             if run.rows[0].label_probs is not None else None)
+    scored = score_answers(references, parsed, labels, none_label, problem_type, probs)
+    rows = [{"id": row.id, "text": row.text, "answer": row.answer, "outcome": p.outcome, "reason": p.reason,
+             "reference": list(row.reference),
+             "predicted": list(p.labels) if p.outcome in ("labels", "none") else None,
+             **({"label_probs": row.label_probs} if row.label_probs is not None else {})}
+            for row, p in zip(run.rows, parsed)]
+    return {"outcomes": scored["outcomes"], **answers_headline(scored)}, rows
 
 
 def comparison_rows(scores: ClassifierScores, scored_model: str, baseline_model: str) -> list[dict]:

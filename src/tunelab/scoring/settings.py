@@ -95,31 +95,11 @@ class LabelSetConfig:
 
 @dataclass
 class BaselineConfig:
-    baseline_model: str | None = field(default=None, metadata={
-        "help": "A base model (hub id, folder, tunelab:tiny-llama) answering the eval set with --shots solved "
-                "examples in its prompt, once per --seeds seed; mean ± std per metric."})
-    baseline_data: str | None = field(default=None, metadata={
-        "help": "Eval set of the baseline: alpaca records (moderation_test.alpaca.json). Default: the rows of --predictions."})
-    shots_data: str | None = field(default=None, metadata={
-        "help": "Alpaca records the solved examples are drawn from (moderation_train.alpaca.json); never the eval set."})
-    shots: list[int] = field(default_factory=lambda: [0], metadata={"range": (0, None),
-        "help": "Numbers of solved examples, e.g. 0 4."})
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={
-        "help": "One run per seed: the seed draws the shots (and seeds sampling when baseline_temperature > 0)."})
-    baseline_template: str = field(default="auto", metadata={
-        "help": "Prompt format of the baseline: auto (the model's chat template, else alpaca_student), chat, or a template."})
-    baseline_max_new_tokens: int = field(default=32, metadata={"range": (1, None),
-        "help": "A label list is short; a refusal shows in 32 tokens."})
-    baseline_temperature: float = field(default=0.0, metadata={"range": (0, None),
-        "help": "0 = greedy: only the shots differ between seeds."})
-    baseline_batch_size: int = field(default=8, metadata={"range": (1, None),
-        "help": "Baseline prompts per generate() call: faster, more memory; answers do not change."})
-    baseline_dtype: str = field(default="auto", metadata={
-        "help": "Baseline weights dtype: auto (the checkpoint's), bfloat16 or float16 (half of float32's memory), "
-                "float32."})
-    baseline_label_probs: bool = field(default=False, metadata={
-        "help": "Also score each label's probability from the baseline's next-token distributions (as inference.py "
-                "--label_probs), for its ROC-AUC and PR-AUC; one teacher-forced pass per label and place."})
+    baselines: list[str] = field(default_factory=list, metadata={
+        "help": "predictions.jsonl files of zero- and k-shot inference runs of a base model (python inference.py "
+                "--shots K --shots_data FILE --shots_seed S) answering the same examples: each is scored as an "
+                "LLM's answers, and runs with the same number of shots are summarized as mean ± std over their "
+                "seeds, beside the scored model."})
 
 
 CONFIG_TYPES = (ScoreRunConfig, TextConfig, ClassifierConfig, LabelSetConfig, BaselineConfig)
@@ -173,7 +153,7 @@ def _changed(part) -> list[str]:
 
 def check_settings(settings: ScoreSettings) -> None:
     """Every setting checked before any scoring; a ConfigError names the setting."""
-    run, cls, labels, baseline = settings.run, settings.classifier, settings.label_set, settings.baseline
+    run, cls, labels = settings.run, settings.classifier, settings.label_set
     if run.task not in ("text", "classification"):
         raise ConfigError(f"task must be text or classification, got {run.task!r}")
     if run.task == "classification" and cls.model and run.predictions:
@@ -203,20 +183,3 @@ def check_settings(settings: ScoreSettings) -> None:
             raise ConfigError(f"--split must be test or eval (the rows a classifier's run held out), got {cls.split!r}")
         if cls.classifier_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"classifier_dtype must be float32 or bfloat16, got {cls.classifier_dtype!r}")
-    _check_baseline(kind, run, baseline)
-
-
-def _check_baseline(kind: str, run: ScoreRunConfig, baseline: BaselineConfig) -> None:
-    if not baseline.baseline_model:
-        if baseline.baseline_label_probs:
-            raise ConfigError("--baseline_label_probs scores a k-shot baseline's labels: it needs --baseline_model")
-        return
-    shots, seeds = baseline.shots, baseline.seeds
-    if not shots or any(k < 0 for k in shots) or not seeds or len(set(seeds)) != len(seeds):
-        raise ConfigError(f"baselines need shots >= 0 and distinct seeds, got shots {shots}, seeds {seeds}")
-    if any(k > 0 for k in shots) and not baseline.shots_data:
-        raise ConfigError("k-shot baselines need --shots_data (alpaca records to draw solved examples from, "
-                          "e.g. moderation_train.alpaca.json)")
-    if kind == "classifier" and not baseline.baseline_data:
-        raise ConfigError("a baseline beside a --model classifier needs its eval set as instructions: "
-                          "--baseline_data (alpaca records, e.g. moderation_test.alpaca.json)")

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from ..console import PLAIN, get_logger
 from ..inference.backend import make_backend
 from ..inference.examples import read_examples
+from ..inference.few_shot import draw_for_run
 from ..inference.files import PREDICTIONS, SWEEP_DIR, SWEEP_INDEX, id_key
 from ..inference.outputs import (answer_setting, check_same_data, clear_outputs, file_stats, load_done, lock_folder,
                                  prediction_path, prepare_output, sweep_index)
@@ -65,7 +66,9 @@ def infer(argv: Sequence[str] | None = None) -> dict:
     record = RunRecord(cfg.output_dir, "inference", [cfg], config_file)
     record.add_input("data", data_path)
     out, resuming = prepare_output(cfg, record)
+    shots = draw_for_run(cfg, record, examples)  # before the model loads: a bad shots file fails first
     backend = make_backend(cfg, record, examples, data_path)
+    backend.shots = shots
     out.mkdir(parents=True, exist_ok=True)
     lock = lock_folder(out)
     try:
