@@ -95,3 +95,37 @@ def gpu_suite_run(build_parser: Callable[[], argparse.ArgumentParser], invalid: 
     if cuda_missing(args):
         return {"skipped": f"no CUDA GPU visible ({needs} needs one)"}
     return suite_entry(args, measure(args))
+
+
+def llama_config(vocab_size: int, hidden_size: int, intermediate_size: int, layers: int, heads: int, kv_heads: int,
+                 rope_theta: float) -> dict[str, Any]:
+    """A Llama-architecture config.json's numbers (Llama-2, Vicuna, Yi)."""
+    return dict(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
+                num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads, hidden_act="silu",
+                max_position_embeddings=4096, initializer_range=0.02, rms_norm_eps=1e-5, attention_bias=False,
+                rope_parameters={"rope_type": "default", "rope_theta": rope_theta},
+                tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
+
+
+def smoke_config(full: dict[str, Any], kv_heads: int) -> dict[str, Any]:
+    """`full` shrunk to two layers of width 128: the --smoke model, to check a script anywhere."""
+    return dict(full, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=kv_heads)
+
+
+def save_results(args: argparse.Namespace, results: dict, **recorded: Any) -> dict:
+    """A GPU benchmark's results with what it ran with (`recorded`, and smoke), written to --json when asked."""
+    import json
+
+    results.update(smoke=args.smoke, **recorded)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def peak_memory_ratio(results: dict, ours: str, baseline: str) -> float | None:
+    """results[ours] / results[baseline] peak GPU memory, stored as ratio_peak_memory; None without a GPU."""
+    if results[ours]["peak_gpu_bytes"] and results[baseline]["peak_gpu_bytes"]:
+        results["ratio_peak_memory"] = results[ours]["peak_gpu_bytes"] / results[baseline]["peak_gpu_bytes"]
+        return results["ratio_peak_memory"]
+    return None

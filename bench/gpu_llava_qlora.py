@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _sizes import gpu_script_main, gpu_suite_run  # bench/ helpers (bench/ is on sys.path)
+from _sizes import gpu_script_main, gpu_suite_run, peak_memory_ratio, save_results  # bench/ helpers (on sys.path)
 from gpu_qlora import LLAMA2_7B, free_memory, meter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,14 +192,10 @@ def measure(args: argparse.Namespace) -> dict:
     qlora, bf16 = results["qlora"], results["bf16_lora"]
     results["ratio_tokens_per_s"] = qlora["tokens_per_s"] / bf16["tokens_per_s"]
     print()
-    if qlora["peak_gpu_bytes"] and bf16["peak_gpu_bytes"]:
-        results["ratio_peak_memory"] = qlora["peak_gpu_bytes"] / bf16["peak_gpu_bytes"]
-        print(f"peak GPU memory QLoRA / bf16 LoRA: {results['ratio_peak_memory']:.2f}x")
+    if (ratio := peak_memory_ratio(results, "qlora", "bf16_lora")) is not None:
+        print(f"peak GPU memory QLoRA / bf16 LoRA: {ratio:.2f}x")
     print(f"tokens/s QLoRA / bf16 LoRA: {results['ratio_tokens_per_s']:.2f}x")
-    results.update(smoke=args.smoke, device=name, images=args.images)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return save_results(args, results, device=name, images=args.images)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,14 +32,14 @@ import argparse
 import contextlib
 import gc
 import io
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from _sizes import gpu_script_main, gpu_suite_run  # bench/ helpers (bench/ is on sys.path)
+from _sizes import (gpu_script_main, gpu_suite_run, llama_config, peak_memory_ratio, save_results,
+                    smoke_config)  # bench/ helpers (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 # bench/suite.py's quick mode: fewer steps; building, saving and loading the 7B model costs the same.
@@ -47,13 +47,8 @@ QUICK = {"steps": 4, "warmup": 2}
 NEEDS = "4-bit Llama-2-7B training"  # why it needs a GPU, for the SKIPPED line
 
 # config.json of meta-llama/Llama-2-7b-hf.
-LLAMA2_7B = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008, num_hidden_layers=32,
-                 num_attention_heads=32, num_key_value_heads=32, hidden_act="silu", max_position_embeddings=4096,
-                 initializer_range=0.02, rms_norm_eps=1e-5, attention_bias=False,
-                 rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-                 tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
-SMOKE = dict(LLAMA2_7B, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=4)
+LLAMA2_7B = llama_config(32000, 4096, 11008, layers=32, heads=32, kv_heads=32, rope_theta=10000.0)
+SMOKE = smoke_config(LLAMA2_7B, kv_heads=4)
 LORA = dict(r=16, lora_alpha=32, lora_dropout=0.05)
 
 
@@ -255,14 +250,10 @@ def measure(args: argparse.Namespace) -> dict:
     results["ratio_tokens_per_s"] = ours["tokens_per_s"] / plain["tokens_per_s"]
     print()
     print(f"tokens/s ours / plain: {results['ratio_tokens_per_s']:.2f}x")
-    if ours["peak_gpu_bytes"] and plain["peak_gpu_bytes"]:
-        results["ratio_peak_memory"] = ours["peak_gpu_bytes"] / plain["peak_gpu_bytes"]
-        print(f"peak GPU memory ours / plain: {results['ratio_peak_memory']:.2f}x")
-    results.update(smoke=args.smoke, device=name, max_length=args.max_length, batch_size=args.batch_size,
-                   plain_batch_size=args.plain_batch_size, plain_checkpointing=args.plain_checkpointing)
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    if (ratio := peak_memory_ratio(results, "ours", "plain")) is not None:
+        print(f"peak GPU memory ours / plain: {ratio:.2f}x")
+    return save_results(args, results, device=name, max_length=args.max_length, batch_size=args.batch_size,
+                        plain_batch_size=args.plain_batch_size, plain_checkpointing=args.plain_checkpointing)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from _sizes import gpu_script_main, gpu_suite_run  # bench/ helpers (bench/ is on sys.path)
+from _sizes import gpu_script_main, gpu_suite_run, llama_config, save_results, smoke_config  # bench/ helpers (bench/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 # bench/suite.py's quick mode: fewer and shorter answers; building the model costs the same.
@@ -40,13 +40,8 @@ QUICK = {"prompts": 32, "baseline_prompts": 4, "max_new_tokens": 64}
 NEEDS = "a 34B teacher in 4-bit"  # why it needs a GPU, for the SKIPPED line
 
 # text_config of llava-hf/llava-v1.6-34b-hf (Nous-Hermes-2-Yi-34B).
-YI_34B = dict(vocab_size=64064, hidden_size=7168, intermediate_size=20480, num_hidden_layers=60,
-              num_attention_heads=56, num_key_value_heads=8, hidden_act="silu", max_position_embeddings=4096,
-              initializer_range=0.02, rms_norm_eps=1e-5, attention_bias=False,
-              rope_parameters={"rope_type": "default", "rope_theta": 5000000.0},
-              tie_word_embeddings=False, bos_token_id=1, eos_token_id=2)
-SMOKE = dict(YI_34B, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2)
+YI_34B = llama_config(64064, 7168, 20480, layers=60, heads=56, kv_heads=8, rope_theta=5000000.0)
+SMOKE = smoke_config(YI_34B, kv_heads=2)
 GiB = 2**30
 
 
@@ -232,13 +227,10 @@ def measure(args: argparse.Namespace) -> dict:
     print(f"{args.batch_size} at a time: {batched['tokens_per_s']:,.1f} tokens/s ({batched['completion_tokens']} "
           f"tokens, {batched['seconds']:.1f} s), peak {peak}", flush=True)
 
-    results.update(one_at_a_time=one, batched=batched, ratio_tokens_per_s=batched["tokens_per_s"] / one["tokens_per_s"],
-                   bf16_weight_bytes=bf16_bytes, quantized_linears=layers, smoke=args.smoke, device=name,
-                   model="tiny" if args.smoke else "LLaVA-1.6-34B language model (Yi-34B)")
+    results.update(one_at_a_time=one, batched=batched, ratio_tokens_per_s=batched["tokens_per_s"] / one["tokens_per_s"])
     print(f"\ntokens/s {args.batch_size} at a time / one at a time: {results['ratio_tokens_per_s']:.1f}x")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
-    return results
+    return save_results(args, results, bf16_weight_bytes=bf16_bytes, quantized_linears=layers, device=name,
+                        model="tiny" if args.smoke else "LLaVA-1.6-34B language model (Yi-34B)")
 
 
 def main(argv: list[str] | None = None) -> int:

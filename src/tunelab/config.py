@@ -206,13 +206,7 @@ def parse_config(
                                 description=description or layout.description or None,
                                 usage="%(prog)s [--config FILE] [--SETTING VALUE ...]", add_help=False,
                                 formatter_class=HelpFormatter)
-    shipped = f" (shipped: {', '.join(sorted(p.stem for p in configs_dir.glob('*.yaml')))})" if configs_dir and configs_dir.is_dir() else ""
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help=f"YAML file, or the name of a shipped config{shipped}")
-    parser.add_argument("-q", "--quiet", action="store_true",
-                        help="Warnings and errors only: no progress bars, messages or summary.")
-    parser.add_argument("-v", "--verbose", action="store_true",
-                        help="Also debug messages, and the libraries' own warnings.")
+    _add_general_flags(parser, configs_dir)
     add_help(parser, dataclass_types, layout)
     optional = _optional_fields(dataclass_types)
     for action in parser._actions:
@@ -253,9 +247,7 @@ def parse_config(
     if remaining:
         flags = [r for r in remaining if r.startswith("-")] or remaining
         parser.error(f"unknown argument(s): {' '.join(flags)}")
-    if namespace.quiet and namespace.verbose:
-        raise ConfigError("give --quiet or --verbose, not both")
-    set_verbosity("quiet" if namespace.quiet else "verbose" if namespace.verbose else "normal")
+    _set_verbosity(namespace)
     outputs = []
     for dtype in dataclass_types:
         names = {f.name for f in dataclasses.fields(dtype) if f.init}
@@ -267,6 +259,25 @@ def parse_config(
             source = f" ({config_path} and the command line)" if config_path else ""
             raise ConfigError(f"invalid settings{source}: {e}") from None
     return outputs, config_path
+
+
+def _add_general_flags(parser: argparse.ArgumentParser, configs_dir: Path | None) -> None:
+    """--config, naming the shipped configs, and --quiet / --verbose."""
+    shipped = (f" (shipped: {', '.join(sorted(p.stem for p in configs_dir.glob('*.yaml')))})"
+               if configs_dir and configs_dir.is_dir() else "")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help=f"YAML file, or the name of a shipped config{shipped}")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="Warnings and errors only: no progress bars, messages or summary.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="Also debug messages, and the libraries' own warnings.")
+
+
+def _set_verbosity(namespace: argparse.Namespace) -> None:
+    """Every command's --quiet / --verbose (absent: normal, also after an earlier command in this process)."""
+    if namespace.quiet and namespace.verbose:
+        raise ConfigError("give --quiet or --verbose, not both")
+    set_verbosity("quiet" if namespace.quiet else "verbose" if namespace.verbose else "normal")
 
 
 def _flags(argv: Sequence[str]) -> list[str]:
