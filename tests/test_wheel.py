@@ -1,5 +1,6 @@
 """tunelab installed from its wheel works away from a checkout: the wheel carries the prompts, data
-samples and every stage's configs, and `tunelab demo --quick` runs from another directory."""
+samples and every stage's configs, and `tunelab demo --quick` runs every stage from another directory
+(the suite's one run of the whole demo)."""
 
 import json
 import os
@@ -40,10 +41,19 @@ def test_the_wheel_installed_in_a_fresh_venv_runs_the_quick_demo_from_another_di
     assert root.startswith(site) and checkout == "None"
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    run([venv / "bin" / "tunelab", "demo", "--quick", "--output_dir", tmp_path / "demo"], cwd=elsewhere, env=env,
-        timeout=900)
+    done = run([venv / "bin" / "tunelab", "demo", "--quick", "--output_dir", tmp_path / "demo"], cwd=elsewhere,
+               env=env, timeout=900)
+    # every stage ran and says where its outputs went
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary
+    assert [r["stage"] for r in summary["rows"]] == ["generate", "generate", "generate", "finetune", "finetune",
+                                                     "inference", "inference", "evaluate", "evaluate"]
+    assert all(Path(r["where"]).exists() for r in summary["rows"])
+    assert "SmolLM2" in summary["note"] and len(summary["examples"]["answers"]) == 3
+    assert all(a["base.prediction"] is not None and a["tuned.prediction"] is not None
+               for a in summary["examples"]["answers"])
+    reasons = json.loads((tmp_path / "demo/generate/stats.json").read_text())["self_instruct"]["reject_reasons"]
+    assert reasons and summary["examples"]["self_instruct_rejects"] == dict(list(reasons.items())[:4])
+    assert "before and after tuning" in done.stdout and "BERTScore" in done.stdout and " -> " in done.stdout
     provenance = json.loads((tmp_path / "demo" / "generate" / "provenance.json").read_text())
     assert provenance["config_file"].startswith(root)  # the wheel's shipped config, not the checkout's
     assert provenance["git"] == {"commit": None, "dirty": None}
