@@ -721,3 +721,24 @@ comparisons:
     printed = capsys.readouterr().out.splitlines()
     assert "is finished; skipped" in printed[0] and "finetune/train.py" in printed[0]
     assert "inference.py" in printed[1] and "evaluate/score.py" in printed[2] and printed[2].endswith("--overwrite true")
+
+
+def test_an_interrupted_inference_step_continues_from_its_saved_answers(tmp_path, capsys):
+    (tmp_path / "plan.yaml").write_text("""
+comparisons:
+  - name: tox
+    title: Toxicity
+    variants:
+      untuned:
+        - [python, inference.py, --config, demo, --shots, "1", --output_dir, "{run}/1shot_seed0"]
+        - [python, evaluate/score.py, --task, classification, --output_dir, "{run}/scores"]
+    data: rows
+    studies: [a study]
+""", encoding="utf-8")
+    comparisons = results.load_comparisons(tmp_path / "plan.yaml")
+    root = tmp_path / "runs"
+    (root / "tox" / "untuned" / "1shot_seed0").mkdir(parents=True)
+    (root / "tox" / "untuned" / "1shot_seed0" / "predictions.jsonl").write_text('{"id": "a"}\n')
+    results.run([], root=root, comparisons=comparisons, records=None, dry_run=True)
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("results: python")]
+    assert printed[0].endswith("--resume true") and not printed[1].endswith("true")

@@ -330,8 +330,10 @@ def _run_steps(task: Task, method: str, root: Path, rerun: bool, dry_run: bool) 
             continue
         extra = []
         if out.exists() and any(out.iterdir()):
-            # An interrupted training continues from its last checkpoint; anything else starts over.
-            resumable = "finetune/train.py" in command and not again and any(out.glob("checkpoint-*"))
+            # An interrupted training continues from its last checkpoint, an interrupted inference from the
+            # answers it has saved; anything else starts over.
+            resumable = not again and (("finetune/train.py" in command and any(out.glob("checkpoint-*")))
+                                       or "inference.py" in command)
             extra = ["--resume", "true"] if resumable else ["--overwrite", "true"]
         print(f"results: {text} {shlex.join(extra)}".rstrip(), flush=True)
         ran = True
