@@ -16,9 +16,11 @@ class BuildWithShippedFiles(build_py):
     def run(self):
         super().run()
         target = Path(self.build_lib) / "tunelab" / "shipped"
+        shutil.rmtree(target, ignore_errors=True)  # a file deleted since an earlier build must not ship
         for folder in SHIPPED:
             for path in sorted((ROOT / folder).rglob("*")):
-                if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+                # the data folder's own scripts (split_imdb.py, ...) are run from a checkout, not shipped
+                if path.is_file() and "__pycache__" not in path.parts and path.suffix not in (".py", ".pyc"):
                     destination = target / path.relative_to(ROOT)
                     destination.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(path, destination)

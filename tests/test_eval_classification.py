@@ -378,11 +378,16 @@ def test_thresholds_tuned_on_dev_are_applied_to_test(tiny_classifier, tmp_path):
 def test_shots_are_drawn_per_seed_and_never_from_the_answered_examples():
     pool = [{"id": f"s{i}", "instruction": "Classify", "input": f"shot {i}", "output": "none"} for i in range(6)]
     pool.append({"id": "eval", "instruction": "Classify", "input": "text 0", "output": "toxic"})
-    draws = [draw_shots(pool, 3, seed, {"text 0"}) for seed in range(5)]
+    pool.append({"id": "other", "instruction": "Classify", "input": "text 9", "output": "toxic"})
+    answered = {("Classify", "text 0"), ("Summarize", "")}
+    draws = [draw_shots(pool, 3, seed, answered) for seed in range(5)]
     assert all(len(d) == 3 and all(s["id"] != "eval" for s in d) for d in draws)
-    assert draws[0] == draw_shots(pool, 3, 0, {"text 0"}) and len({tuple(s["id"] for s in d) for d in draws}) > 1
-    with pytest.raises(ConfigError, match="only 6 examples outside the eval set"):
-        draw_shots(pool, 7, 0, {"text 0"})
+    assert draws[0] == draw_shots(pool, 3, 0, answered) and len({tuple(s["id"] for s in d) for d in draws}) > 1
+    with pytest.raises(ConfigError, match="only 7 examples outside the eval set"):
+        draw_shots(pool, 8, 0, answered)
+    # instruction-only records (no input) are told apart by their instruction
+    pool.append({"id": "plain", "instruction": "Name a colour.", "input": "", "output": "Blue."})
+    assert [s["id"] for s in draw_shots(pool, 8, 0, answered) if s["id"] == "plain"] == ["plain"]
 
 
 def test_kshot_baselines_are_inference_runs_scored_beside_the_main_scores(tmp_path, tiny_llama):

@@ -116,13 +116,17 @@ def classification_eval(tmp_path_factory) -> Path:
     probs[np.arange(30), y] += 0.5
     probs /= probs.sum(1, keepdims=True)
     scores = singlelabel_metrics(y, probs, labels)
-    # shapes the evaluate stage adds around the metrics: a nested re-scoring, named plots, a system comparison
+    # shapes the evaluate stage adds around the metrics of an LLM's answers: a nested re-scoring, named plots,
+    # the comparison with k-shot baselines
+    scores["source"] = "llm_answers"
+    scores["labels"] = list(labels)
     scores["refusals_excluded"] = {"examples": 27, **{k: scores[k] for k in ("per_label", "micro", "macro")}}
     scores["plots"] = {"per label F1": "per_label_f1.png", "support": "confusion-matrix.png"}
     scores["comparison"] = [
-        {"system": "scored model", "shots": None, "mean": {"macro_f1": 0.71}, "std": {"macro_f1": None}},
-        {"system": "2-shot baseline", "shots": 2, "mean": {"macro_f1": 0.42}, "std": {"macro_f1": 0.05},
-         "runs": [{"seed": 0, "macro_f1": 0.38}, {"seed": 1, "macro_f1": 0.46}]}]
+        {"system": "scored model", "model": "runs/student", "shots": None, "runs": 1, "mean": {"macro_f1": 0.71},
+         "std": {"macro_f1": None}, "text": {"refusal_rate": "0.000", "macro_f1": "0.710"}},
+        {"system": "2-shot baseline", "model": "base", "shots": 2, "runs": 2, "mean": {"macro_f1": 0.42},
+         "std": {"macro_f1": 0.05}, "text": {"refusal_rate": "0.100 ± 0.020", "macro_f1": "0.420 ± 0.050"}}]
     (out / "scores.json").write_text(json.dumps(scores))
     rows = [{"id": f"msg:{i}", "text": f"message {i} <b>bold?</b>", "label": labels[y[i]],
              "predicted": labels[int(probs[i].argmax())],
@@ -262,7 +266,8 @@ def test_classification_report(classification_eval):
     assert "runs/classifier" in text
     assert '<details class="group" open><summary>refusals_excluded</summary>' in text
     assert page.tables["refusals_excluded.table-per_label"] == 4
-    assert page.tables["table-comparison"] == 3 and "2-shot baseline" in page.cells and "mean.macro_f1" in text
+    # the systems compared, one row each, every number as mean ± std
+    assert page.tables["comparison-table"] == 3 and "2-shot baseline" in page.cells and "0.420 ± 0.050" in page.cells
     assert "<figcaption>Per label F1 <span" in text and "<figcaption>Support <span" in text
 
 

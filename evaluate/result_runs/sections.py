@@ -182,7 +182,9 @@ def comparison_section(comparison: ComparisonRun,
         main = headline(scores)
         labels = labels or list(main["f1"])
         single_label = single_label or scores.get("problem_type") == "single_label"
-        taken = " + ".join(minutes_text(p) for _, p in provenances if p)
+        # k-shot baselines are inference runs of their own (--shots K): timed on their rows, not the variant's
+        shots_of = {id(c): c[c.index("--shots") + 1] if "--shots" in c else None for c, _ in provenances}
+        taken = " + ".join(minutes_text(p) for c, p in provenances if p and shots_of[id(c)] is None)
         rows.append(_system_row(variant, "in words" if answers else "classifier scores", scores.get("examples"),
                                 main, None, scores.get("refusal_rate") if answers else None,
                                 scores.get("unparseable_rate") if answers else None, taken))
@@ -190,9 +192,11 @@ def comparison_section(comparison: ComparisonRun,
         for k, entry in (scores.get("baselines", {}).get("by_shots") or {}).items():
             mean, std = entry["mean"], entry["std"]
             name = f"{variant}, {k}-shot ({len(entry['runs'])} seeds)"
+            runs_taken = [p["seconds"] for c, p in provenances if p and shots_of[id(c)] == str(k) and p.get("seconds")]
+            k_taken = f"{sum(runs_taken) / 60:.1f} min over {len(runs_taken)} runs" if runs_taken else "–"
             rows.append(_system_row(name, "in words", scores["baselines"].get("examples"), mean["refusals_as_wrong"],
                                     std["refusals_as_wrong"], mean.get("refusal_rate"), mean.get("unparseable_rate"),
-                                    "(in the evaluate time above)", std.get("refusal_rate"), std.get("unparseable_rate")))
+                                    k_taken, std.get("refusal_rate"), std.get("unparseable_rate")))
             per_label.append((name, mean["refusals_as_wrong"]["f1"], std["refusals_as_wrong"]["f1"]))
         if (tfidf := scores.get("tfidf_baseline")) and not tfidf_shown:
             tfidf_shown = True

@@ -1,5 +1,5 @@
 """Solved examples in the prompt: a k-shot run answers every example after the same k records drawn from
---shots_data with --shots_seed (records whose input is among the answered examples are never drawn).
+--shots_data with --shots_seed (a record asking what an answered example asks is never drawn).
 Runs of one model with k shots and several seeds are how a k-shot baseline's spread over shot choices
 is measured (evaluate --baselines)."""
 
@@ -13,9 +13,14 @@ from ..runs import RunRecord
 from .settings import InferenceConfig
 
 
-def draw_shots(pool: list[dict], k: int, seed: int, exclude_inputs: set[str] = frozenset()) -> list[dict]:
-    """k records drawn from `pool` with `seed`, none whose input is in `exclude_inputs`."""
-    candidates = [r for r in pool if r.get("input", "") not in exclude_inputs]
+def asked(record: dict) -> tuple[str, str]:
+    """What a record asks: (instruction, input); a shot that asks what an answered example asks is never drawn."""
+    return record.get("instruction", ""), record.get("input", "")
+
+
+def draw_shots(pool: list[dict], k: int, seed: int, exclude: set[tuple[str, str]] = frozenset()) -> list[dict]:
+    """k records drawn from `pool` with `seed`, none asking what one in `exclude` asks (`asked`)."""
+    candidates = [r for r in pool if asked(r) not in exclude]
     if k > len(candidates):
         raise ConfigError(f"{k} shots asked, but the shots data holds only {len(candidates)} examples outside "
                           "the eval set")
@@ -54,6 +59,6 @@ def draw_for_run(cfg: InferenceConfig, record: RunRecord, examples: list[dict]) 
     path = resolve_input(cfg.shots_data)
     record.add_input("shots_data", path)
     pool = [dict(r.data) for r in read_records(path, "alpaca")]
-    shots = draw_shots(pool, cfg.shots, cfg.shots_seed, {e.get("input", "") for e in examples})
+    shots = draw_shots(pool, cfg.shots, cfg.shots_seed, {asked(e) for e in examples})
     record.notes["shots"] = {"shots": cfg.shots, "seed": cfg.shots_seed, "ids": [s.get("id") for s in shots]}
     return shots

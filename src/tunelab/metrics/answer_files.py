@@ -30,7 +30,8 @@ def _reference_value(obj: dict):
     return None, None
 
 
-def read_answer_rows(path, labels, none_label: str, *, allow_empty: bool, with_references: bool) -> list[AnswerRow]:
+def read_answer_rows(path, labels, none_label: str, *, allow_empty: bool, with_references: bool,
+                     missing_reference: str = "give the references with --data") -> list[AnswerRow]:
     """Rows of inference.py's predictions.jsonl: `prediction` (the answer), `reference` (label text or list;
     read and required when `with_references`, else left for a reference file), optional `label_probs`
     ({label: probability}, every label, in every row or in none). A bad row raises RecordError naming the file, the line and the record id."""
@@ -57,7 +58,7 @@ def read_answer_rows(path, labels, none_label: str, *, allow_empty: bool, with_r
         reference = None
         if with_references:
             if "reference" not in obj:
-                raise RecordError(path, line, f"{where}: no 'reference' (give the references with --data)")
+                raise RecordError(path, line, f"{where}: no 'reference' ({missing_reference})")
             reference = parser.read_reference(obj["reference"])
             if isinstance(reference, str):
                 raise RecordError(path, line, f"{where}: reference {reference}")

@@ -217,7 +217,7 @@ def json_blocks(scores: dict, path: str = "", depth: int = 0, label_names: list[
     matrices: list[tuple[str, list]] = []  # drawn last, once per_label has named the rows
     for key, value in scores.items():
         key = str(key)
-        if known and key in known:
+        if known and key in known and _records_list(value):
             heading, draw = known[key]
             parts.append(f"<{h}>{esc(heading)}</{h}>" + draw(value, table_id(f"{key}-table")))
         elif _records_list(value):

@@ -34,10 +34,10 @@ def label_set(cfg: LabelSetConfig, record: RunRecord) -> tuple[tuple[str, ...], 
 
 
 def score_answers_file(run: ScoreRunConfig, cfg: LabelSetConfig, record: RunRecord,
-                       out: Path) -> tuple[AnswerScores, list[str]]:
+                       out: Path) -> tuple[AnswerScores, dict[str, tuple[str, ...]]]:
     """The answers of --predictions against their references (each row's, or --data's matched by id).
-    Writes per_example.jsonl and the plots. Returns the scores and the ids answered (baselines answer
-    the same ones)."""
+    Writes per_example.jsonl and the plots. Returns the scores and each answered id's reference labels
+    (baselines answer the same examples)."""
     from ..metrics.answer_files import attach_references, read_answer_rows, read_reference_file
     from ..metrics.llm_answers import label_matrix, label_parser, resolve_problem_type, score_answers
 
@@ -79,4 +79,4 @@ def score_answers_file(run: ScoreRunConfig, cfg: LabelSetConfig, record: RunReco
         write_plots(run.plots, record, out, scores, scores["refusals_excluded"], y_true=y[kept],
                     scores=None if probs is None else probs[kept], labels=labels, prefix="refusals_excluded_",
                     title="refusals excluded")
-    return AnswerScores(scores), [row.id for row in rows]
+    return AnswerScores(scores), {row.id: row.reference for row in rows}

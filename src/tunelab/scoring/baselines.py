@@ -34,28 +34,39 @@ class BaselineRun:
     rows: list  # metrics.answer_files.AnswerRow
 
 
-def read_baseline_run(predictions, labels: tuple[str, ...], none_label: str, *, allow_empty: bool) -> BaselineRun:
-    """A baseline's predictions.jsonl with its inference run's record beside it (config.yaml: model, shots,
-    seed; provenance.json: the shots drawn, and proof the run finished)."""
-    from ..metrics.answer_files import read_answer_rows
-
+def check_baseline_file(predictions: str) -> None:
+    """A baseline is the predictions.jsonl of a finished inference run: said before anything is scored."""
     path = resolve_input(predictions)
     folder = path.parent
+    if not path.is_file():
+        raise ConfigError(f"--baselines {predictions}: no such file")
     if not (folder / "config.yaml").exists():
         raise ConfigError(f"{path}: a baseline is an inference run's predictions.jsonl (python inference.py "
                           f"--shots K ...), and {folder} holds no config.yaml")
     if not (folder / "provenance.json").exists():
         raise ConfigError(f"{path}: its inference run has not finished (no provenance.json in {folder}); rerun "
                           "its command to finish it")
+
+
+def read_baseline_run(predictions, labels: tuple[str, ...], none_label: str, *, allow_empty: bool) -> BaselineRun:
+    """A baseline's predictions.jsonl with its inference run's record beside it (config.yaml: model, shots,
+    seed; provenance.json: the shots drawn, and proof the run finished)."""
+    from ..metrics.answer_files import read_answer_rows
+
+    check_baseline_file(predictions)
+    path = resolve_input(predictions)
+    folder = path.parent
     config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8")) or {}
     notes = json.loads((folder / "provenance.json").read_text(encoding="utf-8")).get("notes", {})
-    rows = read_answer_rows(path, labels, none_label, allow_empty=allow_empty, with_references=True)
+    rows = read_answer_rows(path, labels, none_label, allow_empty=allow_empty, with_references=True,
+                            missing_reference="an inference run keeps each record's 'output' as its reference")
     return BaselineRun(path, str(config.get("model")), int(config.get("shots") or 0),
                        int(config.get("shots_seed") or 0), notes.get("shots", {}).get("ids", []), rows)
 
 
 def add_baselines(files: list[str], scored_model: str, record: RunRecord, out: Path, scores: ClassifierScores,
-                  none_label: str, *, main_ids: list[str] | None, allow_empty: bool) -> None:
+                  none_label: str, *, scored_references: dict[str, tuple[str, ...]] | None,
+                  allow_empty: bool) -> None:
     """Score each baseline run, write its answers with their outcomes into out/baselines/, and add
     scores["baselines"] (per number of shots: every seed's numbers, their mean and std) and
     scores["comparison"] (the scored model beside each k-shot baseline)."""
@@ -67,7 +78,7 @@ def add_baselines(files: list[str], scored_model: str, record: RunRecord, out: P
             raise ConfigError(f"{run.path} and {seen[key]} are both {run.shots}-shot runs with seed {run.seed}: "
                               "give each (shots, seed) once")
         seen[key] = run.path
-        _check_same_examples(run, runs[0], main_ids, scores)
+        _check_same_examples(run, runs[0], scored_references, scores)
         record.add_input(f"baseline {run.shots}-shot seed {run.seed}", run.path)
     (out / "baselines").mkdir(exist_ok=True)
     by_shots: dict[str, dict] = {}
@@ -88,16 +99,22 @@ def add_baselines(files: list[str], scored_model: str, record: RunRecord, out: P
     scores.data["comparison"] = comparison_rows(scores, scored_model, ", ".join(models))
 
 
-def _check_same_examples(run: BaselineRun, first: BaselineRun, main_ids: list[str] | None,
+def _check_same_examples(run: BaselineRun, first: BaselineRun, scored: dict[str, tuple[str, ...]] | None,
                          scores: ClassifierScores) -> None:
-    """Systems are compared on the same examples: a baseline answers the scored model's ids (an LLM's
-    answers) or as many examples (a classifier's rows), and the same ids as the other baselines."""
+    """Systems are compared on the same examples: a baseline answers the scored model's ids with the same
+    references (an LLM's answers) or as many examples (a classifier's rows), and the same ids as the
+    other baselines."""
     ids = [row.id for row in run.rows]
-    if main_ids is not None and sorted(ids) != sorted(main_ids):
-        missing = sorted(set(main_ids) - set(ids))[:3]
-        raise RecordError(run.path, None, f"answers {len(ids)} examples, the scored predictions {len(main_ids)}; "
-                          f"baselines are compared on the same ids" + (f" (missing {missing})" if missing else ""))
-    if main_ids is None and len(ids) != scores.examples:
+    if scored is not None:
+        if sorted(ids) != sorted(scored):
+            missing = sorted(set(scored) - set(ids))[:3]
+            raise RecordError(run.path, None, f"answers {len(ids)} examples, the scored predictions {len(scored)}; "
+                              "baselines are compared on the same ids" + (f" (missing {missing})" if missing else ""))
+        for row in run.rows:
+            if row.reference != scored[row.id]:
+                raise RecordError(run.path, row.line, f"record {row.id}: reference {list(row.reference)} differs from "
+                                                      f"the scored predictions' {list(scored[row.id])}")
+    elif len(ids) != scores.examples:
         raise RecordError(run.path, None, f"answers {len(ids)} examples and the classifier was scored on "
                                           f"{scores.examples}: compare them on the same rows")
     if sorted(ids) != sorted(row.id for row in first.rows):

@@ -152,7 +152,8 @@ def _changed(part) -> list[str]:
 
 
 def check_settings(settings: ScoreSettings) -> None:
-    """Every setting checked before any scoring; a ConfigError names the setting."""
+    """Every setting checked before any output folder is claimed, the baseline runs' folders included; a
+    ConfigError names the setting. (What the files hold is checked as they are read.)"""
     run, cls, labels = settings.run, settings.classifier, settings.label_set
     if run.task not in ("text", "classification"):
         raise ConfigError(f"task must be text or classification, got {run.task!r}")
@@ -183,3 +184,10 @@ def check_settings(settings: ScoreSettings) -> None:
             raise ConfigError(f"--split must be test or eval (the rows a classifier's run held out), got {cls.split!r}")
         if cls.classifier_dtype not in ("float32", "bfloat16"):
             raise ConfigError(f"classifier_dtype must be float32 or bfloat16, got {cls.classifier_dtype!r}")
+    if labels.taxonomy and labels.labels:
+        raise ConfigError("give --taxonomy or --labels, not both")
+    if settings.baseline.baselines:
+        from .baselines import check_baseline_file
+
+        for path in settings.baseline.baselines:
+            check_baseline_file(path)

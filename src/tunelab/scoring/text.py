@@ -30,12 +30,6 @@ def _read_prediction_lines(path, allow_empty: bool) -> list[tuple[int, dict]]:
     return rows
 
 
-def read_prediction_rows(path, allow_empty: bool) -> list[dict]:
-    """inference.py's rows ({id, prediction, reference, ...}): a string prediction and a non-empty reference
-    each; an empty prediction stops the run unless allowed. A bad row is a RecordError naming file and line."""
-    return [obj for _, obj in _read_prediction_lines(path, allow_empty)]
-
-
 def align_runs(paths: Sequence, runs: Sequence[Sequence[tuple[int, dict]]]) -> list[list[dict]]:
     """The rows of every run, in the first run's order, matched by id. Runs are compared on the same
     examples: each file must hold exactly the first file's ids, once each, with the same references;

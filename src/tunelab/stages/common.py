@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..console import PLAIN, get_logger, verbosity
+from ..console import PLAIN, get_logger, show_progress, verbosity
 from ..errors import TunelabError
 
 _log = get_logger("stage")
@@ -19,6 +19,7 @@ _log = get_logger("stage")
 def quiet_libraries() -> None:
     """Keep the console for our own progress bars and summaries (--verbose: the libraries speak too)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    _datasets_progress(show=show_progress())
     if verbosity() == "verbose":
         return
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -34,6 +35,24 @@ def quiet_libraries() -> None:
         transformers.utils.logging.disable_progress_bar()
     except ImportError:
         pass
+
+
+_hidden_here = {"datasets": False}
+
+
+def _datasets_progress(show: bool) -> None:
+    """datasets draws its own bars (tokenizing, packing), which obey only its own switch: --quiet turns it
+    off, and the next command in this process turns it back on (never a switch the user set)."""
+    if show and not _hidden_here["datasets"]:
+        return  # importing datasets costs a second; a stage that needs it imports it itself
+    import datasets
+
+    if not show and datasets.is_progress_bar_enabled():
+        datasets.disable_progress_bars()
+        _hidden_here["datasets"] = True
+    elif show and _hidden_here["datasets"]:
+        datasets.enable_progress_bars()
+        _hidden_here["datasets"] = False
 
 
 def run_main(body: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None, *,

@@ -35,19 +35,19 @@ def _score(settings: ScoreSettings, record: RunRecord, out) -> Scores:
         from ..scoring.classifier import score_classifier
 
         scores: ClassifierScores = score_classifier(run, settings.classifier, record, out)
-        main_ids, scored_model = None, settings.classifier.model
+        scored_references, scored_model = None, settings.classifier.model
         labels = settings.label_set
         none_label = label_set(labels, record)[1] if labels.taxonomy or labels.labels else labels.none_label
     else:
         from ..scoring.answers import score_answers_file
 
-        scores, main_ids = score_answers_file(run, settings.label_set, record, out)
+        scores, scored_references = score_answers_file(run, settings.label_set, record, out)
         scored_model, none_label = run.predictions, scores.data["none_label"]
     if settings.baseline.baselines:
         from ..scoring.baselines import add_baselines
 
-        add_baselines(settings.baseline.baselines, scored_model, record, out, scores, none_label, main_ids=main_ids,
-                      allow_empty=run.allow_empty_predictions)
+        add_baselines(settings.baseline.baselines, scored_model, record, out, scores, none_label,
+                      scored_references=scored_references, allow_empty=run.allow_empty_predictions)
     return scores
 
 
