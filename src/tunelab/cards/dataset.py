@@ -20,6 +20,9 @@ TASK_DESCRIPTIONS = {
     "corpora": "several moderation corpora mapped onto one taxonomy, split per corpus (no teacher)",
     "self_instruct": "Alpaca-style instruction/input/output tasks written by the teacher from seed tasks",
     "moderation_qa": "question/answer pairs and per-category verdicts about posts, written by the teacher",
+    "responses": "several answers per instruction from the teacher, beside the dataset's own answer",
+    "judge": "records rated by the teacher as a judge on a rubric; those reaching the threshold kept with their scores",
+    "preferences": "preference pairs (prompt, chosen, rejected): every answer judged, the best paired with a lower one",
 }
 
 
@@ -41,6 +44,14 @@ def file_format(name: str) -> str:
         return "every teacher request and answer, keyed by hash (JSONL)"
     if name == "moderation_qa.jsonl":
         return "one record per post: text, image, qa, verdicts, labels (JSONL)"
+    if name == "responses.jsonl":
+        return "one record per instruction: its reference answer and the teacher's answers (JSONL)"
+    if name == "preferences.jsonl":
+        return "TRL preference format: prompt (student template), chosen, rejected, their sources and scores (JSONL)"
+    if name == "preferences.chat.jsonl":
+        return "TRL conversational preference format: prompt, chosen and rejected as turns (JSONL)"
+    if name == "judgments.jsonl":
+        return "every judge verdict per instruction: scores or comparisons, with rationales (JSONL)"
     if name.endswith(".jsonl"):
         return "moderation: JSONL of text and labels"
     if name.endswith(".json"):
@@ -70,6 +81,8 @@ def _task_counts(name: str, s: dict) -> list[str]:
         rows = [(corpus, c.get("rows"), c.get("skipped")) for corpus, c in s.items() if isinstance(c, dict)]
         lines.append(table(("corpus", "rows per split", "skipped (by reason)"), rows))
         lines += ["", "Per-split label counts and the label mapping: `corpora/summary.json`."]
+    elif name in ("responses", "judge", "preferences"):
+        lines.append(_judged_counts(name, s))
     else:
         kept = s.get("kept") if name == "self_instruct" else s.get("pairs")
         what = "tasks kept" if name == "self_instruct" else (
@@ -83,6 +96,21 @@ def _task_counts(name: str, s: dict) -> list[str]:
             lines += ["", table(("reject reason", "count"), list(s["reject_reasons"].items()))]
     lines.append("")
     return lines
+
+
+def _judged_counts(name: str, s: dict) -> str:
+    requests = "; ".join(f"{k} {fmt(s[k])}" for k in ("requests", "sent", "cached") if k in s)
+    if name == "responses":
+        said = f"{fmt(s.get('answers'))} answers to {fmt(s.get('instructions'))} instructions"
+    elif name == "judge":
+        said = (f"{fmt(s.get('kept'))} of {fmt(s.get('records'))} records kept (mean score "
+                f"{fmt(s.get('mean_score'))}; scores {fmt(s.get('score_counts'))})")
+    else:
+        said = (f"{fmt(s.get('pairs'))} pairs from {fmt(s.get('instructions'))} instructions; dropped: "
+                f"{fmt(s.get('drop_reasons') or 0)}")
+    reasons = s.get("reject_reasons") or {}
+    return (f"{said}; {fmt(s.get('rejected', 0))} rejected{f' ({fmt(reasons)})' if reasons else ''}. "
+            f"Teacher requests: {requests or 'n/a'}.")
 
 
 def _output_files(out: Path, record) -> tuple[list[tuple], int]:
@@ -110,7 +138,7 @@ def _card_data(out: Path, tasks: list[str], teacher: str | None, total: int):
     categories = []
     if {"moderation", "corpora"} & set(tasks):
         categories.append("text-classification")
-    if {"self_instruct", "moderation_qa"} & set(tasks) or "moderation" in tasks:
+    if {"self_instruct", "moderation_qa", "responses", "judge", "preferences"} & set(tasks) or "moderation" in tasks:
         categories.append("text-generation")
     tags = ["tunelab", "instruction-tuning"]
     if teacher:

@@ -24,7 +24,7 @@ from .settings import GenerateConfig
 
 
 class Build(Protocol):
-    name: str  # the task: moderation, corpora, self_instruct, moderation_qa
+    name: str  # the task: one of settings.TASKS
     template: Template | None  # the teacher prompt; None for builds without a teacher
 
     def prepare(self) -> None:
@@ -59,6 +59,7 @@ def write_formats(out: Path, stem: str, pairs: list[dict], record: RunRecord, to
     record.add_template(student.name, student.source)
     completions = [{"id": p["id"], "prompt": student.render(instruction=p["instruction"], input=p["input"]),
                     "completion": p["output"], **({"image": p["image"]} if p.get("image") else {}),
+                    **({"judge": p["judge"]} if "judge" in p else {}),
                     "provenance": p["provenance"]} for p in pairs]
     write_json(out / f"{stem}.alpaca.json", pairs)
     write_jsonl(out / f"{stem}.chat.jsonl", [to_chat(p) | {"provenance": p["provenance"]} for p in pairs])

@@ -5,6 +5,8 @@ from __future__ import annotations
 from .builds import Build
 from .corpus_builds import CorporaBuild, ModerationBuild
 from .settings import TASKS, GenerateSettings
+from .judge_builds import JudgeBuild
+from .preference_builds import PreferencesBuild, ResponsesBuild
 from .teacher_builds import ModerationQABuild, SelfInstructBuild
 
 BUILDS = {
@@ -12,6 +14,9 @@ BUILDS = {
     "corpora": lambda s, params: CorporaBuild(s.corpora, s.run.seed),
     "self_instruct": lambda s, params: SelfInstructBuild(s.self_instruct, params, s.run.seed),
     "moderation_qa": lambda s, params: ModerationQABuild(s.moderation_qa, s.teacher, params),
+    "responses": lambda s, params: ResponsesBuild(s.responses, params, s.run.seed),
+    "judge": lambda s, params: JudgeBuild(s.judge, s.run.tasks, s.run.seed),
+    "preferences": lambda s, params: PreferencesBuild(s.preferences, s.judge, s.run.tasks, s.run.seed),
 }
 assert tuple(BUILDS) == TASKS  # the order builds run in
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..teachers.factory import TeacherSpec
 
-TASKS = ("moderation", "corpora", "self_instruct", "moderation_qa")
+TASKS = ("moderation", "corpora", "self_instruct", "moderation_qa", "responses", "judge", "preferences")
 
 
 @dataclass
@@ -129,6 +129,55 @@ class ModerationQAConfig:
 
 
 @dataclass
+class JudgeConfig:
+    """The judge (the run's teacher, answering greedily): task judge, and the preferences task's verdicts."""
+
+    judge_data: str | None = field(default=None, metadata={
+        "help": "Task judge: Alpaca JSON/JSONL records to rate. Default: what this run's self_instruct and "
+                "moderation_qa kept."})
+    judge_template: str = field(default="judge_single", metadata={
+        "help": "Single-answer rubric in prompts/ (judge_single_fewshot for small judges, with request completion)."})
+    judge_pairwise_template: str = field(default="judge_pairwise", metadata={
+        "help": "Pairwise rubric in prompts/ (judge_pairwise_fewshot for small judges, with request completion)."})
+    judge_request: str = field(default="chat", metadata={
+        "help": "chat: the rubric as one user turn, a JSON verdict; completion: the judge continues a few-shot "
+                "rubric and stops at a blank line."})
+    judge_criteria: list[str] = field(default_factory=lambda: ["instruction_following", "correctness", "harmlessness"],
+        metadata={"help": "What the judge scores, each on 1..judge_scale; [overall] for one score."})
+    judge_scale: int = field(default=5, metadata={"range": (2, 10), "help": "The top score (1 is the bottom)."})
+    judge_threshold: float = field(default=0.0, metadata={"range": (0, 10),
+        "help": "Task judge: keep records whose mean score reaches this; 0 keeps every record the judge could rate."})
+    judge_max_new_tokens: int = field(default=256, metadata={"range": (1, None), "help": "Verdict length cap."})
+
+
+@dataclass
+class ResponsesConfig:
+    """Task responses: several answers per instruction from the run's teacher (a model, a student base, a server)."""
+
+    responses_data: str = field(default="data/alpaca_sample.json", metadata={
+        "help": "Instructions to answer (Alpaca JSON/JSONL); their output is kept as the reference answer."})
+    responses_per_instruction: int = field(default=2, metadata={"range": (1, 16),
+        "help": "Answers per instruction, each sampled with its own seed (temperature above 0 makes them differ)."})
+    max_instructions: int = field(default=100, metadata={"range": (1, None), "help": "Instructions from the top of the file."})
+    responses_request: str = field(default="chat", metadata={
+        "help": "chat: the instruction as one user turn; completion: the student's Alpaca prompt (alpaca_student)."})
+
+
+@dataclass
+class PreferencesConfig:
+    """Task preferences: judge every answer to an instruction, pair the best with a lower one (UltraFeedback's way)."""
+
+    preferences_responses: list[str] = field(default_factory=list, metadata={
+        "help": "responses.jsonl files of earlier runs (other models), merged by instruction id. Default: this run's."})
+    preferences_judging: str = field(default="single", metadata={
+        "help": "single: each answer scored on its own; pairwise: every two answers compared, in both orders."})
+    include_reference: bool = field(default=True, metadata={
+        "help": "The dataset's own answer (Alpaca's output) is a candidate too."})
+    min_score_gap: float = field(default=1.0, metadata={"range": (0, None),
+        "help": "single: chosen's mean score must beat rejected's by at least this; closer pairs are dropped and counted."})
+
+
+@dataclass
 class GenerateSettings:
     """Every settings group of one generate run, as parsed."""
 
@@ -138,3 +187,6 @@ class GenerateSettings:
     moderation: ModerationConfig
     corpora: CorporaConfig
     moderation_qa: ModerationQAConfig
+    judge: JudgeConfig
+    responses: ResponsesConfig
+    preferences: PreferencesConfig

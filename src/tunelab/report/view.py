@@ -34,10 +34,14 @@ from .tables import _kv_table, _records_table, _table, esc, flatten, fmt, json_b
 
 VIEW_NAME = "view.html"
 # Datasets in the order a generate run writes them; any other <stem>.alpaca.json follows.
-DATASET_ORDER = ("self_instruct", "moderation_qa", "moderation_train", "moderation_test")
+DATASET_ORDER = ("self_instruct", "moderation_qa", "moderation_train", "moderation_test", "judged")
+# JSONL datasets that are not instruction records: the preference pairs, and what they were made from.
+JSONL_DATASETS = ("preferences.jsonl", "responses.jsonl", "judgments.jsonl")
 # (file, source) of every kind of reject a generate run writes.
 REJECT_FILES = (("self_instruct.rejects.jsonl", "self_instruct"), ("moderation_qa.rejects.jsonl", "moderation_qa"),
-                ("moderation.dropped.jsonl", "moderation"), ("corpora/skipped.jsonl", "corpora"))
+                ("moderation.dropped.jsonl", "moderation"), ("corpora/skipped.jsonl", "corpora"),
+                ("responses.rejects.jsonl", "responses"), ("judged.rejects.jsonl", "judge"),
+                ("preferences.rejects.jsonl", "preferences"))
 TEACHER_CACHE = "teacher_cache.jsonl"
 SENT = "prompt sent"  # the column of a row's request key, drawn as the prompt the teacher received
 REJECT_FIRST = ("from", "stage", "reason")
@@ -205,6 +209,7 @@ def _datasets(folder: Path) -> list[tuple[str, Path]]:
     alpaca = {p.name[: -len(".alpaca.json")]: p for p in folder.glob("*.alpaca.json") if p.is_file()}
     names = [n for n in DATASET_ORDER if n in alpaca] + sorted(n for n in alpaca if n not in DATASET_ORDER)
     found = [(n, alpaca[n]) for n in names]
+    found += [(name.removesuffix(".jsonl"), folder / name) for name in JSONL_DATASETS if (folder / name).is_file()]
     found += [(f"corpora/{p.stem}", p) for p in sorted((folder / "corpora").glob("*.jsonl"))
               if p.name != "skipped.jsonl"]
     return found

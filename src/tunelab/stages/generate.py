@@ -27,8 +27,9 @@ from ..console import PLAIN, get_logger
 from ..errors import ConfigError, OutputExistsError
 from ..generation.builds import Build, BuildContext, DataGates
 from ..generation.registry import make_builds
-from ..generation.settings import (TASKS, CorporaConfig, GenerateConfig, GenerateSettings, ModerationConfig,
-                                   ModerationQAConfig, SelfInstructConfig, TeacherConfig)
+from ..generation.settings import (TASKS, CorporaConfig, GenerateConfig, GenerateSettings, JudgeConfig,
+                                   ModerationConfig, ModerationQAConfig, PreferencesConfig, ResponsesConfig,
+                                   SelfInstructConfig, TeacherConfig)
 from ..paths import STAGE_CONFIG_DIRS
 from ..records import write_json
 from ..runs import (RunRecord, check_output_dir, claim_output_dir, clear_earlier_run, ensure_output_dir,
@@ -39,7 +40,8 @@ from .common import quiet_libraries, run_main
 
 _log = get_logger("generate")
 
-CONFIG_TYPES = (GenerateConfig, TeacherConfig, SelfInstructConfig, ModerationConfig, CorporaConfig, ModerationQAConfig)
+CONFIG_TYPES = (GenerateConfig, TeacherConfig, SelfInstructConfig, ModerationConfig, CorporaConfig, ModerationQAConfig,
+                JudgeConfig, ResponsesConfig, PreferencesConfig)
 HELP = HelpLayout(
     prog="generate/run.py",
     description="Build instruction data: moderation sets from labelled corpora, self-instruct tasks and "
@@ -47,7 +49,10 @@ HELP = HelpLayout(
     groups={"run": "run and output", "teacher": "teacher and sampling",
             "self_instruct": "self-instruct (task self_instruct)", "moderation": "moderation sets (task moderation)",
             "corpora": "several corpora, one taxonomy (task corpora)",
-            "moderation_qa": "moderation QA (task moderation_qa)"},
+            "moderation_qa": "moderation QA (task moderation_qa)",
+            "judge": "the judge (task judge, and the verdicts of task preferences)",
+            "responses": "several answers per instruction (task responses)",
+            "preferences": "preference pairs (task preferences)"},
     defaults={GenerateConfig: "run", TeacherConfig: "teacher", SelfInstructConfig: "self_instruct",
               ModerationConfig: "moderation", CorporaConfig: "corpora", ModerationQAConfig: "moderation_qa"},
 )
@@ -75,10 +80,14 @@ def dry_run(gen: GenerateConfig, tcfg: TeacherConfig, builds: list[Build], out_p
     totals = Counter()
     for build in (b for b in builds if b.template is not None):
         requests, version = build.requests(), build.template.version
-        todo = [r for r in requests if cache is None or request_key(tcfg.teacher, r, params, version) not in cache]
+        # a build's own sampling (the judge's, a sample's seed) keys its requests, as in a real run
+        sent_with = [r.meta.get("params") or getattr(build, "params", params) for r in requests]
+        todo = [r for r, p in zip(requests, sent_with, strict=True)
+                if cache is None or request_key(tcfg.teacher, r, p, version) not in cache]
         prompt_tokens = sum(counter.count(r) for r in todo) if counter else 0
+        max_new = sent_with[0].max_new_tokens if sent_with else tcfg.max_new_tokens
         entry = {"requests": len(requests), "already_cached": len(requests) - len(todo), "to_send": len(todo),
-                 "prompt_tokens": prompt_tokens, "completion_tokens_at_most": len(todo) * tcfg.max_new_tokens}
+                 "prompt_tokens": prompt_tokens, "completion_tokens_at_most": len(todo) * max_new}
         report["tasks"][build.name] = entry | build.dry_run_note()
         totals.update({k: v for k, v in entry.items() if isinstance(v, int)})
     seconds = totals["completion_tokens_at_most"] / max(tcfg.teacher_tokens_per_s, 1e-9)
@@ -95,7 +104,7 @@ def dry_run(gen: GenerateConfig, tcfg: TeacherConfig, builds: list[Build], out_p
 # What a generate run writes; an --overwrite run removes the earlier run's before writing its own, so a
 # replacement that fails half way never leaves files of two runs side by side. The teacher cache stays.
 GENERATED = ("*.alpaca.json", "*.chat.jsonl", "*.completion.jsonl", "*.rejects.jsonl", "moderation*.jsonl",
-             "stats.json", "config.yaml", "provenance.json", "README.md", "view.html", "corpora", "sittings.jsonl")
+             "responses.jsonl", "preferences.jsonl", "judgments.jsonl", "stats.json", "config.yaml", "provenance.json", "README.md", "view.html", "corpora", "sittings.jsonl")
 
 
 def continues_unfinished_run(out: Path, record: RunRecord, overwrite: bool) -> bool:
