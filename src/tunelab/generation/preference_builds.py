@@ -304,12 +304,13 @@ class PreferencesBuild:
                 "reference_comparisons": len(above)}
 
     def _write(self, ctx: BuildContext, pairs: list[dict], judgments: list[dict], drops: list[dict]) -> None:
+        # instruction and input stay beside the prompt: finetune asks its student in the student's own format
         plain = [{"id": p["id"], "prompt": self.student.render(instruction=p["instruction"], input=p["input"]),
-                  **{k: v for k, v in p.items() if k not in ("id", "instruction", "input")}} for p in pairs]
+                  **{k: v for k, v in p.items() if k != "id"}} for p in pairs]
         chat = [{"id": p["id"], "prompt": [{"role": "user", "content": user_turn(p)}],
                  "chosen": [{"role": "assistant", "content": p["chosen"]}],
                  "rejected": [{"role": "assistant", "content": p["rejected"]}],
-                 **{k: v for k, v in p.items() if k not in ("id", "instruction", "input", "chosen", "rejected")}}
+                 **{k: v for k, v in p.items() if k not in ("id", "chosen", "rejected")}}
                 for p in pairs]
         for name, rows in (("preferences.jsonl", plain), ("preferences.chat.jsonl", chat),
                            ("judgments.jsonl", judgments), ("preferences.rejects.jsonl", drops)):

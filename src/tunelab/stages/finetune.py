@@ -15,14 +15,15 @@ from ..errors import ConfigError
 from ..paths import STAGE_CONFIG_DIRS
 from ..runs import RunRecord, check_output_dir, check_resumable_run
 from ..settings import HelpLayout
-from ..training.arguments import DataConfig, ModelConfig, TrainConfig, VisionConfig, check_vision_settings
+from ..training.arguments import (DataConfig, ModelConfig, PreferenceConfig, TrainConfig, VisionConfig,
+                                  check_vision_settings)
 from ..training.classify.config import ClassifierConfig
 from ..training.runner import FinetuneContext, is_main_process
 from .common import quiet_libraries, run_main
 
 _log = get_logger("finetune")
 
-CONFIG_TYPES = (ModelConfig, DataConfig, ClassifierConfig, VisionConfig, TrainConfig)
+CONFIG_TYPES = (ModelConfig, DataConfig, ClassifierConfig, VisionConfig, PreferenceConfig, TrainConfig)
 
 # The settings of TRL's SFTConfig and the Trainer that runs change all the time, shown by `--help` in these
 # groups (TrainConfig's own fields are shown anyway); the other hundred-odd are listed by `--help-all`.
@@ -52,9 +53,9 @@ HELP = HelpLayout(
     prog="finetune/train.py",
     description="Fine-tune a student: LoRA/QLoRA SFT of a causal or vision-language LM, or an encoder classifier.",
     groups={"model": "model", "lora": "LoRA and quantization", "data": "data", "training": "training",
-            "output": "output", "classifier": "classifier (task classify)"},
+            "output": "output", "classifier": "classifier (task classify)", "preference": "preference tuning (task dpo)"},
     defaults={ModelConfig: "model", DataConfig: "data", VisionConfig: "data", ClassifierConfig: "classifier",
-              TrainConfig: "training"},
+              PreferenceConfig: "preference", TrainConfig: "training"},
     surfaced=TRAINER_SETTINGS,
     library="TRL's SFTConfig and the Trainer",
     library_docs="https://huggingface.co/docs/trl/sft_trainer#trl.SFTConfig",
@@ -76,8 +77,8 @@ def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
     """Every setting problem, before any folder is created or weights are loaded."""
     from ..models import QUANTIZATIONS
 
-    if mcfg.task not in ("sft", "classify"):
-        raise ConfigError(f"task must be sft or classify, got {mcfg.task!r}")
+    if mcfg.task not in ("sft", "dpo", "classify"):
+        raise ConfigError(f"task must be sft, dpo or classify, got {mcfg.task!r}")
     if not dcfg.data:
         raise ConfigError("no training data: give --data FILE [FILE ...] or 'data:' in the config")
     check_data_refs(dcfg.data, "data")
@@ -87,9 +88,9 @@ def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
                           "give num_train_epochs > 0 or max_steps > 0")
     if mcfg.quantization not in QUANTIZATIONS:
         raise ConfigError(f"quantization must be one of {QUANTIZATIONS}, got {mcfg.quantization!r}")
-    if mcfg.quantization != "none" and (mcfg.task != "sft" or not mcfg.use_lora):
+    if mcfg.quantization != "none" and (mcfg.task == "classify" or not mcfg.use_lora):
         raise ConfigError("quantization trains a LoRA adapter on a frozen quantized causal LM: "
-                          "it needs task sft and use_lora true")
+                          "it needs task sft or dpo and use_lora true")
     if (mcfg.use_dora or mcfg.use_rslora) and not mcfg.use_lora:
         raise ConfigError("use_dora / use_rslora are LoRA variants: they need use_lora true")
     if dcfg.eval_split and dcfg.eval_data:
@@ -122,11 +123,11 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
     """Run the finetune stage; `callbacks` are extra `transformers.TrainerCallback`s (library use)."""
     from ..config import parse_config
 
-    (mcfg, dcfg, ccfg, vcfg, args), config_file = parse_config(
+    (mcfg, dcfg, ccfg, vcfg, pcfg, args), config_file = parse_config(
         CONFIG_TYPES, argv, configs_dir=STAGE_CONFIG_DIRS["finetune"], layout=HELP, ranges=TRAINER_RANGES)
     validate(mcfg, dcfg, args)
     quiet_libraries()
-    record = RunRecord(args.output_dir, "finetune", [mcfg, dcfg, ccfg, vcfg, args], config_file)
+    record = RunRecord(args.output_dir, "finetune", [mcfg, dcfg, ccfg, vcfg, pcfg, args], config_file)
     if mcfg.resume:
         out = check_resumable_run(args.output_dir, record, ignore=("resume", "overwrite"))
     else:  # created once the data and model have loaded
@@ -136,10 +137,12 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
 
     PartialState().wait_for_everyone()  # every rank has checked the folder before rank 0 writes into it
     ctx = FinetuneContext(model=mcfg, data=dcfg, classifier=ccfg, vision=vcfg, train=args, out=out, record=record,
-                          callbacks=list(callbacks or []))
+                          preference=pcfg, callbacks=list(callbacks or []))
     from ..models import is_vision_language, resolve_model
 
-    vision = mcfg.task == "sft" and is_vision_language(resolve_model(mcfg.base))
+    vision = mcfg.task != "classify" and is_vision_language(resolve_model(mcfg.base))
+    if vision and mcfg.task == "dpo":
+        raise ConfigError(f"task dpo tunes a text-only causal student; {mcfg.base} is a vision-language model")
     check_vision_settings(vcfg, vision, mcfg.base)  # before the output folder appears
     if mcfg.task == "classify":
         import torch
@@ -150,6 +153,8 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
         from ..training.classify.recipe import ClassifyRecipe as Recipe
     elif vision:
         from ..training.vision import VisionRecipe as Recipe
+    elif mcfg.task == "dpo":
+        from ..training.preference import DPORecipe as Recipe
     else:
         from ..training.sft import SFTRecipe as Recipe
     summary = Recipe(ctx).run()

@@ -22,7 +22,7 @@ from ..errors import ConfigError
 from ..paths import resolve_input
 from ..records import honour_umask_tree, write_json, write_jsonl
 from ..runs import RunRecord, clear_earlier_run
-from .arguments import DataConfig, ModelConfig, TrainConfig, VisionConfig
+from .arguments import DataConfig, ModelConfig, PreferenceConfig, TrainConfig, VisionConfig
 
 _log = get_logger("finetune")
 
@@ -44,6 +44,7 @@ class FinetuneContext:
     train: TrainConfig
     out: Path
     record: RunRecord
+    preference: PreferenceConfig | None = None  # task dpo
     callbacks: list = field(default_factory=list)
     writing: bool = False  # set by begin_writing(): the first file of this run is about to be written
 

@@ -21,7 +21,7 @@ class StudentInfo:
     None and are not written (a trained adapter has no merged_from; a merged model no base_path)."""
 
     # Defaults are what readers took a missing key to mean: merge then names what is missing or wrong.
-    task: str | None = None  # sft | vision_sft
+    task: str | None = None  # sft | dpo | vision_sft
     base: str = ""  # the base model as named at training (a merged model: the original base)
     base_path: str | None = None  # the base as resolved at training
     model_type: str | None = None  # vision students and merged models

@@ -1,0 +1,156 @@
+"""Preference tuning of a causal student with TRL's DPOTrainer (task dpo): LoRA (the reference model is the
+base with the adapter switched off), QLoRA, or full (TRL keeps a frozen copy as the reference).
+
+Columns in (generate's preferences.jsonl or preferences.chat.jsonl, or any TRL preference file):
+{prompt, chosen, rejected} as text, or as turns (prompt: user turns, chosen/rejected: one assistant turn);
+a record with `instruction` (and `input`) is asked in the student's own format, as SFT asks Alpaca records.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..errors import ConfigError, RecordError
+from .arguments import PreferenceConfig
+from .data import SFTData, iter_data_objects
+from .sft import SFTRecipe
+
+PREFERENCE_TASKS = ("dpo",)
+
+
+def _turn_text(value, role: str) -> str | None:
+    """The text of one answer given as text or as a single `role` turn; None when it is neither."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict) and value[0].get("role") == role \
+            and isinstance(value[0].get("content"), str):
+        return value[0]["content"]
+    return None
+
+
+def preference_example(obj, prompt, tokenizer) -> dict | str:
+    """One record as TRL's {prompt, chosen, rejected} in the student's format, or why it cannot be one."""
+    if not isinstance(obj, dict):
+        return f"expected a JSON object, got {type(obj).__name__}"
+    missing = [k for k in ("chosen", "rejected") if k not in obj] + ([] if "prompt" in obj or "instruction" in obj
+                                                                      else ["prompt"])
+    if missing:
+        return f"missing field(s) {missing}"
+    chosen, rejected = _turn_text(obj["chosen"], "assistant"), _turn_text(obj["rejected"], "assistant")
+    if chosen is None or rejected is None:
+        return "chosen and rejected must each be a text or one assistant turn"
+    if not chosen.strip() or not rejected.strip():
+        return "chosen or rejected is empty"
+    if chosen.strip() == rejected.strip():
+        return "chosen and rejected are the same answer"
+    if isinstance(obj.get("instruction"), str) and obj["instruction"].strip():
+        instruction, input_text = obj["instruction"], obj.get("input") or ""
+        if prompt.is_chat:
+            return {"prompt": prompt.messages(instruction, input_text), "chosen": [{"role": "assistant", "content": chosen}],
+                    "rejected": [{"role": "assistant", "content": rejected}]}
+        return {"prompt": prompt.render(tokenizer, instruction, input_text), "chosen": chosen, "rejected": rejected}
+    given = obj["prompt"]
+    if isinstance(given, list):
+        if not prompt.is_chat:
+            return "a prompt of turns needs a student answering in its chat template (template chat)"
+        if not given or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in given):
+            return "prompt turns must each have a text content"
+        return {"prompt": given, "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}]}
+    if not isinstance(given, str) or not given.strip():
+        return "prompt must be a text or a list of turns"
+    if prompt.is_chat:
+        return ("a text prompt was rendered for another format than this student's chat template: train on the "
+                "conversational file (preferences.chat.jsonl), records with an instruction, or --template alpaca_student")
+    return {"prompt": given, "chosen": chosen, "rejected": rejected}
+
+
+def load_preference_examples(paths: list[Path], prompt, tokenizer, *, bad_records: str) -> SFTData:
+    data = SFTData()
+    for path in paths:
+        for i, (line, obj) in enumerate(iter_data_objects(path)):
+            rid = obj.get("id", f"{Path(path).stem}:{i}") if isinstance(obj, dict) else f"{Path(path).stem}:{i}"
+            example = preference_example(obj, prompt, tokenizer)
+            if isinstance(example, str):
+                if bad_records == "error":
+                    raise RecordError(path, line, f"bad preference record: {example}")
+                data.skip(path, line, example, rid)
+                continue
+            data.examples.append({"id": rid, **example})
+    if not data.examples:
+        first = data.skipped[0] if data.skipped else None
+        raise RecordError(", ".join(map(str, paths)), None, "no preference pairs in these files" + (
+            f" ({len(data.skipped)} bad records skipped; the first, line {first['line']}: {first['reason']})"
+            if first else ""))
+    return data
+
+
+def dpo_config(args, pcfg: PreferenceConfig):
+    """TRL's DPOConfig with every trainer setting of this run (TrainConfig is an SFTConfig) and DPO's own."""
+    from trl import DPOConfig
+
+    # SFT's own meanings of a shared name (loss_type: nll or dft) are not DPO's
+    shared = {f.name for f in dataclasses.fields(DPOConfig) if f.init} - {"loss_type", "beta"}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in shared}
+    loss = [pcfg.dpo_loss_type] if isinstance(pcfg.dpo_loss_type, str) else list(pcfg.dpo_loss_type)
+    try:
+        return DPOConfig(**given, beta=pcfg.beta, loss_type=loss)
+    except ValueError as e:  # TRL names a loss it does not know
+        raise ConfigError(f"dpo_loss_type {pcfg.dpo_loss_type!r}: {e}") from None
+
+
+class DPORecipe(SFTRecipe):
+    """Task dpo: the student's data, model, adapter and saved folder as in SFT; TRL's DPOTrainer between."""
+
+    task = "dpo"
+
+    def setup_data(self) -> None:
+        from ..models import load_tokenizer
+        from ..prompts import student_prompt
+
+        dcfg, args, record = self.ctx.data, self.ctx.train, self.ctx.record
+        self.tokenizer = load_tokenizer(self.base, trust_remote_code=args.trust_remote_code)
+        self.prompt = student_prompt(dcfg.template, self.tokenizer)
+        if self.prompt.is_chat:
+            record.add_template("chat_template", self.tokenizer.chat_template)
+        else:
+            record.add_template(self.prompt.template.name, self.prompt.template.source)
+        self.train, self.evals = self.load_examples(
+            lambda paths: load_preference_examples(paths, self.prompt, self.tokenizer, bad_records=dcfg.bad_records))
+        self.over = []  # TRL truncates each pair to max_length (truncation_mode keep_end by default)
+
+    def setup_trainer(self):
+        from datasets import Dataset
+        from trl import DPOTrainer
+
+        from ..models import load_causal_lm, model_type
+        from .lora import lora_from_settings
+        from .runner import early_stopping_callbacks
+
+        mcfg, args = self.ctx.model, self.ctx.train
+        model = self.load_student(lambda dtype, quant: load_causal_lm(
+            self.base, dtype=dtype, trust_remote_code=args.trust_remote_code, quantization_config=quant),
+            self.tokenizer)
+        peft_config = lora_from_settings(mcfg, model_type(self.base), "sft", "CAUSAL_LM") if mcfg.use_lora else None
+
+        def to_dataset(rows):
+            return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
+
+        return DPOTrainer(model=model, args=dpo_config(args, self.ctx.preference),
+                          train_dataset=to_dataset(self.train),
+                          eval_dataset=to_dataset(self.evals) if self.evals else None,
+                          processing_class=self.tokenizer, peft_config=peft_config,
+                          callbacks=early_stopping_callbacks(args) + self.ctx.callbacks)
+
+    def data_summary(self, trainer) -> dict:
+        return {"pairs": len(self.train), "eval_pairs": len(self.evals) if self.evals else 0,
+                "skipped_records": sum(s["file"] is not None for s in self.skipped),
+                "beta": self.ctx.preference.beta, "loss_type": self.ctx.preference.dpo_loss_type}
+
+    def after_training(self, trainer, summary: dict) -> None:
+        """The last logged reward margin and accuracy: did the tuned model come to prefer the chosen answers?"""
+        logged = [e for e in trainer.state.log_history if "rewards/margins" in e]
+        if logged:
+            summary["last_reward_margin"] = logged[-1]["rewards/margins"]
+            summary["last_reward_accuracy"] = logged[-1].get("rewards/accuracies")
