@@ -106,7 +106,7 @@ def test_trl_settings_only_under_help_all(capsys, monkeypatch):
 
 def test_help_layout_changes_no_parsing():
     # Settings with a help group, TRL's unlisted ones and their dash spellings all still parse.
-    (mcfg, _, _, _, args), _ = parse_config(finetune.CONFIG_TYPES, [
+    (mcfg, *_, args), _ = parse_config(finetune.CONFIG_TYPES, [
         "--base", "x", "--lora_dropout", "0.1", "--quantization", "4bit", "--hub_model_id", "me/x",
         "--dataloader-num-workers", "2", "--no_use_lora", "--save_total_limit", "3"])
     assert (mcfg.lora_dropout, mcfg.quantization, mcfg.use_lora) == (0.1, "4bit", False)

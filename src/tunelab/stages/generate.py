@@ -45,7 +45,7 @@ CONFIG_TYPES = (GenerateConfig, TeacherConfig, SelfInstructConfig, ModerationCon
 HELP = HelpLayout(
     prog="generate/run.py",
     description="Build instruction data: moderation sets from labelled corpora, self-instruct tasks and "
-                "moderation QA from a teacher.",
+                "moderation QA from a teacher; judged records and preference pairs from the teacher as a judge.",
     groups={"run": "run and output", "teacher": "teacher and sampling",
             "self_instruct": "self-instruct (task self_instruct)", "moderation": "moderation sets (task moderation)",
             "corpora": "several corpora, one taxonomy (task corpora)",
@@ -54,7 +54,8 @@ HELP = HelpLayout(
             "responses": "several answers per instruction (task responses)",
             "preferences": "preference pairs (task preferences)"},
     defaults={GenerateConfig: "run", TeacherConfig: "teacher", SelfInstructConfig: "self_instruct",
-              ModerationConfig: "moderation", CorporaConfig: "corpora", ModerationQAConfig: "moderation_qa"},
+              ModerationConfig: "moderation", CorporaConfig: "corpora", ModerationQAConfig: "moderation_qa",
+              JudgeConfig: "judge", ResponsesConfig: "responses", PreferencesConfig: "preferences"},
 )
 
 
