@@ -8,7 +8,7 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tunelab.generation import judge
+from tunelab import judge
 from tunelab.stages import generate
 from tunelab.teachers import BatchedTeacher, TeacherResponse, factory
 

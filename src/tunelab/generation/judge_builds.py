@@ -1,90 +1,21 @@
-"""The judge as a build: `Judging` turns records into judge requests and answers into verdicts (shared
-with the preferences task), and task `judge` rates Alpaca records and keeps those reaching a threshold.
-
-The judge is the run's teacher, answering greedily with its own length cap; every verdict goes through
-the request cache like any teacher answer, so a killed run pays again only for what was in flight.
+"""Task `judge`: Alpaca records rated by the run's teacher as a judge (`tunelab.judge`); those reaching a
+threshold are kept with their scores. Every verdict goes through the request cache like any teacher
+answer, so a killed run pays again only for what was in flight.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 
 from ..errors import ConfigError, RecordError
+from ..judge import Judging, Verdict
 from ..paths import resolve_input
-from ..prompts import load_template
 from ..records import alpaca_to_chat, read_records, write_jsonl
-from ..teachers import RequestProgress, SamplingParams, TeacherRequest, TeacherResponse, run_requests
-from . import judge
+from ..teachers import TeacherRequest
 from .builds import BuildContext, reject_counts, write_formats
 from .settings import JudgeConfig
-
-REQUESTS = ("chat", "completion")
-
-
-class Judging:
-    """One rubric (single-answer or pairwise) and how its requests are sent and read."""
-
-    def __init__(self, cfg: JudgeConfig, seed: int, *, pairwise: bool):
-        if cfg.judge_request not in REQUESTS:
-            raise ConfigError(f"judge_request must be chat or completion, got {cfg.judge_request!r}")
-        criteria = [c.strip() for c in cfg.judge_criteria]
-        if not criteria or len(set(criteria)) != len(criteria) or not all(re.fullmatch(r"[A-Za-z]\w*", c) for c in criteria):
-            raise ConfigError(f"judge_criteria must name each criterion once, in letters, digits and _ (a JSON key "
-                              f"and a line label), got {cfg.judge_criteria}")
-        self.cfg, self.criteria, self.pairwise = cfg, criteria, pairwise
-        self.template = load_template(cfg.judge_pairwise_template if pairwise else cfg.judge_template)
-        # A continued rubric has no end of turn to stop at: its verdict ends at the first blank line.
-        self.params = SamplingParams(max_new_tokens=cfg.judge_max_new_tokens, temperature=0.0, seed=seed,
-                                     stop=("\n\n",) if cfg.judge_request == "completion" else ())
-
-    def request(self, record: dict, *answers: str, meta: dict) -> TeacherRequest:
-        named = {"answer_a": answers[0], "answer_b": answers[1]} if self.pairwise else {"answer": answers[0]}
-        text = self.template.render(criteria=self.criteria, scale=self.cfg.judge_scale,
-                                    instruction=record["instruction"], input=record.get("input", ""), **named).strip()
-        if self.cfg.judge_request == "completion":
-            # the verdict continues the rubric's last line ("Reason:"): it is read from there
-            return TeacherRequest(prompt=text, meta=meta | {"answer_prefix": text.rsplit("\n", 1)[-1]})
-        return TeacherRequest(messages=[{"role": "user", "content": text}], meta=meta)
-
-    def _answer_text(self, request: TeacherRequest, answer: TeacherResponse) -> str | None:
-        """The verdict's text, or None when the judge gave none (its error is then the reason)."""
-        return None if answer.error else request.meta.get("answer_prefix", "") + answer.text
-
-    def read_single(self, request: TeacherRequest, answer: TeacherResponse) -> judge.Verdict:
-        text = self._answer_text(request, answer)
-        if text is None:
-            return judge.Verdict(reject=f"judge refused the request: {answer.error}")
-        verdict = judge.parse_single(text, self.criteria, self.cfg.judge_scale)
-        return _length_cut(verdict, answer, judge.Verdict)
-
-    def read_pair(self, request: TeacherRequest, answer: TeacherResponse) -> judge.PairVerdict:
-        text = self._answer_text(request, answer)
-        if text is None:
-            return judge.PairVerdict(reject=f"judge refused the request: {answer.error}")
-        return _length_cut(judge.parse_pairwise(text), answer, judge.PairVerdict)
-
-    def provenance(self, teacher_name: str) -> dict:
-        return {"judge": teacher_name, "rubric": f"{self.template.name}@{self.template.version}",
-                "criteria": self.criteria, "scale": self.cfg.judge_scale, "sampling": asdict(self.params)}
-
-    def ask(self, ctx: BuildContext, requests: list[TeacherRequest], desc: str) -> tuple[list[TeacherResponse], dict]:
-        progress = RequestProgress(len(requests), desc)
-        try:
-            return run_requests(ctx.teacher, requests, self.params, ctx.cache, template_version=self.template.version,
-                                progress=progress)
-        finally:
-            progress.close()
-
-
-def _length_cut(verdict, answer: TeacherResponse, kind):
-    if verdict.reject and answer.finish_reason == "length":  # raise judge_max_new_tokens, not a format problem
-        return kind(reject="cut off by the length limit (judge_max_new_tokens)")
-    return verdict
-
 
 def record_id(record: dict, path: Path, index: int) -> str:
     given = record.get("id")
@@ -142,7 +73,7 @@ class JudgeBuild:
         ctx.record.add_template(self.template.name, self.template.source)
         started = time.monotonic()
         requests = self.requests()
-        answers, stats = self.judging.ask(ctx, requests, "judge")
+        answers, stats = self.judging.ask(ctx.teacher, ctx.cache, requests, "judge")
         judged_by = self.judging.provenance(ctx.teacher.name)
         kept, rejects, scores = [], [], []
         for request, answer in zip(requests, answers, strict=True):
@@ -169,7 +100,7 @@ class JudgeBuild:
                 "reject_reasons": reject_counts(rejects, "reason")}
 
 
-def score_summary(verdicts: list[judge.Verdict]) -> dict:
+def score_summary(verdicts: list[Verdict]) -> dict:
     """Mean score, per-criterion means and how many records got each (rounded) mean score."""
     if not verdicts:
         return {"mean_score": None}

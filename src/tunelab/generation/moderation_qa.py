@@ -22,6 +22,7 @@ from pathlib import Path
 from ..errors import RecordError
 from ..records import read_table_rows
 from ..taxonomy import Taxonomy
+from ..teachers.answer_json import extract_json
 from ..teachers.images import is_remote, resolve_image, user_message, verify_image
 
 ANSWER_SCHEMA = {
@@ -42,7 +43,6 @@ ANSWER_SCHEMA = {
         },
     },
 }
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 
 
 @dataclass
@@ -99,22 +99,6 @@ def load_posts(path: str | Path, text_column: str, image_column: str | None = No
 
 def request_messages(post: Post, prompt: str) -> list[dict]:
     return [user_message(prompt, [post.image] if post.image else [])]
-
-
-def extract_json(answer: str) -> tuple[object | None, str | None]:
-    """The JSON object in a teacher's answer (bare, fenced, or amid prose), or why there is none."""
-    if not isinstance(answer, str) or not answer.strip():
-        return None, "empty answer"
-    candidates = [m.group(1) for m in _FENCE.finditer(answer)] + [answer]
-    for text in candidates:
-        start, end = text.find("{"), text.rfind("}")
-        if start == -1 or end <= start:
-            continue
-        try:
-            return json.loads(text[start:end + 1]), None
-        except (json.JSONDecodeError, RecursionError):
-            continue
-    return None, "no JSON object in the answer"
 
 
 def parse_answer(answer: str, taxonomy: Taxonomy) -> ParsedQA:

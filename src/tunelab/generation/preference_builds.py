@@ -22,9 +22,10 @@ from ..paths import resolve_input
 from ..prompts import load_template
 from ..records import iter_json_objects, read_records, write_jsonl
 from ..teachers import RequestProgress, TeacherRequest, run_requests
-from . import judge
+from .. import judge
+from ..judge import Judging
 from .builds import BuildContext, reject_counts
-from .judge_builds import Judging, record_id, score_summary
+from .judge_builds import record_id, score_summary
 from .settings import JudgeConfig, PreferencesConfig, ResponsesConfig
 
 RESPONSES = "responses.jsonl"
@@ -203,7 +204,7 @@ class PreferencesBuild:
         ctx.record.add_template(self.student.name, self.student.source)
         started = time.monotonic()
         requests = self.requests()
-        answers, stats = self.judging.ask(ctx, requests, "preferences")
+        answers, stats = self.judging.ask(ctx.teacher, ctx.cache, requests, "preferences")
         verdicts: dict[str, list] = {}
         for request, answer in zip(requests, answers, strict=True):
             read = self.judging.read_pair if self.pairwise else self.judging.read_single

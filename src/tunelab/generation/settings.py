@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..judge.rubric import JudgeRubricConfig
 from ..teachers.factory import TeacherSpec
 
 TASKS = ("moderation", "corpora", "self_instruct", "moderation_qa", "responses", "judge", "preferences")
@@ -129,25 +130,14 @@ class ModerationQAConfig:
 
 
 @dataclass
-class JudgeConfig:
+class JudgeConfig(JudgeRubricConfig):
     """The judge (the run's teacher, answering greedily): task judge, and the preferences task's verdicts."""
 
     judge_data: str | None = field(default=None, metadata={
         "help": "Task judge: Alpaca JSON/JSONL records to rate. Default: what this run's self_instruct and "
                 "moderation_qa kept."})
-    judge_template: str = field(default="judge_single", metadata={
-        "help": "Single-answer rubric in prompts/ (judge_single_fewshot for small judges, with request completion)."})
-    judge_pairwise_template: str = field(default="judge_pairwise", metadata={
-        "help": "Pairwise rubric in prompts/ (judge_pairwise_fewshot for small judges, with request completion)."})
-    judge_request: str = field(default="chat", metadata={
-        "help": "chat: the rubric as one user turn, a JSON verdict; completion: the judge continues a few-shot "
-                "rubric and stops at a blank line."})
-    judge_criteria: list[str] = field(default_factory=lambda: ["instruction_following", "correctness", "harmlessness"],
-        metadata={"help": "What the judge scores, each on 1..judge_scale; [overall] for one score."})
-    judge_scale: int = field(default=5, metadata={"range": (2, 10), "help": "The top score (1 is the bottom)."})
     judge_threshold: float = field(default=0.0, metadata={"range": (0, 10),
         "help": "Task judge: keep records whose mean score reaches this; 0 keeps every record the judge could rate."})
-    judge_max_new_tokens: int = field(default=256, metadata={"range": (1, None), "help": "Verdict length cap."})
 
 
 @dataclass

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .moderation_qa import extract_json
+from ..teachers.answer_json import extract_json
 
 OVERALL = "overall"  # the one criterion of a rubric that asks for a single score
 WINNERS = ("A", "B", "tie")
