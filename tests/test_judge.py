@@ -192,3 +192,42 @@ def test_dry_run_counts_judge_requests_and_their_token_cap(tmp_path, monkeypatch
                     "--dry_run", "true")
     assert report["tasks"]["judge"]["to_send"] == 3 and report["tasks"]["judge"]["completion_tokens_at_most"] == 3 * 64
     assert not (tmp_path / "g").exists()
+
+
+def predictions(path, answers):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"id": f"r{i}", "instruction": f"Say {i}.", "input": "", "prediction": a,
+                                        "reference": f"{i}"}) + "\n" for i, a in enumerate(answers)))
+    return path
+
+
+def test_evaluate_adds_judge_scores_and_a_win_rate_from_both_orders(tmp_path, monkeypatch):
+    from tunelab.stages import evaluate
+
+    teacher = ScriptedTeacher()
+    monkeypatch.setitem(factory.BACKENDS, "scripted", lambda spec: teacher)
+    base = predictions(tmp_path / "untuned/predictions.jsonl", ["a bad one", "a bad two", "a good three", "meh"])
+    tuned = predictions(tmp_path / "tuned/predictions.jsonl", ["a good one", "a good two", "a good three", "meh"])
+    scores = evaluate.score(["--predictions", str(base), "--compare", str(tuned), "--judge", "scripted-judge",
+                             "--judge_backend", "scripted", "--bootstrap_resamples", "200", "--output_dir",
+                             str(tmp_path / "scores")])
+    judged = scores["judge"]
+    assert [r["mean_score"]["value"] for r in judged["runs"]] == [(2 + 2 + 5 + 3) / 4, (5 + 5 + 5 + 3) / 4]
+    (win,) = judged["win_rates"]
+    assert (win["run"], win["baseline"], win["wins"], win["losses"], win["ties"]) == ("tuned", "untuned", 2, 0, 2)
+    assert win["win_rate"]["value"] == 0.75 and win["win_rate"]["ci_low"] <= 0.75 <= win["win_rate"]["ci_high"]
+    assert win["position_bias_rate"] == 0.0
+    # both orders of the two different pairs; the same answer twice is a tie without asking
+    assert len([r for r in teacher.sent if "winner" in r.messages[-1]["content"]]) == 2 * 2 and win["identical"] == 2
+    rows = [json.loads(line) for line in (tmp_path / "scores/per_example.jsonl").read_text().splitlines()]
+    assert rows[0]["tuned vs untuned"] == "tuned" and rows[0]["untuned.judge_score"] == 2
+    assert "untuned shown first: B: by the words" in rows[0]["tuned vs untuned: verdicts"]
+    assert "tuned vs untuned" in (tmp_path / "scores/report.html").read_text()
+
+
+def test_judge_settings_apply_to_text_scores_only(tmp_path, capsys):
+    from tunelab.stages import evaluate
+
+    assert evaluate.main(["--task", "classification", "--predictions", "x.jsonl", "--taxonomy", "jigsaw",
+                          "--judge", "tunelab:smollm2", "--output_dir", str(tmp_path / "s")]) == 2
+    assert "--judge applies to an LLM judge's scores and win rates (task text)" in capsys.readouterr().err

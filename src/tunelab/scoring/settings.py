@@ -12,6 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from ..errors import ConfigError
+from ..judge import JudgeRubricConfig
 from ..settings import HelpLayout
 
 
@@ -102,19 +103,33 @@ class BaselineConfig:
                 "seeds, beside the scored model."})
 
 
-CONFIG_TYPES = (ScoreRunConfig, TextConfig, ClassifierConfig, LabelSetConfig, BaselineConfig)
+@dataclass
+class JudgeScoreConfig(JudgeRubricConfig):
+    judge: str | None = field(default=None, metadata={
+        "help": "A judge model (hub id, folder, tunelab:smollm2; for openai the served name): adds the judge's "
+                "scores and, with --compare, win rates against the first run. Default: no judge."})
+    judge_backend: str = field(default="transformers", metadata={
+        "help": "transformers (in process), openai (any OpenAI-compatible server: vLLM, llama.cpp, ...) or vllm."})
+    judge_base_url: str | None = field(default=None, metadata={"help": "openai backend: e.g. http://localhost:8000/v1."})
+    judge_api_key_env: str | None = field(default=None, metadata={
+        "help": "Name of the environment variable holding the judge server's API key."})
+    judge_batch_size: int = field(default=8, metadata={"range": (1, None), "help": "In-process verdicts per batch."})
+
+
+CONFIG_TYPES = (ScoreRunConfig, TextConfig, JudgeScoreConfig, ClassifierConfig, LabelSetConfig, BaselineConfig)
 HELP = HelpLayout(
     prog="evaluate/score.py",
     description="Score generated text (BLEU, ROUGE-L, BERTScore) or a classifier (P/R/F1, ROC-AUC).",
     groups={"run": "task, input and output", "text": "text scores (task text)",
+            "judge": "an LLM judge's scores and win rates (task text)",
             "classifier": "an encoder classifier (task classification, --model)",
             "labels": "the label set (task classification)",
             "baseline": "zero- and k-shot baselines of a base model (task classification)"},
-    defaults={ScoreRunConfig: "run", TextConfig: "text", ClassifierConfig: "classifier", LabelSetConfig: "labels",
-              BaselineConfig: "baseline"},
+    defaults={ScoreRunConfig: "run", TextConfig: "text", JudgeScoreConfig: "judge", ClassifierConfig: "classifier",
+              LabelSetConfig: "labels", BaselineConfig: "baseline"},
 )
 # What each kind of run reads: a setting of any other part is refused.
-PARTS_READ = {"text": (TextConfig,), "classifier": (ClassifierConfig, LabelSetConfig, BaselineConfig),
+PARTS_READ = {"text": (TextConfig, JudgeScoreConfig), "classifier": (ClassifierConfig, LabelSetConfig, BaselineConfig),
               "answers": (LabelSetConfig, BaselineConfig)}
 WHAT = {"text": "generated text (task text)", "classifier": "an encoder classifier (--model)",
         "answers": "an LLM's answers (--predictions)"}
@@ -126,6 +141,7 @@ class ScoreSettings:
 
     run: ScoreRunConfig
     text: TextConfig
+    judge: JudgeScoreConfig
     classifier: ClassifierConfig
     label_set: LabelSetConfig
     baseline: BaselineConfig
@@ -138,7 +154,7 @@ class ScoreSettings:
 
     @property
     def parts(self) -> tuple:
-        return self.run, self.text, self.classifier, self.label_set, self.baseline
+        return self.run, self.text, self.judge, self.classifier, self.label_set, self.baseline
 
 
 def _changed(part) -> list[str]:
@@ -173,6 +189,10 @@ def check_settings(settings: ScoreSettings) -> None:
         if run.data:
             raise ConfigError("--data gives labeled texts or references of a classification; task text reads "
                               "each prediction's 'reference'")
+        if settings.judge.judge:
+            from .judged import check_judge
+
+            check_judge(settings.judge)
         return
     if labels.problem_type not in ("auto", "single_label", "multi_label"):
         raise ConfigError(f"problem_type must be auto, single_label or multi_label, got {labels.problem_type!r}")

@@ -10,7 +10,7 @@ from ..metrics.scores import TextScores
 from ..paths import resolve_input
 from ..records import iter_json_objects, write_jsonl
 from ..runs import RunRecord
-from .settings import ScoreRunConfig, TextConfig
+from .settings import JudgeScoreConfig, ScoreRunConfig, TextConfig
 
 
 def _read_prediction_lines(path, allow_empty: bool) -> list[tuple[int, dict]]:
@@ -94,7 +94,8 @@ def run_names(paths: Sequence, given: Sequence[str]) -> list[str]:
     raise ConfigError("the same predictions file is given twice; name the runs with --run_names")
 
 
-def score_text(run: ScoreRunConfig, text: TextConfig, record: RunRecord, out: Path) -> TextScores:
+def score_text(run: ScoreRunConfig, text: TextConfig, record: RunRecord, out: Path,
+               judge: JudgeScoreConfig | None = None) -> TextScores:
     """BLEU, ROUGE-L and BERTScore of --predictions and each --compare run, with bootstrap intervals and
     paired deltas against the first. Writes per_example.jsonl: the examples with every run's answer and
     scores side by side ('<run>.prediction', '<run>.bleu', ...; unprefixed for a single run)."""
@@ -127,7 +128,13 @@ def score_text(run: ScoreRunConfig, text: TextConfig, record: RunRecord, out: Pa
               "runs": [{"name": r["name"], "predictions": str(path), "empty_predictions": e,
                         **{m: r[m] for m in METRICS}} for r, path, e in zip(result["runs"], paths, empty)],
               "comparisons": result["comparisons"]}
-    write_jsonl(out / "per_example.jsonl", _side_by_side(names, runs, result["per_example"]))
+    rows = _side_by_side(names, runs, result["per_example"])
+    if judge is not None and judge.judge:
+        from .judged import judge_runs
+
+        scores["judge"], columns = judge_runs(judge, names, runs, boot, record, out)
+        rows = [row | extra for row, extra in zip(rows, columns, strict=True)]
+    write_jsonl(out / "per_example.jsonl", rows)
     record.add_output("per_example", out / "per_example.jsonl")
     return TextScores(scores)
 

@@ -29,7 +29,7 @@ def _score(settings: ScoreSettings, record: RunRecord, out) -> Scores:
     if settings.kind == "text":
         from ..scoring.text import score_text
 
-        return score_text(run, settings.text, record, out)
+        return score_text(run, settings.text, record, out, settings.judge)
     if settings.kind == "classifier":
         from ..scoring.answers import label_set
         from ..scoring.classifier import score_classifier
