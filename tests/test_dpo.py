@@ -103,11 +103,11 @@ def dpo_rows(tokenizer, base, records, tmp_path):
     from tunelab.models import load_causal_lm
     from tunelab.training.arguments import PreferenceConfig, TrainConfig
     from tunelab.training.lora import lora_config
-    from tunelab.training.preference import dpo_config
+    from tunelab.training.preference import preference_config
 
     args = TrainConfig(output_dir=str(tmp_path / "o"), report_to="none", save_strategy="no",
                        activation_checkpointing=False)
-    trainer = DPOTrainer(model=load_causal_lm(base, dtype="float32"), args=dpo_config(args, PreferenceConfig()),
+    trainer = DPOTrainer(model=load_causal_lm(base, dtype="float32"), args=preference_config(args, PreferenceConfig()),
                          train_dataset=Dataset.from_list(records), processing_class=tokenizer,
                          peft_config=lora_config(4, 8, 0.0, "all-linear", "CAUSAL_LM"))
     return trainer.train_dataset
@@ -167,3 +167,13 @@ def test_a_killed_dpo_run_resumes_to_the_uninterrupted_adapter(tmp_path, tiny_ll
     whole, resumed = (load_file(tmp_path / f"{run}/adapter_model.safetensors") for run in ("whole", "killed"))
     assert whole.keys() == resumed.keys()
     assert max((whole[k] - resumed[k]).abs().max().item() for k in whole) <= 1e-5
+
+
+@pytest.mark.parametrize("task", ["kto", "orpo"])
+def test_kto_and_orpo_train_an_adapter_from_the_same_pairs(task, tmp_path, tiny_llama):
+    data = write_jsonl(tmp_path / "prefs.jsonl", pairs())
+    summary = finetune.finetune([*QUICK, "--task", task, "--data", str(data), "--max_steps", "2",
+                                 "--output_dir", str(tmp_path / task)])
+    assert summary["steps"] == 2 and summary["pairs"] == 8 and "loss_type" not in summary
+    assert json.loads((tmp_path / task / "tunelab_model.json").read_text())["task"] == task
+    assert (tmp_path / task / "adapter_model.safetensors").exists()

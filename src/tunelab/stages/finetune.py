@@ -22,6 +22,8 @@ from ..training.runner import FinetuneContext, is_main_process
 from .common import quiet_libraries, run_main
 
 _log = get_logger("finetune")
+PREFERENCE_TASKS = ("dpo", "kto", "orpo")  # training.preference.TRAINERS
+TASKS = ("sft", *PREFERENCE_TASKS, "classify")
 
 CONFIG_TYPES = (ModelConfig, DataConfig, ClassifierConfig, VisionConfig, PreferenceConfig, TrainConfig)
 
@@ -53,7 +55,7 @@ HELP = HelpLayout(
     prog="finetune/train.py",
     description="Fine-tune a student: LoRA/QLoRA SFT of a causal or vision-language LM, or an encoder classifier.",
     groups={"model": "model", "lora": "LoRA and quantization", "data": "data", "training": "training",
-            "output": "output", "classifier": "classifier (task classify)", "preference": "preference tuning (task dpo)"},
+            "output": "output", "classifier": "classifier (task classify)", "preference": "preference tuning (tasks dpo, kto, orpo)"},
     defaults={ModelConfig: "model", DataConfig: "data", VisionConfig: "data", ClassifierConfig: "classifier",
               PreferenceConfig: "preference", TrainConfig: "training"},
     surfaced=TRAINER_SETTINGS,
@@ -77,8 +79,8 @@ def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
     """Every setting problem, before any folder is created or weights are loaded."""
     from ..models import QUANTIZATIONS
 
-    if mcfg.task not in ("sft", "dpo", "classify"):
-        raise ConfigError(f"task must be sft, dpo or classify, got {mcfg.task!r}")
+    if mcfg.task not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)}, got {mcfg.task!r}")
     if not dcfg.data:
         raise ConfigError("no training data: give --data FILE [FILE ...] or 'data:' in the config")
     check_data_refs(dcfg.data, "data")
@@ -141,8 +143,8 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
     from ..models import is_vision_language, resolve_model
 
     vision = mcfg.task != "classify" and is_vision_language(resolve_model(mcfg.base))
-    if vision and mcfg.task == "dpo":
-        raise ConfigError(f"task dpo tunes a text-only causal student; {mcfg.base} is a vision-language model")
+    if vision and mcfg.task in PREFERENCE_TASKS:
+        raise ConfigError(f"task {mcfg.task} tunes a text-only causal student; {mcfg.base} is a vision-language model")
     check_vision_settings(vcfg, vision, mcfg.base)  # before the output folder appears
     if mcfg.task == "classify":
         import torch
@@ -153,8 +155,8 @@ def finetune(argv: Sequence[str] | None = None, callbacks: Sequence | None = Non
         from ..training.classify.recipe import ClassifyRecipe as Recipe
     elif vision:
         from ..training.vision import VisionRecipe as Recipe
-    elif mcfg.task == "dpo":
-        from ..training.preference import DPORecipe as Recipe
+    elif mcfg.task in PREFERENCE_TASKS:
+        from ..training.preference import PreferenceRecipe as Recipe
     else:
         from ..training.sft import SFTRecipe as Recipe
     summary = Recipe(ctx).run()

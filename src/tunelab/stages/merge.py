@@ -42,7 +42,7 @@ BUILTIN_CHECKS = (
     ("Explain why the sky is blue in one sentence.", ""),
     ("Summarize the text.", "The meeting was moved from Monday to Wednesday because the room was booked."),
 )
-MERGEABLE_TASKS = ("sft", "dpo", "vision_sft")
+MERGEABLE_TASKS = ("sft", "dpo", "kto", "orpo", "vision_sft")
 TINY_MARKER = "TINY_RANDOM_MODEL.txt"
 
 

@@ -13,8 +13,8 @@ from ..errors import ConfigError
 @dataclass
 class ModelConfig:
     base: str = field(metadata={"help": "Hub id, local folder, or a built-in (tunelab:tiny-llama, tunelab:tiny-llava, tunelab:minilm, tunelab:smollm2)."})
-    task: str = field(default="sft", metadata={"help": "sft (causal or vision-language student), dpo (a causal student "
-                                                       "on preference pairs) or classify (encoder)."})
+    task: str = field(default="sft", metadata={"help": "sft (causal or vision-language student); dpo, kto or orpo (a "
+                                                       "causal student on preference pairs); classify (encoder)."})
     use_lora: bool = field(default=True, metadata={
         "group": "lora", "help": "Train a LoRA adapter; off = full fine-tuning."})
     lora_r: int = field(default=16, metadata={"range": (1, None), "group": "lora", "help": "LoRA rank: capacity vs adapter size."})
@@ -59,10 +59,11 @@ class DataConfig:
 
 @dataclass
 class PreferenceConfig:
-    """Task dpo: TRL's DPO settings (the trainer's others are TrainConfig's)."""
+    """Tasks dpo, kto, orpo: the preference trainers' own settings (the others are TrainConfig's)."""
 
     beta: float = field(default=0.1, metadata={"range": (0, None), "range_open": "low", "group": "preference",
-        "help": "Task dpo: how strongly the tuned model is held to the reference (higher: nearer)."})
+        "help": "dpo, kto: how strongly the tuned model is held to the reference (higher: nearer); orpo: the "
+                "weight of the odds-ratio term beside the SFT loss."})
     dpo_loss_type: str = field(default="sigmoid", metadata={"group": "preference",
         "help": "Task dpo: TRL's DPO loss (sigmoid is the paper's; ipo, hinge, robust, ...)."})
 

@@ -1,5 +1,7 @@
-"""Preference tuning of a causal student with TRL's DPOTrainer (task dpo): LoRA (the reference model is the
-base with the adapter switched off), QLoRA, or full (TRL keeps a frozen copy as the reference).
+"""Preference tuning of a causal student with TRL's trainers: DPO (task dpo), KTO (task kto: each pair read as a
+desirable and an undesirable answer) and ORPO (task orpo, TRL's experimental trainer: no reference model).
+LoRA (the reference model is the base with the adapter switched off), QLoRA, or full (TRL keeps a frozen
+copy as the reference).
 
 Columns in (generate's preferences.jsonl or preferences.chat.jsonl, or any TRL preference file):
 {prompt, chosen, rejected} as text, or as turns (prompt: user turns, chosen/rejected: one assistant turn);
@@ -16,7 +18,17 @@ from .arguments import PreferenceConfig
 from .data import SFTData, iter_data_objects
 from .sft import SFTRecipe
 
-PREFERENCE_TASKS = ("dpo",)
+# task -> (TRL's trainer, its config), imported when used; DPO's loss_type is the only one offered by name
+TRAINERS = {"dpo": ("trl:DPOTrainer", "trl:DPOConfig"), "kto": ("trl:KTOTrainer", "trl:KTOConfig"),
+            "orpo": ("trl.experimental.orpo:ORPOTrainer", "trl.experimental.orpo:ORPOConfig")}
+PREFERENCE_TASKS = tuple(TRAINERS)
+
+
+def _trl(ref: str):
+    import importlib
+
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def _turn_text(value, role: str) -> str | None:
@@ -86,24 +98,30 @@ def load_preference_examples(paths: list[Path], prompt, tokenizer, *, bad_record
     return data
 
 
-def dpo_config(args, pcfg: PreferenceConfig):
-    """TRL's DPOConfig with every trainer setting of this run (TrainConfig is an SFTConfig) and DPO's own."""
-    from trl import DPOConfig
-
-    # SFT's own meanings of a shared name (loss_type: nll or dft) are not DPO's
-    shared = {f.name for f in dataclasses.fields(DPOConfig) if f.init} - {"loss_type", "beta"}
+def preference_config(args, pcfg: PreferenceConfig, task: str = "dpo"):
+    """TRL's config of `task` with every trainer setting of this run (TrainConfig is an SFTConfig) and its own."""
+    config_class = _trl(TRAINERS[task][1])
+    # SFT's own meanings of a shared name (loss_type: nll or dft) are not the preference trainers'
+    shared = {f.name for f in dataclasses.fields(config_class) if f.init} - {"loss_type", "beta"}
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in shared}
-    loss = [pcfg.dpo_loss_type] if isinstance(pcfg.dpo_loss_type, str) else list(pcfg.dpo_loss_type)
+    own: dict = {"beta": pcfg.beta}
+    if task == "dpo":
+        own["loss_type"] = [pcfg.dpo_loss_type]
+    if task == "kto":  # its KL term pairs each example with its neighbours in a fixed-order batch (TRL requires it)
+        own["train_sampling_strategy"] = "sequential"
+    given = {k: v for k, v in given.items() if k not in own}
     try:
-        return DPOConfig(**given, beta=pcfg.beta, loss_type=loss)
+        return config_class(**given, **own)
     except ValueError as e:  # TRL names a loss it does not know
-        raise ConfigError(f"dpo_loss_type {pcfg.dpo_loss_type!r}: {e}") from None
+        raise ConfigError(f"task {task}: {e}") from None
 
 
-class DPORecipe(SFTRecipe):
-    """Task dpo: the student's data, model, adapter and saved folder as in SFT; TRL's DPOTrainer between."""
+class PreferenceRecipe(SFTRecipe):
+    """Tasks dpo, kto and orpo: the student's data, model, adapter and saved folder as in SFT; TRL's trainer between."""
 
-    task = "dpo"
+    @property
+    def task(self) -> str:
+        return self.ctx.model.task
 
     def setup_data(self) -> None:
         from ..models import load_tokenizer
@@ -122,7 +140,6 @@ class DPORecipe(SFTRecipe):
 
     def setup_trainer(self):
         from datasets import Dataset
-        from trl import DPOTrainer
 
         from ..models import load_causal_lm, model_type
         from .lora import lora_from_settings
@@ -137,7 +154,8 @@ class DPORecipe(SFTRecipe):
         def to_dataset(rows):
             return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
 
-        return DPOTrainer(model=model, args=dpo_config(args, self.ctx.preference),
+        trainer_class = _trl(TRAINERS[self.task][0])
+        return trainer_class(model=model, args=preference_config(args, self.ctx.preference, self.task),
                           train_dataset=to_dataset(self.train),
                           eval_dataset=to_dataset(self.evals) if self.evals else None,
                           processing_class=self.tokenizer, peft_config=peft_config,
@@ -146,10 +164,12 @@ class DPORecipe(SFTRecipe):
     def data_summary(self, trainer) -> dict:
         return {"pairs": len(self.train), "eval_pairs": len(self.evals) if self.evals else 0,
                 "skipped_records": sum(s["file"] is not None for s in self.skipped),
-                "beta": self.ctx.preference.beta, "loss_type": self.ctx.preference.dpo_loss_type}
+                "beta": self.ctx.preference.beta,
+                **({"loss_type": self.ctx.preference.dpo_loss_type} if self.task == "dpo" else {})}
 
     def after_training(self, trainer, summary: dict) -> None:
-        """The last logged reward margin and accuracy: did the tuned model come to prefer the chosen answers?"""
+        """The last logged reward margin and accuracy (DPO, ORPO): did the tuned model come to prefer the chosen
+        answers?"""
         logged = [e for e in trainer.state.log_history if "rewards/margins" in e]
         if logged:
             summary["last_reward_margin"] = logged[-1]["rewards/margins"]
