@@ -231,3 +231,11 @@ def test_judge_settings_apply_to_text_scores_only(tmp_path, capsys):
     assert evaluate.main(["--task", "classification", "--predictions", "x.jsonl", "--taxonomy", "jigsaw",
                           "--judge", "tunelab:smollm2", "--output_dir", str(tmp_path / "s")]) == 2
     assert "--judge applies to an LLM judge's scores and win rates (task text)" in capsys.readouterr().err
+
+
+def test_dry_run_counts_the_judge_requests_about_answers_the_run_writes_first(tmp_path, monkeypatch):
+    report, _ = run(tmp_path, monkeypatch, "--tasks", "responses", "preferences", "--max_instructions", "3",
+                    "--responses_per_instruction", "2", "--judge_max_new_tokens", "10", "--dry_run", "true")
+    note = report["tasks"]["preferences"]
+    assert note["judge_requests_at_most"] == 3 * 3 and note["judge_completion_tokens_at_most"] == 90
+    assert report["total"]["to_send"] == 3 * 2 + 9

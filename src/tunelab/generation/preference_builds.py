@@ -142,7 +142,8 @@ class PreferencesBuild:
 
     name = "preferences"
 
-    def __init__(self, cfg: PreferencesConfig, judge_cfg: JudgeConfig, tasks: list[str], seed: int):
+    def __init__(self, cfg: PreferencesConfig, judge_cfg: JudgeConfig, tasks: list[str], seed: int,
+                 responses_cfg: ResponsesConfig | None = None):
         if cfg.preferences_judging not in ("single", "pairwise"):
             raise ConfigError(f"preferences_judging must be single or pairwise, got {cfg.preferences_judging!r}")
         self.cfg, self.seed = cfg, seed
@@ -155,6 +156,7 @@ class PreferencesBuild:
             raise ConfigError("task preferences needs answers: run it with task responses, or give "
                               "--preferences_responses (responses.jsonl of earlier runs)")
         self.items = self._candidates(read_responses(self.paths)) if self.paths else None
+        self.responses_cfg = responses_cfg  # what this run's responses task will write (dry runs estimate from it)
 
     def _candidates(self, instructions: list[dict]) -> list[dict]:
         """Each instruction with its distinct answers: an answer given twice is judged once."""
@@ -189,10 +191,17 @@ class PreferencesBuild:
         return requests
 
     def dry_run_note(self) -> dict:
-        if self.items is None:
-            return {"note": "judges the answers this run's responses task writes: one request per answer "
-                            "(single), or two per pair of answers (pairwise)"}
-        return {}
+        if self.items is not None or self.responses_cfg is None:
+            return {}
+        # judged after this run's answers exist: their number is known, their length is not
+        cfg = self.responses_cfg
+        instructions = len(read_records(resolve_input(cfg.responses_data), "alpaca")[:cfg.max_instructions])
+        answers = cfg.responses_per_instruction + int(self.cfg.include_reference)
+        per_instruction = answers if not self.pairwise else answers * (answers - 1)
+        at_most = instructions * per_instruction
+        return {"note": "judges the answers this run's responses task writes; prompt tokens are counted once they "
+                        "exist", "judge_requests_at_most": at_most,
+                "judge_completion_tokens_at_most": at_most * self.params.max_new_tokens}
 
     def run(self, ctx: BuildContext) -> dict:
         if self.items is None:

@@ -16,7 +16,7 @@ BUILDS = {
     "moderation_qa": lambda s, params: ModerationQABuild(s.moderation_qa, s.teacher, params),
     "responses": lambda s, params: ResponsesBuild(s.responses, params, s.run.seed),
     "judge": lambda s, params: JudgeBuild(s.judge, s.run.tasks, s.run.seed),
-    "preferences": lambda s, params: PreferencesBuild(s.preferences, s.judge, s.run.tasks, s.run.seed),
+    "preferences": lambda s, params: PreferencesBuild(s.preferences, s.judge, s.run.tasks, s.run.seed, s.responses),
 }
 assert tuple(BUILDS) == TASKS  # the order builds run in
 

@@ -89,8 +89,11 @@ def dry_run(gen: GenerateConfig, tcfg: TeacherConfig, builds: list[Build], out_p
         max_new = sent_with[0].max_new_tokens if sent_with else tcfg.max_new_tokens
         entry = {"requests": len(requests), "already_cached": len(requests) - len(todo), "to_send": len(todo),
                  "prompt_tokens": prompt_tokens, "completion_tokens_at_most": len(todo) * max_new}
-        report["tasks"][build.name] = entry | build.dry_run_note()
+        note = build.dry_run_note()
+        report["tasks"][build.name] = entry | note
         totals.update({k: v for k, v in entry.items() if isinstance(v, int)})
+        if later := note.get("judge_requests_at_most"):  # requests about answers this run writes first
+            totals.update(requests=later, to_send=later, completion_tokens_at_most=note["judge_completion_tokens_at_most"])
     seconds = totals["completion_tokens_at_most"] / max(tcfg.teacher_tokens_per_s, 1e-9)
     cost = (totals["prompt_tokens"] * tcfg.price_per_1k_prompt_tokens
             + totals["completion_tokens_at_most"] * tcfg.price_per_1k_completion_tokens) / 1000
