@@ -5,6 +5,7 @@ runs in the result runs)."""
 import json
 import re
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -239,3 +240,32 @@ def test_dry_run_counts_the_judge_requests_about_answers_the_run_writes_first(tm
     note = report["tasks"]["preferences"]
     assert note["judge_requests_at_most"] == 3 * 3 and note["judge_completion_tokens_at_most"] == 90
     assert report["total"]["to_send"] == 3 * 2 + 9
+
+
+def test_expected_scores_weigh_every_score_by_the_judges_own_probabilities(tiny_llama):
+    import math
+
+    from tunelab.generation.settings import JudgeConfig
+    from tunelab.teachers.label_probs import continuation_ids, continuation_logprobs
+    from tunelab.teachers.transformers_teacher import TransformersTeacher
+
+    teacher = TransformersTeacher("tunelab:tiny-llama", dtype="float32")
+    cfg = JudgeConfig(judge_request="completion", judge_template="judge_single_fewshot", judge_criteria=["overall"],
+                      judge_score="expected")
+    judging = judge.Judging(cfg, 0, pairwise=False)
+    record = {"instruction": "Name a colour.", "input": ""}
+    requests = [judging.request(record, answer, meta={}) for answer in ("Blue.", "Seven.")]
+    answers = [TeacherResponse(" It names one.\nScore: 5\n\n", "stop"), TeacherResponse(" Not a colour.\nScore: 1", "stop")]
+    verdicts = judging.read_all_single(teacher, requests, answers)
+    for verdict, request in zip(verdicts, requests):
+        assert math.isclose(sum(verdict.probabilities.values()), 1, abs_tol=1e-3) and 1 <= verdict.expected <= 5
+        assert verdict.score == verdict.expected and verdict.as_dict()["stated_score"] in (1, 5)
+    # the same probabilities as scoring each continuation on its own, without the shared cache
+    context = f"{requests[0].prompt} It names one.\nScore:"
+    direct = continuation_logprobs(teacher.model, teacher.tokenizer,
+                                   [continuation_ids(teacher.tokenizer, context, f" {k}") for k in range(1, 6)])
+    total = sum(math.exp(v) for v in direct)
+    assert all(math.isclose(verdicts[0].probabilities[k], math.exp(v) / total, abs_tol=1e-3)
+               for k, v in zip(range(1, 6), direct))
+    with pytest.raises(Exception, match="judge_request completion and judge_criteria overall"):
+        judge.Judging(JudgeConfig(judge_score="expected"), 0, pairwise=False)

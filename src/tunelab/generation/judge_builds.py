@@ -76,9 +76,9 @@ class JudgeBuild:
         answers, stats = self.judging.ask(ctx.teacher, ctx.cache, requests, "judge")
         judged_by = self.judging.provenance(ctx.teacher.name)
         kept, rejects, scores = [], [], []
-        for request, answer in zip(requests, answers, strict=True):
+        verdicts = self.judging.read_all_single(ctx.teacher, requests, answers)
+        for request, answer, verdict in zip(requests, answers, verdicts, strict=True):
             record = request.meta["record"]
-            verdict = self.judging.read_single(request, answer)
             cached_at = {"request_key": request.meta["request_key"]}
             if verdict.reject:
                 rejects.append({"stage": "judge_parse", "reason": verdict.reject, "id": record["id"],

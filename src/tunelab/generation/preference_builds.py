@@ -25,7 +25,7 @@ from ..teachers import RequestProgress, TeacherRequest, run_requests
 from .. import judge
 from ..judge import Judging
 from .builds import BuildContext, reject_counts
-from .judge_builds import record_id, score_summary
+from .judge_builds import record_id
 from .settings import JudgeConfig, PreferencesConfig, ResponsesConfig
 
 RESPONSES = "responses.jsonl"
@@ -214,10 +214,11 @@ class PreferencesBuild:
         started = time.monotonic()
         requests = self.requests()
         answers, stats = self.judging.ask(ctx.teacher, ctx.cache, requests, "preferences")
+        read = ([self.judging.read_pair(r, a) for r, a in zip(requests, answers, strict=True)] if self.pairwise
+                else self.judging.read_all_single(ctx.teacher, requests, answers))
         verdicts: dict[str, list] = {}
-        for request, answer in zip(requests, answers, strict=True):
-            read = self.judging.read_pair if self.pairwise else self.judging.read_single
-            verdicts.setdefault(request.meta["item"]["id"], []).append((request, read(request, answer)))
+        for request, verdict in zip(requests, read, strict=True):
+            verdicts.setdefault(request.meta["item"]["id"], []).append((request, verdict))
         pairs, drops, judgments, counts = [], [], [], Counter()
         judged_by = self.judging.provenance(ctx.teacher.name)
         for item in self.items:
@@ -329,11 +330,11 @@ class PreferencesBuild:
 
 
 def summarize_scores(judgments: list[dict]) -> dict:
-    """Mean scores of the single-answer judgments, over every candidate and by source."""
+    """The mean score of the single-answer judgments by source (a model, or the reference)."""
     by_source: dict[str, list] = {}
     for j in judgments:
         for c in j.get("candidates", []):
             if c.get("score") is not None:
-                by_source.setdefault(c["source"].split("#")[0], []).append(judge.Verdict(c["scores"], c["rationale"]))
-    return {source: score_summary(v)["mean_score"] for source, v in by_source.items()}
+                by_source.setdefault(c["source"].split("#")[0], []).append(c["score"])
+    return {source: round(sum(v) / len(v), 4) for source, v in by_source.items()}
 

@@ -28,6 +28,10 @@ class JudgeRubricConfig:
         metadata={"help": "What the judge scores, each on 1..judge_scale; [overall] for one score."})
     judge_scale: int = field(default=5, metadata={"range": (2, 10), "help": "The top score (1 is the bottom)."})
     judge_max_new_tokens: int = field(default=256, metadata={"range": (1, None), "help": "Verdict length cap."})
+    judge_score: str = field(default="stated", metadata={
+        "help": "stated: the score the judge writes; expected: the probability-weighted mean of every score as its "
+                "next words after its rationale (G-Eval's way: ranks answers a small judge scores alike). expected "
+                "needs an in-process judge, request completion and criteria [overall]."})
 
 
 REQUESTS = ("chat", "completion")
@@ -43,6 +47,11 @@ class Judging:
         if not criteria or len(set(criteria)) != len(criteria) or not all(re.fullmatch(r"[A-Za-z]\w*", c) for c in criteria):
             raise ConfigError(f"judge_criteria must name each criterion once, in letters, digits and _ (a JSON key "
                               f"and a line label), got {cfg.judge_criteria}")
+        if cfg.judge_score not in ("stated", "expected"):
+            raise ConfigError(f"judge_score must be stated or expected, got {cfg.judge_score!r}")
+        if cfg.judge_score == "expected" and (cfg.judge_request != "completion" or criteria != [judge.OVERALL]):
+            raise ConfigError("judge_score expected reads the score after the judge's Reason line: it needs "
+                              "judge_request completion and judge_criteria overall (the few-shot rubrics)")
         self.cfg, self.criteria, self.pairwise = cfg, criteria, pairwise
         self.template = load_template(cfg.judge_pairwise_template if pairwise else cfg.judge_template)
         # A continued rubric has no end of turn to stop at: its verdict ends at the first blank line.
@@ -68,6 +77,22 @@ class Judging:
             return judge.Verdict(reject=f"judge refused the request: {answer.error}")
         verdict = judge.parse_single(text, self.criteria, self.cfg.judge_scale)
         return _length_cut(verdict, answer, judge.Verdict)
+
+    def read_all_single(self, teacher, requests: list[TeacherRequest], answers: list[TeacherResponse]
+                        ) -> list[judge.Verdict]:
+        """Every single-answer verdict, with its expected score where judge_score is expected."""
+        verdicts = [self.read_single(r, a) for r, a in zip(requests, answers, strict=True)]
+        if self.cfg.judge_score != "expected":
+            return verdicts
+        from .expected import expectation, score_context, score_probabilities
+
+        readable = [(v, score_context(r.prompt, a.text)) for v, r, a in zip(verdicts, requests, answers) if not v.reject]
+        readable = [(v, c) for v, c in readable if c is not None]
+        for (verdict, _), probabilities in zip(readable, score_probabilities(
+                teacher, [c for _, c in readable], self.cfg.judge_scale)):
+            verdict.probabilities = {k: round(p, 4) for k, p in probabilities.items()}
+            verdict.expected = expectation(probabilities)
+        return verdicts
 
     def read_pair(self, request: TeacherRequest, answer: TeacherResponse) -> judge.PairVerdict:
         text = self._answer_text(request, answer)

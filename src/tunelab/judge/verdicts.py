@@ -48,13 +48,22 @@ class Verdict:
     scores: dict[str, int] = field(default_factory=dict)
     rationale: str = ""
     reject: str | None = None
+    expected: float | None = None  # judge_score expected: the probability-weighted score (judge/expected.py)
+    probabilities: dict[int, float] | None = None
+
+    @property
+    def stated(self) -> float | None:
+        """The mean of the scores the judge wrote."""
+        return round(sum(self.scores.values()) / len(self.scores), 4) if self.scores else None
 
     @property
     def score(self) -> float | None:
-        return round(sum(self.scores.values()) / len(self.scores), 4) if self.scores else None
+        """What records are kept and ranked by: the expected score where one was read, else the stated one."""
+        return self.expected if self.expected is not None else self.stated
 
     def as_dict(self) -> dict:
-        return {"scores": self.scores, "score": self.score, "rationale": self.rationale}
+        extra = {"stated_score": self.stated, "score_probabilities": self.probabilities} if self.expected is not None else {}
+        return {"scores": self.scores, "score": self.score, "rationale": self.rationale, **extra}
 
 
 @dataclass
