@@ -14,7 +14,6 @@ the folders move, and the student reads them with the same images_root.
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
