@@ -20,17 +20,6 @@ from .settings import JudgeScoreConfig
 JUDGE_CACHE = "judge_cache.jsonl"
 
 
-def check_judge(cfg: JudgeScoreConfig) -> None:
-    from ..teachers.factory import BACKENDS
-
-    if cfg.judge_backend not in BACKENDS:
-        raise ConfigError(f"judge_backend must be one of {sorted(BACKENDS)}, got {cfg.judge_backend!r}")
-    if cfg.judge_backend == "openai" and not cfg.judge_base_url:
-        raise ConfigError("judge_backend openai needs --judge_base_url")
-    Judging(cfg, 0, pairwise=False)  # the rubric's settings and template, checked before anything loads
-    Judging(cfg, 0, pairwise=True)
-
-
 def _interval(boot, column: np.ndarray) -> dict:
     n = len(column)
     if not n:

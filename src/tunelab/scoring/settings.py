@@ -190,8 +190,6 @@ def check_settings(settings: ScoreSettings) -> None:
             raise ConfigError("--data gives labeled texts or references of a classification; task text reads "
                               "each prediction's 'reference'")
         if settings.judge.judge:
-            from .judged import check_judge
-
             check_judge(settings.judge)
         return
     if labels.problem_type not in ("auto", "single_label", "multi_label"):
@@ -211,3 +209,16 @@ def check_settings(settings: ScoreSettings) -> None:
 
         for path in settings.baseline.baselines:
             check_baseline_file(path)
+
+
+def check_judge(cfg: JudgeScoreConfig) -> None:
+    from ..teachers.factory import BACKENDS
+
+    if cfg.judge_backend not in BACKENDS:
+        raise ConfigError(f"judge_backend must be one of {sorted(BACKENDS)}, got {cfg.judge_backend!r}")
+    if cfg.judge_backend == "openai" and not cfg.judge_base_url:
+        raise ConfigError("judge_backend openai needs --judge_base_url")
+    from ..judge import Judging
+
+    Judging(cfg, 0, pairwise=False)  # the rubric's settings and template, checked before anything loads
+    Judging(cfg, 0, pairwise=True)
