@@ -124,16 +124,8 @@ class PreferenceRecipe(SFTRecipe):
         return self.ctx.model.task
 
     def setup_data(self) -> None:
-        from ..models import load_tokenizer
-        from ..prompts import student_prompt
-
-        dcfg, args, record = self.ctx.data, self.ctx.train, self.ctx.record
-        self.tokenizer = load_tokenizer(self.base, trust_remote_code=args.trust_remote_code)
-        self.prompt = student_prompt(dcfg.template, self.tokenizer)
-        if self.prompt.is_chat:
-            record.add_template("chat_template", self.tokenizer.chat_template)
-        else:
-            record.add_template(self.prompt.template.name, self.prompt.template.source)
+        dcfg = self.ctx.data
+        self.setup_prompt()
         self.train, self.evals = self.load_examples(
             lambda paths: load_preference_examples(paths, self.prompt, self.tokenizer, bad_records=dcfg.bad_records))
         self.over = []  # TRL truncates each pair to max_length (truncation_mode keep_end by default)
@@ -141,15 +133,10 @@ class PreferenceRecipe(SFTRecipe):
     def setup_trainer(self):
         from datasets import Dataset
 
-        from ..models import load_causal_lm, model_type
-        from .lora import lora_from_settings
         from .runner import early_stopping_callbacks
 
-        mcfg, args = self.ctx.model, self.ctx.train
-        model = self.load_student(lambda dtype, quant: load_causal_lm(
-            self.base, dtype=dtype, trust_remote_code=args.trust_remote_code, quantization_config=quant),
-            self.tokenizer)
-        peft_config = lora_from_settings(mcfg, model_type(self.base), "sft", "CAUSAL_LM") if mcfg.use_lora else None
+        args = self.ctx.train
+        model, peft_config = self.causal_student()
 
         def to_dataset(rows):
             return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])

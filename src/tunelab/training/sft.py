@@ -64,17 +64,22 @@ class SFTRecipe(FinetuneRecipe):
 
     task = "sft"
 
-    def setup_data(self) -> None:
+    def setup_prompt(self) -> None:
+        """The student's tokenizer and the way it is asked (its chat template or a template file), recorded."""
         from ..models import load_tokenizer
         from ..prompts import student_prompt
 
-        dcfg, args, record = self.ctx.data, self.ctx.train, self.ctx.record
-        self.tokenizer = load_tokenizer(self.base, trust_remote_code=args.trust_remote_code)
-        self.prompt = student_prompt(dcfg.template, self.tokenizer)
+        record = self.ctx.record
+        self.tokenizer = load_tokenizer(self.base, trust_remote_code=self.ctx.train.trust_remote_code)
+        self.prompt = student_prompt(self.ctx.data.template, self.tokenizer)
         if not self.prompt.is_chat:
             record.add_template(self.prompt.template.name, self.prompt.template.source)
         else:
             record.add_template("chat_template", self.tokenizer.chat_template)
+
+    def setup_data(self) -> None:
+        dcfg, args = self.ctx.data, self.ctx.train
+        self.setup_prompt()
         self.train, self.evals = self.load_examples(
             lambda paths: load_sft_examples(paths, self.prompt, self.tokenizer, dcfg.data_format,
                                             bad_records=dcfg.bad_records))
@@ -121,7 +126,8 @@ class SFTRecipe(FinetuneRecipe):
                                               activation_checkpointing=bool(args.activation_checkpointing))
         return model
 
-    def setup_trainer(self):
+    def causal_student(self):
+        """(the causal base, loaded for this run's precision and quantization; its LoRA config or None)."""
         from ..models import load_causal_lm, model_type
 
         mcfg, args = self.ctx.model, self.ctx.train
@@ -129,6 +135,11 @@ class SFTRecipe(FinetuneRecipe):
             self.base, dtype=dtype, trust_remote_code=args.trust_remote_code, quantization_config=quant),
             self.tokenizer)
         peft_config = lora_from_settings(mcfg, model_type(self.base), "sft", "CAUSAL_LM") if mcfg.use_lora else None
+        return model, peft_config
+
+    def setup_trainer(self):
+        args = self.ctx.train
+        model, peft_config = self.causal_student()
         trainer = build_sft_trainer(model, self.tokenizer, self.train, self.evals, args, peft_config,
                                     callbacks=early_stopping_callbacks(args) + self.ctx.callbacks)
         if not len(trainer.train_dataset):
