@@ -177,3 +177,12 @@ def test_kto_and_orpo_train_an_adapter_from_the_same_pairs(task, tmp_path, tiny_
     assert summary["steps"] == 2 and summary["pairs"] == 8 and "loss_type" not in summary
     assert json.loads((tmp_path / task / "tunelab_model.json").read_text())["task"] == task
     assert (tmp_path / task / "adapter_model.safetensors").exists()
+
+
+def test_settings_a_preference_trainer_has_no_use_for_are_refused(tmp_path, tiny_llama, capsys):
+    data = write_jsonl(tmp_path / "prefs.jsonl", pairs())
+    assert finetune.main([*QUICK, "--data", str(data), "--max_steps", "1", "--packing", "true",
+                          "--output_dir", str(tmp_path / "dpo")]) == 2
+    assert "--packing has no meaning for task dpo" in capsys.readouterr().err
+    assert finetune.main([*QUICK, "--data", str(data), "--overlength", "drop", "--output_dir", str(tmp_path / "d2")]) == 2
+    assert "overlength and data_format are SFT's" in capsys.readouterr().err

@@ -252,7 +252,7 @@ def test_expected_scores_weigh_every_score_by_the_judges_own_probabilities(tiny_
     teacher = TransformersTeacher("tunelab:tiny-llama", dtype="float32")
     cfg = JudgeConfig(judge_request="completion", judge_template="judge_single_fewshot", judge_criteria=["overall"],
                       judge_score="expected")
-    judging = judge.Judging(cfg, 0, pairwise=False)
+    judging = judge.Judging(cfg, pairwise=False)
     record = {"instruction": "Name a colour.", "input": ""}
     requests = [judging.request(record, answer, meta={}) for answer in ("Blue.", "Seven.")]
     answers = [TeacherResponse(" It names one.\nScore: 5\n\n", "stop"), TeacherResponse(" Not a colour.\nScore: 1", "stop")]
@@ -268,4 +268,33 @@ def test_expected_scores_weigh_every_score_by_the_judges_own_probabilities(tiny_
     assert all(math.isclose(verdicts[0].probabilities[k], math.exp(v) / total, abs_tol=1e-3)
                for k, v in zip(range(1, 6), direct))
     with pytest.raises(Exception, match="judge_request completion and judge_criteria overall"):
-        judge.Judging(JudgeConfig(judge_score="expected"), 0, pairwise=False)
+        judge.Judging(JudgeConfig(judge_score="expected"), pairwise=False)
+
+
+def test_what_a_review_found_stays_fixed(tmp_path, monkeypatch):
+    # "it's a tie" is a tie, not A; a score of a thousand digits is unreadable, not an exception
+    assert judge.parse_pairwise("Reason: same.\nBetter: It's a tie").winner == "tie"
+    assert judge.parse_single("Reason: x\nScore: " + "9" * 5000, [judge.OVERALL], 5).reject
+    assert judge.parse_single('{"rationale": "x", "scores": {"overall": "' + "9" * 400 + '"}}', [judge.OVERALL], 5).reject
+    # two instructions sharing an id would mix their answers
+    data = tmp_path / "dup.json"
+    data.write_text(json.dumps([{"id": "a", "instruction": "One.", "input": "", "output": "1"},
+                                {"id": "a", "instruction": "Two.", "input": "", "output": "2"}]))
+    monkeypatch.setitem(factory.BACKENDS, "scripted", lambda cfg: ScriptedTeacher())
+    assert generate.main(["--tasks", "responses", "preferences", "--responses_data", str(data), "--teacher_backend",
+                          "scripted", "--output_dir", str(tmp_path / "g")]) == 2
+    assert generate.main(["--tasks", "responses", "preferences", "--preferences_responses", str(data),
+                          "--teacher_backend", "scripted", "--output_dir", str(tmp_path / "g2")]) == 2
+
+
+def test_a_pair_exactly_min_score_gap_apart_is_kept_and_a_tie_never_is(tmp_path, monkeypatch):
+    # good answers score 5, the reference ("0", "1", ...) 3: two apart
+    stats, _ = run(tmp_path, monkeypatch, "--tasks", "responses", "preferences", "--max_instructions", "2",
+                   "--responses_per_instruction", "1", "--min_score_gap", "2")
+    assert stats["preferences"]["pairs"] == 2
+    # seeds 0, 1, 2: two good answers tied at 5 and a bad one at 2; with no gap asked, the tie is still never a pair
+    stats, _ = run(tmp_path, monkeypatch, "--tasks", "responses", "preferences", "--max_instructions", "2",
+                   "--responses_per_instruction", "3", "--include_reference", "false", "--min_score_gap", "0",
+                   "--overwrite", "true")
+    pairs = rows(tmp_path / "g/preferences.jsonl")
+    assert len(pairs) == 2 and all((p["chosen_score"], p["rejected_score"]) == (5, 2) for p in pairs)

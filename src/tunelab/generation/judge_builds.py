@@ -29,9 +29,9 @@ class JudgeBuild:
     name = "judge"
     SAME_RUN = ("self_instruct", "moderation_qa")  # what it rates when judge_data is not given
 
-    def __init__(self, cfg: JudgeConfig, tasks: list[str], seed: int):
+    def __init__(self, cfg: JudgeConfig, tasks: list[str], backend: str | None = None):
         self.cfg = cfg
-        self.judging = Judging(cfg, seed, pairwise=False)
+        self.judging = Judging(cfg, pairwise=False, backend=backend)
         self.template, self.params = self.judging.template, self.judging.params
         if cfg.judge_threshold > cfg.judge_scale:
             raise ConfigError(f"judge_threshold {cfg.judge_threshold:g} is above judge_scale {cfg.judge_scale}: "

@@ -47,6 +47,10 @@ class ResponsesBuild:
         if not records:
             raise RecordError(self.path, None, "holds no instructions")
         self.records = [r.data | {"id": record_id(r.data, self.path, i)} for i, r in enumerate(records)]
+        seen: dict[str, int] = {}
+        for i, r in enumerate(self.records):  # answers are gathered by id: two instructions must never share one
+            if (first := seen.setdefault(r["id"], i)) != i:
+                raise RecordError(self.path, None, f"record {i + 1} repeats the id {r['id']!r} of record {first + 1}")
         self.template = load_template("alpaca_student")  # the completion prompt; its version keys every request
 
     def prepare(self) -> None:
@@ -126,6 +130,8 @@ def read_responses(paths: list[Path]) -> list[dict]:
                 raise RecordError(path, line, "not a responses record ({id, instruction, responses: [...]})")
             if any(not isinstance(r, dict) or not isinstance(r.get("text"), str) for r in obj["responses"]):
                 raise RecordError(path, line, f"{obj['id']}: every response needs a text")
+            if any(k in obj and obj[k] is not None and not isinstance(obj[k], str) for k in ("input", "reference")):
+                raise RecordError(path, line, f"{obj['id']}: input and reference must be texts")
             known = merged.setdefault(obj["id"], {**obj, "responses": []})
             if (known["instruction"], known.get("input", "")) != (obj["instruction"], obj.get("input", "")):
                 raise RecordError(path, line, f"{obj['id']} has another instruction than in an earlier file")
@@ -143,15 +149,18 @@ class PreferencesBuild:
     name = "preferences"
 
     def __init__(self, cfg: PreferencesConfig, judge_cfg: JudgeConfig, tasks: list[str], seed: int,
-                 responses_cfg: ResponsesConfig | None = None):
+                 responses_cfg: ResponsesConfig | None = None, backend: str | None = None):
         if cfg.preferences_judging not in ("single", "pairwise"):
             raise ConfigError(f"preferences_judging must be single or pairwise, got {cfg.preferences_judging!r}")
         self.cfg, self.seed = cfg, seed
         self.pairwise = cfg.preferences_judging == "pairwise"
-        self.judging = Judging(judge_cfg, seed, pairwise=self.pairwise)
+        self.judging = Judging(judge_cfg, pairwise=self.pairwise, backend=backend)
         self.template, self.params = self.judging.template, self.judging.params
         self.student = load_template("alpaca_student")
         self.paths = [resolve_input(p) for p in cfg.preferences_responses]
+        if self.paths and "responses" in tasks:
+            raise ConfigError("task preferences judges this run's answers (task responses) or --preferences_responses "
+                              "files, not both: give this run's folder's responses.jsonl among the files in a later run")
         if not self.paths and "responses" not in tasks:
             raise ConfigError("task preferences needs answers: run it with task responses, or give "
                               "--preferences_responses (responses.jsonl of earlier runs)")
@@ -259,7 +268,8 @@ class PreferencesBuild:
             return None, judgment, "fewer than two answers with a readable verdict"
         best = max(s["score"] for s in scored)
         chosen = rng.choice([s for s in scored if s["score"] == best])
-        lower = [s for s in scored if s["score"] <= best - self.cfg.min_score_gap and s is not chosen]
+        # rounded as the scores are: a pair exactly min_score_gap apart is kept; a tie never is
+        lower = [s for s in scored if s["score"] < best and round(best - s["score"], 4) >= self.cfg.min_score_gap]
         if not lower:
             tie = all(s["score"] == best for s in scored)
             return None, judgment, "every answer scored the same" if tie else f"scores closer than {self.cfg.min_score_gap:g}"
@@ -281,7 +291,7 @@ class PreferencesBuild:
                 "position_disagreement": outcome.position_disagreement,
                 "verdicts": [asdict(v) for v in outcome.verdicts]})
             if outcome.winner is None:
-                counts["unreadable_verdicts"] += 1
+                counts["unreadable_comparisons"] += 1
             elif outcome.winner == "tie":
                 wins[i] += 0.5
                 wins[j] += 0.5

@@ -15,8 +15,9 @@ BUILDS = {
     "self_instruct": lambda s, params: SelfInstructBuild(s.self_instruct, params, s.run.seed),
     "moderation_qa": lambda s, params: ModerationQABuild(s.moderation_qa, s.teacher, params),
     "responses": lambda s, params: ResponsesBuild(s.responses, params, s.run.seed),
-    "judge": lambda s, params: JudgeBuild(s.judge, s.run.tasks, s.run.seed),
-    "preferences": lambda s, params: PreferencesBuild(s.preferences, s.judge, s.run.tasks, s.run.seed, s.responses),
+    "judge": lambda s, params: JudgeBuild(s.judge, s.run.tasks, s.teacher.teacher_backend),
+    "preferences": lambda s, params: PreferencesBuild(s.preferences, s.judge, s.run.tasks, s.run.seed, s.responses,
+                                                      s.teacher.teacher_backend),
 }
 assert tuple(BUILDS) == TASKS  # the order builds run in
 

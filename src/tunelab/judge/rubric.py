@@ -40,7 +40,7 @@ REQUESTS = ("chat", "completion")
 class Judging:
     """One rubric (single-answer or pairwise) and how its requests are sent and read."""
 
-    def __init__(self, cfg: JudgeRubricConfig, seed: int, *, pairwise: bool):
+    def __init__(self, cfg: JudgeRubricConfig, *, pairwise: bool, backend: str | None = None):
         if cfg.judge_request not in REQUESTS:
             raise ConfigError(f"judge_request must be chat or completion, got {cfg.judge_request!r}")
         criteria = [c.strip() for c in cfg.judge_criteria]
@@ -52,10 +52,14 @@ class Judging:
         if cfg.judge_score == "expected" and (cfg.judge_request != "completion" or criteria != [judge.OVERALL]):
             raise ConfigError("judge_score expected reads the score after the judge's Reason line: it needs "
                               "judge_request completion and judge_criteria overall (the few-shot rubrics)")
+        if cfg.judge_score == "expected" and backend not in (None, "transformers"):
+            raise ConfigError(f"judge_score expected reads the judge's token probabilities: it needs the judge in this "
+                              f"process (backend transformers), not {backend}")
         self.cfg, self.criteria, self.pairwise = cfg, criteria, pairwise
         self.template = load_template(cfg.judge_pairwise_template if pairwise else cfg.judge_template)
-        # A continued rubric has no end of turn to stop at: its verdict ends at the first blank line.
-        self.params = SamplingParams(max_new_tokens=cfg.judge_max_new_tokens, temperature=0.0, seed=seed,
+        # Greedy, so no seed of the run's keys a verdict (another --seed pays for nothing again). A continued
+        # rubric has no end of turn to stop at: its verdict ends at the first blank line.
+        self.params = SamplingParams(max_new_tokens=cfg.judge_max_new_tokens, temperature=0.0, seed=0,
                                      stop=("\n\n",) if cfg.judge_request == "completion" else ())
 
     def request(self, record: dict, *answers: str, meta: dict) -> TeacherRequest:

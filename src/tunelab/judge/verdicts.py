@@ -92,7 +92,7 @@ def _whole_number(value: object) -> object:
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.0+)?\s*(/\s*\d+)?\s*", value):
+    if isinstance(value, str) and re.fullmatch(r"\s*\d{1,3}(\.0+)?\s*(/\s*\d{1,3})?\s*", value):
         return int(float(value.split("/")[0]))
     return value
 
@@ -141,7 +141,7 @@ def _single_lines(answer: str, criteria: list[str], scale: int) -> Verdict:
     scores = {}
     for label, criterion in names.items():
         if label in fields and criterion not in scores:
-            match = re.match(r"\s*\**\s*(\d+)(?:\.0+)?\s*(?:/\s*\d+)?", fields[label])
+            match = re.match(r"\s*\**\s*(\d{1,3})(?!\d)(?:\.0+)?\s*(?:/\s*\d+)?", fields[label])
             if not match:
                 return Verdict(reject=f"{label}: not a whole number: {fields[label][:40]!r}")
             scores[criterion] = int(match.group(1))
@@ -187,7 +187,7 @@ def _winner(text: str) -> str | None:
     words = re.sub(r"[^a-z ]", " ", text.lower()).split()
     if not words:
         return None
-    if words[0] in ("tie", "equal", "both", "neither", "same") or "tie" in words[:3]:
+    if "tie" in words or words[0] in ("equal", "equally", "both", "neither", "same"):  # "it's a tie" is no A
         return "tie"
     for word in words[:3]:
         if word in ("a", "b"):

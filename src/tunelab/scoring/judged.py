@@ -11,13 +11,22 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import RecordError
 from ..judge import Judging, both_orders
 from ..runs import RunRecord
 from .settings import JudgeScoreConfig
 
 
 JUDGE_CACHE = "judge_cache.jsonl"
+
+
+def check_judged_rows(paths: list, runs: list[list[dict]]) -> None:
+    """The judge reads each example's instruction: a row without one is named before anything is scored."""
+    for path, rows in zip(paths, runs):
+        for i, row in enumerate(rows, start=1):
+            if not isinstance(row.get("instruction"), str) or not row["instruction"].strip():
+                raise RecordError(path, None, f"row {i} (id {row.get('id')!r}) has no instruction for the judge to "
+                                  "read (inference.py writes it)")
 
 
 def _interval(boot, column: np.ndarray) -> dict:
@@ -33,13 +42,10 @@ def judge_runs(cfg: JudgeScoreConfig, names: list[str], runs: list[list[dict]], 
     from ..teachers import RequestCache
     from ..teachers.factory import TeacherSpec, make_teacher
 
-    if missing := next((row.get("id") for row in runs[0] if not isinstance(row.get("instruction"), str)), None):
-        raise ConfigError(f"the judge reads each example's instruction; prediction {missing} has none "
-                          "(inference.py writes it)")
     teacher = make_teacher(TeacherSpec(model=cfg.judge, backend=cfg.judge_backend, batch_size=cfg.judge_batch_size,
                                        base_url=cfg.judge_base_url, api_key_env=cfg.judge_api_key_env))
     record.models["judge"] = cfg.judge
-    single, pairwise = Judging(cfg, 0, pairwise=False), Judging(cfg, 0, pairwise=True)
+    single, pairwise = Judging(cfg, pairwise=False), Judging(cfg, pairwise=True)
     for rubric in (single, pairwise):
         record.add_template(rubric.template.name, rubric.template.source)
     columns: list[dict] = [{} for _ in runs[0]]
@@ -49,6 +55,7 @@ def judge_runs(cfg: JudgeScoreConfig, names: list[str], runs: list[list[dict]], 
         compared = [_compare(pairwise, teacher, cache, (names[0], runs[0]), (name, rows), columns, boot)
                     for name, rows in zip(names[1:], runs[1:])]
     return {"judged_by": single.provenance(teacher.name) | {"pairwise_rubric": pairwise.provenance(teacher.name)["rubric"]},
+            "intervals": "bootstrap over the examples with a readable verdict (each run's own; not paired)",
             "runs": graded, "win_rates": compared}, columns
 
 

@@ -220,5 +220,5 @@ def check_judge(cfg: JudgeScoreConfig) -> None:
         raise ConfigError("judge_backend openai needs --judge_base_url")
     from ..judge import Judging
 
-    Judging(cfg, 0, pairwise=False)  # the rubric's settings and template, checked before anything loads
-    Judging(cfg, 0, pairwise=True)
+    Judging(cfg, pairwise=False, backend=cfg.judge_backend)  # the rubric's settings and template, checked before anything loads
+    Judging(cfg, pairwise=True, backend=cfg.judge_backend)

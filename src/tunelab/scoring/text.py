@@ -113,6 +113,10 @@ def score_text(run: ScoreRunConfig, text: TextConfig, record: RunRecord, out: Pa
     for name, path in zip(names, paths):
         record.add_input("predictions" if len(paths) == 1 else f"predictions {name}", path)
     runs = align_runs(paths, [_read_prediction_lines(p, run.allow_empty_predictions) for p in paths])
+    if judge is not None and judge.judge:
+        from .judged import check_judged_rows
+
+        check_judged_rows(paths, runs)  # before BERTScore loads
     record.models["bertscore"] = text.bertscore_model
     bertscore = BERTScore(BERTScoreSettings(resolve_model(text.bertscore_model), text.bertscore_num_layers,
                                             text.bertscore_batch_size, dtype=dtype))

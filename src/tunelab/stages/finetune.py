@@ -92,7 +92,10 @@ def validate(mcfg: ModelConfig, dcfg: DataConfig, args: TrainConfig) -> None:
         raise ConfigError(f"quantization must be one of {QUANTIZATIONS}, got {mcfg.quantization!r}")
     if mcfg.quantization != "none" and (mcfg.task == "classify" or not mcfg.use_lora):
         raise ConfigError("quantization trains a LoRA adapter on a frozen quantized causal LM: "
-                          "it needs task sft or dpo and use_lora true")
+                          "it needs a causal task (sft, dpo, kto, orpo) and use_lora true")
+    if mcfg.task in PREFERENCE_TASKS and (dcfg.overlength != "truncate" or dcfg.data_format != "auto"):
+        raise ConfigError(f"task {mcfg.task} reads preference pairs (overlength and data_format are SFT's): TRL "
+                          "truncates each pair to max_length, and the format is told by each record")
     if (mcfg.use_dora or mcfg.use_rslora) and not mcfg.use_lora:
         raise ConfigError("use_dora / use_rslora are LoRA variants: they need use_lora true")
     if dcfg.eval_split and dcfg.eval_data:

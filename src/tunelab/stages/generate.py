@@ -229,9 +229,11 @@ def run_teacher_builds(builds: list[Build], ctx: BuildContext, stats: dict) -> N
 def warn_if_nothing_kept(stats: dict, builds: list[str], *, tiny_teacher: bool) -> None:
     """A teacher build that kept nothing ends with a warning and its commonest reasons, not a quiet exit 0."""
     for name in builds:
-        if stats[name].get("kept", stats[name].get("kept_posts")) != 0:
+        made = next((stats[name][k] for k in ("kept", "kept_posts", "pairs") if k in stats[name]), None)
+        if made != 0:
             continue
-        reasons = "; ".join(f"{reason} ({count})" for reason, count in list(stats[name]["reject_reasons"].items())[:3])
+        why = stats[name].get("reject_reasons") or stats[name].get("drop_reasons") or {}
+        reasons = "; ".join(f"{reason} ({count})" for reason, count in list(why.items())[:3])
         hint = (" The teacher is a tiny random model that knows nothing: give --teacher a real model."
                 if tiny_teacher else "")
         _log.warning(f"{name} kept none of the teacher's answers; commonest reasons: {reasons or 'none'} "

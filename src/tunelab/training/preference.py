@@ -103,6 +103,13 @@ def preference_config(args, pcfg: PreferenceConfig, task: str = "dpo"):
     config_class = _trl(TRAINERS[task][1])
     # SFT's own meanings of a shared name (loss_type: nll or dft) are not the preference trainers'
     shared = {f.name for f in dataclasses.fields(config_class) if f.init} - {"loss_type", "beta"}
+    # a setting given for this run that the trainer has no use for is refused, never silently dropped
+    defaults = type(args)(output_dir=args.output_dir)  # as parsed, post-init values included
+    unused = [f"--{f.name}" for f in dataclasses.fields(args) if f.init and f.name not in shared
+              and f.name != "loss_type" and getattr(args, f.name) != getattr(defaults, f.name)]
+    if unused:
+        raise ConfigError(f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no meaning for task {task} "
+                          f"(TRL's {config_class.__name__} has no such setting)")
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in shared}
     own: dict = {"beta": pcfg.beta}
     if task == "dpo":
@@ -128,7 +135,7 @@ class PreferenceRecipe(SFTRecipe):
         self.setup_prompt()
         self.train, self.evals = self.load_examples(
             lambda paths: load_preference_examples(paths, self.prompt, self.tokenizer, bad_records=dcfg.bad_records))
-        self.over = []  # TRL truncates each pair to max_length (truncation_mode keep_end by default)
+        self.over = []  # TRL truncates each pair to max_length itself (its truncation_mode)
 
     def setup_trainer(self):
         from datasets import Dataset
