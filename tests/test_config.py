@@ -70,7 +70,7 @@ def test_unknown_cli_flag_is_an_error(capsys):
 
 
 def test_config_found_by_name_in_stage_folder():
-    (_, _, _, mod, _, _), used = parse_config(generate.CONFIG_TYPES, ["--config", "demo"],
+    (_, _, _, mod, *_), used = parse_config(generate.CONFIG_TYPES, ["--config", "demo"],
                                         configs_dir=STAGE_CONFIG_DIRS["generate"])
     assert used == STAGE_CONFIG_DIRS["generate"] / "demo.yaml"
     assert mod.taxonomy == "jigsaw"
