@@ -78,7 +78,8 @@ def test_the_parsers_never_raise_on_garbage(text, start):
         assert (single.reject is None) == bool(single.scores)
         if single.scores:
             assert all(1 <= s <= 5 for s in single.scores.values())
-        assert judge.parse_single(answer, [judge.OVERALL], 10).reject is not None or True
+        overall = judge.parse_single(answer, [judge.OVERALL], 10)
+        assert (overall.reject is None) == (overall.score is not None and 1 <= overall.score <= 10)
         pair = judge.parse_pairwise(answer)
         assert (pair.reject is None) == (pair.winner in judge.WINNERS)
 
@@ -298,3 +299,11 @@ def test_a_pair_exactly_min_score_gap_apart_is_kept_and_a_tie_never_is(tmp_path,
                    "--overwrite", "true")
     pairs = rows(tmp_path / "g/preferences.jsonl")
     assert len(pairs) == 2 and all((p["chosen_score"], p["rejected_score"]) == (5, 2) for p in pairs)
+
+
+def test_a_judge_that_keeps_nothing_warns_and_names_its_rejects_file(tmp_path, monkeypatch, caplog):
+    data = tmp_path / "records.json"
+    data.write_text(json.dumps([{"instruction": "Say bye.", "input": "", "output": "a bad bye"}]))
+    stats, _ = run(tmp_path, monkeypatch, "--tasks", "judge", "--judge_data", str(data), "--judge_threshold", "4")
+    assert stats["judge"]["kept"] == 0
+    assert "judge kept none" in caplog.text and "judged.rejects.jsonl" in caplog.text

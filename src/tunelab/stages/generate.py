@@ -226,6 +226,9 @@ def run_teacher_builds(builds: list[Build], ctx: BuildContext, stats: dict) -> N
     record.notes["teacher_sittings"] = stats["teacher_sittings"]["total"]
 
 
+REJECT_FILES = {"judge": "judged.rejects.jsonl"}  # the builds whose rejects are not <task>.rejects.jsonl
+
+
 def warn_if_nothing_kept(stats: dict, builds: list[str], *, tiny_teacher: bool) -> None:
     """A teacher build that kept nothing ends with a warning and its commonest reasons, not a quiet exit 0."""
     for name in builds:
@@ -237,7 +240,7 @@ def warn_if_nothing_kept(stats: dict, builds: list[str], *, tiny_teacher: bool) 
         hint = (" The teacher is a tiny random model that knows nothing: give --teacher a real model."
                 if tiny_teacher else "")
         _log.warning(f"{name} kept none of the teacher's answers; commonest reasons: {reasons or 'none'} "
-                     f"(every reject is in {name}.rejects.jsonl).{hint}")
+                     f"(every reject is in {REJECT_FILES.get(name, name + '.rejects.jsonl')}).{hint}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
