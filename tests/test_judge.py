@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tunelab import judge
+from tunelab.metrics.scores import TextScores
 from tunelab.stages import generate
 from tunelab.teachers import BatchedTeacher, TeacherResponse, factory
 
@@ -219,6 +220,12 @@ def test_evaluate_adds_judge_scores_and_a_win_rate_from_both_orders(tmp_path, mo
     assert (win["run"], win["baseline"], win["wins"], win["losses"], win["ties"]) == ("tuned", "untuned", 2, 0, 2)
     assert win["win_rate"]["value"] == 0.75 and win["win_rate"]["ci_low"] <= 0.75 <= win["win_rate"]["ci_high"]
     assert win["position_bias_rate"] == 0.0
+    (delta,) = judged["score_deltas"]  # paired: (5-2 + 5-2 + 0 + 0) / 4
+    assert (delta["run"], delta["examples"], delta["delta"]) == ("tuned", 4, 1.5)
+    assert delta["ci_low"] <= 1.5 <= delta["ci_high"]
+    summary = TextScores(scores).summary()["judge"]
+    assert summary["score [95% CI]"]["tuned"].startswith("4.50") and summary["score delta vs untuned"]["tuned"].startswith("+1.50")
+    assert summary["win rate vs untuned (ties half)"]["tuned"].startswith("0.75")
     # both orders of the two different pairs; the same answer twice is a tie without asking
     assert len([r for r in teacher.sent if "winner" in r.messages[-1]["content"]]) == 2 * 2 and win["identical"] == 2
     rows = [json.loads(line) for line in (tmp_path / "scores/per_example.jsonl").read_text().splitlines()]

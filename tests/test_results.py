@@ -584,6 +584,7 @@ def test_students_are_trained_answer_the_same_held_aside_records_and_are_scored_
     assert [r["name"] for r in scores["runs"]] == ["untuned", "lora", "lora_8"]
     kept = sorted(str(p.relative_to(records)) for p in records.rglob("*") if p.is_file())
     assert "tiny_students/lora/student/provenance.json" in kept and "tiny_students/examples.json" in kept
+    assert "tiny_students/prepared/split/provenance.json" in kept  # how the held-aside records were drawn
     assert not any(k.endswith(".safetensors") or "predictions" in k for k in kept)
     examples = json.loads((records / "tiny_students" / "examples.json").read_text())
     assert len(examples) == 2 and set(examples[0]["answers"]) == {"untuned", "lora", "lora_8"}
@@ -604,6 +605,39 @@ def test_students_are_trained_answer_the_same_held_aside_records_and_are_scored_
 def test_an_unscored_student_run_is_listed_as_not_run(tmp_path):
     text = results.report([], root=tmp_path / "none", out=None, bench=None, student_runs=student_plan(tmp_path))
     assert "## Tiny students\n\nNot run yet." in text
+
+
+def test_a_judged_student_run_shows_judge_scores_win_rates_and_how_its_preference_pairs_were_made(tmp_path):
+    (student_run,) = student_plan(tmp_path)
+    folder = tmp_path / "records" / student_run.name
+    ci = lambda v: {"value": v, "ci_low": v - 0.1, "ci_high": v + 0.1}  # noqa: E731
+    scores = {"source": "text", "examples": 4, "baseline": "untuned", "bleu_signature": "nrefs:1",
+              "runs": [{"name": n, "empty_predictions": 0, "bleu": ci(1.0), "rouge_l_f1": ci(0.2),
+                        "bertscore_f1": ci(0.8)} for n in ("untuned", "lora")], "comparisons": [],
+              "judge": {"judged_by": {"judge": "tunelab:smollm2", "rubric": "judge_single_fewshot@abc", "scale": 5,
+                                      "pairwise_rubric": "judge_pairwise_fewshot@def"},
+                        "runs": [{"name": "untuned", "mean_score": ci(2.5), "rated": 4, "unreadable": 0},
+                                 {"name": "lora", "mean_score": ci(3.0), "rated": 3, "unreadable": 1}],
+                        "score_deltas": [{"run": "lora", "baseline": "untuned", "examples": 3, "delta": 0.5,
+                                          "ci_low": 0.1, "ci_high": 0.9, "excludes_zero": True}],
+                        "win_rates": [{"run": "lora", "baseline": "untuned", "wins": 2, "losses": 1, "ties": 1,
+                                       "identical": 1, "unreadable": 0, "win_rate": ci(0.625),
+                                       "position_disagreements": 1, "position_bias_rate": 0.3333}]}}
+    for sub, data in (("scores/scores.json", scores), ("scores/provenance.json", {"seconds": 60}),
+                      ("prepared/prefs/stats.json", {"preferences": {
+                          "instructions": 10, "candidates": 18, "pairs": 6, "dropped": 4,
+                          "drop_reasons": {"scores closer than 0.25": 4}, "unreadable_verdicts": 1,
+                          "mean_score_by_source": {"tunelab:smollm2": 2.4, "reference": 3.1},
+                          "reference_scored_above_every_answer": 0.7, "reference_comparisons": 8,
+                          "judged_by": {"judge": "tunelab:smollm2", "rubric": "judge_single_fewshot@abc"}}})):
+        (folder / sub).parent.mkdir(parents=True, exist_ok=True)
+        (folder / sub).write_text(json.dumps(data))
+    text = results.report([], root=tmp_path / "records", out=None, bench=None, student_runs=[student_run])
+    section = text.split("## Tiny students")[1].split("\n## ")[0]
+    assert "| lora | 3.00 [2.90, 3.10] | 3 / 1 | +0.50 [+0.10, +0.90] * | 0.625 [0.525, 0.725] | 2 / 1 / 1 (1 identical) | 0 | 33.3% |" in section
+    assert "| untuned | 2.50 [2.40, 2.60] | 4 / 0 | – | – | – | – | – |" in section
+    assert "6 pairs kept, 4 dropped (scores closer than 0.25 4)" in section
+    assert "in 70.0% of 8 instructions" in section and "reference 3.10" in section
 
 
 def test_a_comparison_scores_every_kind_of_classifier_on_the_same_rows_and_tabulates_them(tmp_path):

@@ -25,6 +25,9 @@ BENCH_GPU_RESULTS = PROJECT_ROOT / "bench" / "results_gpu.json"  # written by `m
 BENCH_SMOLLM2_RESULTS = PROJECT_ROOT / "bench" / "results_smollm2.json"  # written by `make bench-smollm2`
 # the kept tasks too: a student run trains on them from a fresh clone
 GENERATE_RECORD_FILES = ("provenance.json", "config.yaml", "stats.json", "self_instruct.alpaca.json")
+# what each prepare command's folder keeps (under PREPARED_DIR of the run's records): how its data was made
+PREPARED_DIR = "prepared"
+PREPARED_RECORD_FILES = ("provenance.json", "config.yaml", "stats.json")
 EXAMPLES_FILE = "examples.json"  # kept tasks drawn from the run's data, so the report never needs the run folder
 EXAMPLES_SEED = 0
 EXAMPLE_CHARS = 400  # a longer field of a shown task is cut there
@@ -140,6 +143,10 @@ class StudentRun:
 
     def scores_dir(self, root: Path = RUNS_DIR) -> Path:
         return root / self.name / "scores"
+
+    def prepared_dirs(self) -> list[Path]:
+        """Each prepare command's output folder (relative paths under the project root, where they run)."""
+        return [PROJECT_ROOT / c[c.index("--output_dir") + 1] for c in self.prepare]
 
     def model(self, variant: str, root: Path = RUNS_DIR) -> str:
         return self.base if self.variants[variant] is None else str(self.run_dir(variant, root) / "student")

@@ -20,9 +20,9 @@ from pathlib import Path
 from tunelab.errors import ConfigError
 
 from .format import read_json
-from .plan import (EXAMPLES_FILE, EXAMPLES_SEED, GENERATE_RECORD_FILES, PROJECT_ROOT, RECORD_FILES, RECORDS_DIR,
-                   RUNS_DIR, SERVE_PLACEHOLDERS, SERVER_EXTRAS, STOP_TIMEOUT_S, ComparisonRun, GenerateRun, Server,
-                   StudentRun, Task, select)
+from .plan import (EXAMPLES_FILE, EXAMPLES_SEED, GENERATE_RECORD_FILES, PREPARED_DIR, PREPARED_RECORD_FILES,
+                   PROJECT_ROOT, RECORD_FILES, RECORDS_DIR, RUNS_DIR, SERVE_PLACEHOLDERS, SERVER_EXTRAS,
+                   STOP_TIMEOUT_S, ComparisonRun, GenerateRun, Server, StudentRun, Task, select)
 
 
 def finished(folder: Path) -> bool:
@@ -102,7 +102,8 @@ def keep_generate_records(generate_run: GenerateRun, variant: str, root: Path = 
 
 def keep_student_records(student_run: StudentRun, root: Path = RUNS_DIR, records: Path = RECORDS_DIR) -> Path | None:
     """Copy a scored student run's records to `records`: each variant's finetune and inference
-    provenance.json and config.yaml, the scores folder's RECORD_FILES, and EXAMPLES_FILE: `examples`
+    provenance.json and config.yaml, the scores folder's RECORD_FILES, PREPARED_RECORD_FILES of each
+    finished prepare folder (under PREPARED_DIR, by folder name), and EXAMPLES_FILE: `examples`
     held-aside records drawn at random (a fixed seed) with every variant's answer. Returns the kept folder,
     or None where the scores have not finished."""
     scores = student_run.scores_dir(root)
@@ -114,6 +115,12 @@ def keep_student_records(student_run: StudentRun, root: Path = RUNS_DIR, records
                                                                      student_run.run_dir(v, root) / "inference")
                           if finished(d)]
     copy_record_files(folders, root / student_run.name, staging)
+    for folder in filter(finished, student_run.prepared_dirs()):
+        target = staging / PREPARED_DIR / folder.name
+        target.mkdir(parents=True, exist_ok=True)
+        for name in PREPARED_RECORD_FILES:
+            if (folder / name).exists():
+                shutil.copyfile(folder / name, target / name)
     with open(scores / "per_example.jsonl", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     write_examples(staging, [{k: rows[i].get(k, "") for k in ("id", "instruction", "input", "reference")}

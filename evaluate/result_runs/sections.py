@@ -10,7 +10,7 @@ from tunelab.config import load_yaml
 from tunelab.metrics.scores import AnswerScores, TextScores, read_scores
 
 from .format import ci_text, delta_text, machine_text, md_table, minutes_text, read_json
-from .plan import ComparisonRun, EXAMPLES_FILE, EXAMPLE_CHARS, GenerateRun, RECORDS_DIR, StudentRun
+from .plan import ComparisonRun, EXAMPLES_FILE, EXAMPLE_CHARS, GenerateRun, PREPARED_DIR, RECORDS_DIR, StudentRun
 
 
 QA_HEADER = ["variant", "posts sent", "tokens generated", "teacher tokens/s", "answers", "parsed", "parse rate",
@@ -139,12 +139,14 @@ def student_section(student_run: StudentRun,
                        for m, (_, digits) in TEXT_METRICS.items()],
                      f"{entry.get('empty_predictions', 0):,}", minutes_text(train) if train else "–",
                      minutes_text(answered) if answered else "–"])
-    lines = [f"## {student_run.title}", "", f"Data: {student_run.data}", "",
+    lines = [f"## {student_run.title}", "", f"Data: {student_run.data}", "", *_prepared_lines(folder),
              f"{scores.get('examples', 0):,} held-aside records, every variant answering the same ones; BLEU "
              f"(sacrebleu, {scores.get('bleu_signature', '')}), ROUGE-L F1 and BERTScore F1 "
              f"({scores.get('bertscore_model', '')}, layer {scores.get('bertscore_num_layers', '')}), each with "
              f"a bootstrap 95% interval; Δ is the paired difference against {baseline} on the same records, * where "
              "its interval excludes zero.", "", *md_table(header, rows), ""]
+    if text.judge:
+        lines += _judge_lines(text)
     if shown := read_json(folder / EXAMPLES_FILE):
         lines += [f"{len(shown)} held-aside records drawn at random, with every variant's answer as written "
                   f"(cut at {EXAMPLE_CHARS} characters):", ""]
@@ -157,6 +159,58 @@ def student_section(student_run: StudentRun,
     commands += [shlex.join(c) for v in student_run.variants for c in student_run.commands(v)]
     lines += ["Commands:", "", "```bash", *commands, shlex.join(student_run.score_command()), "```", ""]
     return lines, recorded
+
+
+def _judge_lines(text: TextScores) -> list[str]:
+    """The judge's table: each variant's mean score, its paired difference and its pairwise win rate against
+    the first variant (both orders; a win only when both orders agree, ties half)."""
+    judge, baseline = text.judge, text.baseline
+    deltas = {d["run"]: d for d in judge.get("score_deltas", [])}
+    wins = {w["run"]: w for w in judge.get("win_rates", [])}
+    by = judge.get("judged_by", {})
+    rows = []
+    for entry in judge["runs"]:
+        name, win = entry["name"], wins.get(entry["name"])
+        rows.append([name, ci_text(entry["mean_score"], 2), f"{entry['rated']:,} / {entry['unreadable']:,}",
+                     delta_text(deltas.get(name), 2) if name in deltas else "–",
+                     ci_text(win["win_rate"], 3) if win else "–",
+                     f"{win['wins']:,} / {win['losses']:,} / {win['ties']:,} ({win['identical']:,} identical)"
+                     if win else "–", f"{win['unreadable']:,}" if win else "–",
+                     f"{win['position_bias_rate']:.1%}" if win and win["position_bias_rate"] is not None else "–"])
+    header = ["variant", f"judge score (1-{by.get('scale', '?')})", "rated / unreadable",
+              f"Δ judge score vs {baseline}", f"win rate vs {baseline}", "wins / losses / ties", "unreadable pairs",
+              "position bias"]
+    return [f"Judged by `{by.get('judge', '?')}` (rubric {by.get('rubric', '?')}; pairwise "
+            f"{by.get('pairwise_rubric', '?')}; greedy): each answer scored alone (the mean, bootstrap 95% "
+            "interval; Δ paired over the records both answers have a readable score for), and each variant's answer "
+            f"against {baseline}'s asked in both orders: a win only where both orders agree, a tie counted half, "
+            "the same answer twice a tie without asking. Position bias: the share of pairs whose two verdicts "
+            "followed the position instead of the answer.", "", *md_table(header, rows), ""]
+
+
+def _prepared_lines(folder: Path) -> list[str]:
+    """What the run's prepared data holds where a prepare step judged preference pairs: how many, what was
+    dropped and why, and how often the judge put the dataset's own answer above the model's."""
+    lines = []
+    for stats_path in sorted((folder / PREPARED_DIR).glob("*/stats.json")):
+        prefs = read_json(stats_path).get("preferences")
+        if not prefs:
+            continue
+        by = prefs.get("judged_by", {})
+        reasons = "; ".join(f"{reason} {n:,}" for reason, n in prefs.get("drop_reasons", {}).items()) or "none"
+        means = ", ".join(f"{source} {score:.2f}" for source, score in prefs.get("mean_score_by_source", {}).items())
+        lines += [f"Preference pairs ({stats_path.parent.name}): {prefs.get('instructions', 0):,} instructions, "
+                  f"{prefs.get('candidates', 0):,} answers judged by `{by.get('judge', '?')}` (rubric "
+                  f"{by.get('rubric', '?')}), {prefs.get('pairs', 0):,} pairs kept, {prefs.get('dropped', 0):,} "
+                  f"dropped ({reasons}); unreadable verdicts {prefs.get('unreadable_verdicts', 0):,}."
+                  + (f" Mean score by source: {means}." if means else ""), ""]
+        if "reference_scored_above_every_answer" in prefs:
+            lines += [f"The judge scored the dataset's own answer above the model's in "
+                      f"{prefs['reference_scored_above_every_answer']:.1%} of {prefs['reference_comparisons']:,} "
+                      "instructions with both scored: its agreement with the ordering a person would expect "
+                      "(Alpaca's answers were written by a far larger model), a measure of how far this judge can "
+                      "be trusted.", ""]
+    return lines
 
 
 def comparison_section(comparison: ComparisonRun,

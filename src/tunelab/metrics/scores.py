@@ -57,10 +57,17 @@ class TextScores(Scores):
     def baseline(self) -> str:
         return self.data["baseline"]
 
+    @property
+    def judge(self) -> dict | None:
+        """The judge's part (evaluate --judge): runs' mean scores, paired score deltas and win rates."""
+        return self.data.get("judge")
+
     def summary(self) -> dict:
         """Each run's scores as 'value [low, high]', and each delta against the baseline ('*': its CI excludes 0)."""
-        def text(value: float, low, high, d: int, star: bool = False) -> str:
-            return (f"{value:.{d}f}" + (f" [{low:.{d}f}, {high:.{d}f}]" if low is not None else "")
+        def text(value: float | None, low, high, d: int, star: bool = False, sign: str = "") -> str:
+            if value is None:
+                return "n/a"
+            return (f"{value:{sign}.{d}f}" + (f" [{low:{sign}.{d}f}, {high:{sign}.{d}f}]" if low is not None else "")
                     + (" *" if star else ""))
 
         out = {"examples": self.examples,
@@ -72,6 +79,20 @@ class TextScores(Scores):
             for c in self.comparisons:
                 deltas.setdefault(c["run"], {})[c["metric"]] = text(
                     c["delta"], c["ci_low"], c["ci_high"], _TEXT_DIGITS[c["metric"]], bool(c["excludes_zero"]))
+        if judge := self.judge:
+            shown = out["judge"] = {"score [95% CI]": {
+                r["name"]: text(r["mean_score"]["value"], r["mean_score"]["ci_low"], r["mean_score"]["ci_high"], 2)
+                + f" ({r['rated']} rated, {r['unreadable']} unreadable)" for r in judge["runs"]}}
+            if judge.get("score_deltas"):
+                shown[f"score delta vs {self.baseline}"] = {
+                    d["run"]: text(d["delta"], d["ci_low"], d["ci_high"], 2, bool(d["excludes_zero"]), "+")
+                    for d in judge["score_deltas"]}
+            if judge.get("win_rates"):
+                shown[f"win rate vs {self.baseline} (ties half)"] = {
+                    w["run"]: text(w["win_rate"]["value"], w["win_rate"]["ci_low"], w["win_rate"]["ci_high"], 2)
+                    + f" ({w['wins']} wins, {w['losses']} losses, {w['ties']} ties; position bias "
+                    + (f"{w['position_bias_rate']:.0%})" if w["position_bias_rate"] is not None else "n/a)")
+                    for w in judge["win_rates"]}
         return out
 
 

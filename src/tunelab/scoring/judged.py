@@ -1,7 +1,8 @@
 """An LLM judge's scores of generated text, beside BLEU, ROUGE-L and BERTScore: each run's answers graded
 on the rubric (mean score with a bootstrap interval), and each compared run against the first judged
 pairwise in both orders (win rate with ties counted half, its interval, and how often the judge's
-pick followed the position instead of the answer). Every verdict is cached in the run folder
+pick followed the position instead of the answer) and by the paired difference of their scores on the
+examples both have a readable verdict for. Every verdict is cached in the run folder
 (judge_cache.jsonl) and lands in per_example.jsonl beside the two answers.
 """
 
@@ -54,23 +55,40 @@ def judge_runs(cfg: JudgeScoreConfig, names: list[str], runs: list[list[dict]], 
         graded = [_grade(single, teacher, cache, name, rows, columns, boot) for name, rows in zip(names, runs)]
         compared = [_compare(pairwise, teacher, cache, (names[0], runs[0]), (name, rows), columns, boot)
                     for name, rows in zip(names[1:], runs[1:])]
+    per_row = [entry.pop("scores") for entry in graded]
     return {"judged_by": single.provenance(teacher.name) | {"pairwise_rubric": pairwise.provenance(teacher.name)["rubric"]},
-            "intervals": "bootstrap over the examples with a readable verdict (each run's own; not paired)",
-            "runs": graded, "win_rates": compared}, columns
+            "intervals": "mean_score: bootstrap over each run's examples with a readable verdict; score_deltas: "
+                         "paired, over the examples both runs have a readable verdict for; win_rate: over the "
+                         "examples with a readable outcome",
+            "runs": graded,
+            "score_deltas": [_score_delta(names[0], per_row[0], name, scores, boot)
+                             for name, scores in zip(names[1:], per_row[1:])],
+            "win_rates": compared}, columns
+
+
+def _score_delta(baseline: str, base_scores: list, name: str, scores: list, boot) -> dict:
+    """The run's judge score minus the baseline's on the same examples, with a paired bootstrap interval."""
+    diffs = np.array([s - b for s, b in zip(scores, base_scores, strict=True) if s is not None and b is not None],
+                     dtype=float)
+    if not len(diffs):
+        return {"run": name, "baseline": baseline, "examples": 0, "delta": None, "ci_low": None, "ci_high": None,
+                "excludes_zero": None}
+    return {"run": name, "baseline": baseline, "examples": len(diffs),
+            **boot.delta(float(diffs.mean()), boot.sums(diffs) / len(diffs))}
 
 
 def _grade(single: Judging, teacher, cache, name: str, rows: list[dict], columns: list[dict], boot) -> dict:
     requests = [single.request(row, row["prediction"], meta={"i": i}) for i, row in enumerate(rows)]
     answers, _ = single.ask(teacher, cache, requests, f"judge {name}")
-    scores = []
+    per_row: list[float | None] = [None] * len(rows)
     for request, verdict in zip(requests, single.read_all_single(teacher, requests, answers), strict=True):
         column = columns[request.meta["i"]]
         column[f"{name}.judge_score"] = verdict.score
         column[f"{name}.judge_rationale"] = verdict.rationale or verdict.reject
-        if verdict.score is not None:
-            scores.append(verdict.score)
+        per_row[request.meta["i"]] = verdict.score
+    scores = [s for s in per_row if s is not None]
     return {"name": name, "mean_score": _interval(boot, np.array(scores, dtype=float)), "rated": len(scores),
-            "unreadable": len(rows) - len(scores)}
+            "unreadable": len(rows) - len(scores), "scores": per_row}
 
 
 def _compare(pairwise: Judging, teacher, cache, baseline: tuple[str, list[dict]], other: tuple[str, list[dict]],
