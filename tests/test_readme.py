@@ -79,3 +79,5 @@ def test_the_quick_start_and_the_next_commands_run_as_written(tmp_path):
     assert latest.is_symlink() and (latest / "summary.json").exists()
     # The copy's own code and configs ran, not the checkout's the venv was installed from.
     assert json.loads((latest / "generate/provenance.json").read_text())["config_file"].startswith(str(repo))
+    judged = json.loads((latest / "scores-judged/scores.json").read_text())["judge"]
+    assert [r["name"] for r in judged["runs"]] == ["base", "tuned"] and judged["win_rates"][0]["run"] == "tuned"
