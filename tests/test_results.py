@@ -640,6 +640,32 @@ def test_a_judged_student_run_shows_judge_scores_win_rates_and_how_its_preferenc
     assert "in 70.0% of 8 instructions" in section and "reference 3.10" in section
 
 
+def test_the_readout_says_where_each_system_loses_to_the_references_as_plainly_as_where_it_wins():
+    numbers = {"llm": {"subset_accuracy": 0.5, "macro_f1": 0.4, "f1": {"toxic": 0.9, "threat": 0.0}},
+               "encoder": {"subset_accuracy": 0.4, "macro_f1": 0.6, "f1": {"toxic": 0.9, "threat": 0.2}},
+               "TF-IDF": {"subset_accuracy": 0.5, "macro_f1": 0.5, "f1": {"toxic": 0.8, "threat": 0.3}}}
+    lines = results.sections._readout(numbers, ["encoder", "TF-IDF"])
+    assert lines[0].startswith("Read against encoder and TF-IDF")
+    assert ("- llm: loses to encoder on macro-F1 (0.400 vs 0.600); loses to TF-IDF on macro-F1 (0.400 vs 0.500); "
+            "beats encoder on subset accuracy.") in lines
+    assert "- llm never finds threat (F1 0)." in lines and not any(line.startswith("- encoder") for line in lines)
+    assert results.sections._readout(numbers, []) == []
+
+
+def test_a_comparison_read_against_a_system_it_does_not_run_is_refused(tmp_path):
+    (tmp_path / "plan.yaml").write_text("""
+comparisons:
+  - name: c
+    title: C
+    data: d
+    references: [minilm]
+    variants:
+      lora: [[python, evaluate/score.py, --output_dir, "{run}/scores"]]
+""")
+    with pytest.raises(ConfigError, match=r"references \['minilm'\] are not among its variants"):
+        results.load_comparisons(tmp_path / "plan.yaml")
+
+
 def test_a_comparison_scores_every_kind_of_classifier_on_the_same_rows_and_tabulates_them(tmp_path):
     """LLM answers (zero-shot with k-shot inference runs beside it; LoRA) and an encoder with its TF-IDF baseline,
     on tiny models: the mechanics, end to end."""

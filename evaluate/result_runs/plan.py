@@ -178,6 +178,8 @@ class ComparisonRun:
     prepare: list[list[str]] = field(default_factory=list)
     studies: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # the systems every other is read against (with the TF-IDF baseline): where each wins and loses is spelled out
+    references: list[str] = field(default_factory=list)
 
     def run_dir(self, variant: str, root: Path = RUNS_DIR) -> Path:
         return root / self.name / variant
@@ -264,9 +266,12 @@ def load_comparisons(path: Path = PLAN) -> list[ComparisonRun]:
                 variants={v: [[str(a) for a in command] for command in commands]
                           for v, commands in entry["variants"].items()},
                 prepare=[[str(a) for a in command] for command in entry.get("prepare") or []],
-                studies=list(entry.get("studies") or []), notes=list(entry.get("notes") or [])))
+                studies=list(entry.get("studies") or []), notes=list(entry.get("notes") or []),
+                references=[str(r) for r in entry.get("references") or []]))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"{path}: comparison {i} ({entry.get('name', '?')}): {e}") from e
+        if unknown := [r for r in runs[-1].references if r not in runs[-1].variants]:
+            raise ConfigError(f"{path}: comparison {entry['name']}: references {unknown} are not among its variants")
         _need_output_dirs(path, f"comparison {entry['name']}",
                           [*runs[-1].prepare, *(c for commands in runs[-1].variants.values() for c in commands)])
     return runs

@@ -221,6 +221,7 @@ def comparison_section(comparison: ComparisonRun,
     from tunelab.metrics.classification import headline
 
     rows, per_label, recorded, missing, labels = [], [], [], [], []
+    numbers: dict[str, dict] = {}  # system -> its headline means, for the readout against the references
     tfidf_shown, single_label = False, False
     for variant in comparison.variants:
         folder = comparison.scores_dir(variant, root)
@@ -243,6 +244,7 @@ def comparison_section(comparison: ComparisonRun,
                                 main, None, scores.get("refusal_rate") if answers else None,
                                 scores.get("unparseable_rate") if answers else None, taken))
         per_label.append((variant, main["f1"], None))
+        numbers[variant] = main
         for k, entry in (scores.get("baselines", {}).get("by_shots") or {}).items():
             mean, std = entry["mean"], entry["std"]
             name = f"{variant}, {k}-shot ({len(entry['runs'])} seeds)"
@@ -252,12 +254,14 @@ def comparison_section(comparison: ComparisonRun,
                                     std["refusals_as_wrong"], mean.get("refusal_rate"), mean.get("unparseable_rate"),
                                     k_taken, std.get("refusal_rate"), std.get("unparseable_rate")))
             per_label.append((name, mean["refusals_as_wrong"]["f1"], std["refusals_as_wrong"]["f1"]))
+            numbers[name] = mean["refusals_as_wrong"]
         if (tfidf := scores.get("tfidf_baseline")) and not tfidf_shown:
             tfidf_shown = True
             name = f"TF-IDF + logistic regression (fitted on {variant}'s training rows)"
             rows.append(_system_row(name, "classifier scores", tfidf.get("examples", scores.get("examples")),
                                     headline(tfidf), None, None, None, "(in the evaluate time above)"))
             per_label.append((name, headline(tfidf)["f1"], None))
+            numbers[TFIDF] = headline(tfidf)
     if not rows:
         return [], []
     header = ["system", "answers", "test rows", "accuracy" if single_label else "subset accuracy", "micro-F1", "macro-F1", "mean ROC-AUC", "mean PR-AUC",
@@ -272,6 +276,7 @@ def comparison_section(comparison: ComparisonRun,
     lines += md_table(["system", *labels], [[name, *[_mean_std(f1.get(label), (std or {}).get(label)) for label in labels]]
                                           for name, f1, std in per_label])
     lines.append("")
+    lines += _readout(numbers, [r for r in comparison.references if r in numbers] + ([TFIDF] if TFIDF in numbers else []))
     if comparison.studies:
         lines += ["Reported in the original studies (../shared/studies/; other models, data and splits, so for "
                   "orientation, not a like-for-like comparison):", "", *[f"- {s}" for s in comparison.studies], ""]
@@ -282,6 +287,39 @@ def comparison_section(comparison: ComparisonRun,
     commands += [shlex.join(c) for v in comparison.variants for c in comparison.commands(v)]
     lines += ["Commands:", "", "```bash", *commands, "```", ""]
     return lines, recorded
+
+
+TFIDF = "TF-IDF"
+READOUT_METRICS = {"accuracy": "accuracy", "subset_accuracy": "subset accuracy", "micro_f1": "micro-F1",
+                   "macro_f1": "macro-F1", "mean_roc_auc": "mean ROC-AUC", "mean_pr_auc": "mean PR-AUC"}
+
+
+def _readout(numbers: dict[str, dict], references: list[str]) -> list[str]:
+    """Each other system against the references, metric by metric, in words: where it wins and where it
+    loses (a loss to a simpler model is a finding, said as plainly as a win)."""
+    if not references:
+        return []
+    lines = [f"Read against {' and '.join(references)} (the means above; on a test set this small a few "
+             "hundredths can be chance, so these are readings, not tests):", ""]
+    for system, own in numbers.items():
+        if system in references:
+            continue
+        losses, wins = [], []
+        for reference in references:
+            theirs = numbers[reference]
+            lost = [f"{label} ({own[m]:.3f} vs {theirs[m]:.3f})" for m, label in READOUT_METRICS.items()
+                    if own.get(m) is not None and theirs.get(m) is not None and own[m] < theirs[m]]
+            won = [label for m, label in READOUT_METRICS.items()
+                   if own.get(m) is not None and theirs.get(m) is not None and own[m] > theirs[m]]
+            if lost:
+                losses.append(f"loses to {reference} on {', '.join(lost)}")
+            if won:
+                wins.append(f"beats {reference} on {', '.join(won)}")
+        lines.append(f"- {system}: " + ("; ".join(losses + wins) or "level with every reference") + ".")
+    for system, own in numbers.items():
+        if never := [label for label, f1 in (own.get("f1") or {}).items() if f1 == 0]:
+            lines.append(f"- {system} never finds {', '.join(never)} (F1 0).")
+    return lines + [""]
 
 
 def _system_row(name: str, answers: str, examples, mean: dict, std: dict | None, refusal, unparseable, minutes: str,
