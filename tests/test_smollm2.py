@@ -72,3 +72,20 @@ def test_only_the_answer_and_eos_are_learned_on_its_chatml_template(smollm2, pro
         assert tokenizer(text, add_special_tokens=prompt.tokenize_with_special_tokens)["input_ids"] == ids[:first]
         assert text.endswith("<|im_start|>assistant\n")
 
+
+
+def test_its_classification_head_reads_each_row_at_its_last_token_whatever_the_padding(smollm2):
+    import numpy as np
+
+    from tunelab.training.classify.modeling import load_classifier_base, match_pad_token
+    from tunelab.training.classify.predict import predict_proba
+
+    tokenizer = load_tokenizer(smollm2)
+    model = load_classifier_base(smollm2, ("toxic", "insult")).eval()
+    # its config names EOS as the pad token; tunelab pads with another, which the head must know to skip
+    assert model.config.pad_token_id == tokenizer.eos_token_id != tokenizer.pad_token_id
+    match_pad_token(model, tokenizer)
+    short, long = "You are kind.", "You are a " + "very " * 30 + "kind person, and I mean it."
+    alone = predict_proba(model, tokenizer, [short], max_length=64)
+    beside_a_longer_row = predict_proba(model, tokenizer, [short, long], max_length=64, batch_size=2)
+    np.testing.assert_allclose(alone[0], beside_a_longer_row[0], atol=1e-5)

@@ -47,7 +47,7 @@ class DemoConfig:
     overwrite: bool = field(default=False, metadata={"help": "Reuse an existing output_dir, replacing its outputs."})
     quick: bool = field(default=False, metadata={"help": "A smoke run: two training steps and a few examples per stage."})
     full: bool = field(default=False, metadata={
-        "help": "The larger loop (about 15 minutes on 2 CPU cores) instead of the default slice: 32 self-instruct "
+        "help": "The larger loop (about 10 minutes on 2 CPU cores) instead of the default slice: 32 self-instruct "
                 "requests instead of 8, 24 comments for QA instead of 8, and the student trained on every example."})
 
 
@@ -97,7 +97,7 @@ def demo(argv: Sequence[str] | None = None) -> list[dict]:
     _say(f"\n{MODEL_NOTE}\nStage times (s): {run.timings}\nEverything is under {where}; summary.json lists it.")
     if not cfg.full and not cfg.quick:
         _say(f"This was a slice sized for minutes (8 teacher requests, 8 comments, 160 training examples); "
-              f"a larger loop, about 15 minutes on 2 cores: {FULL_COMMAND}")
+              f"a larger loop, about 10 minutes on 2 cores: {FULL_COMMAND}")
     return run.rows
 
 

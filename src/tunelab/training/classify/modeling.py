@@ -136,6 +136,14 @@ def load_classifier_base(path: str, labels: tuple[str, ...], *, problem_type: st
     return model, sorted({key.rsplit(".", 1)[0] for key in loading["missing_keys"]})
 
 
+def match_pad_token(model, tokenizer) -> None:
+    """A decoder's own head (Llama, Mistral) reads the last token that is not its config's pad token: the
+    config must name the pad token the tokenizer pads with. SmolLM2's config says <|im_end|> (its EOS), while
+    tunelab pads with another token (never EOS), so without this every padded row was read at a pad."""
+    if tokenizer.pad_token_id is not None and getattr(model.config, "pad_token_id", None) != tokenizer.pad_token_id:
+        model.config.pad_token_id = tokenizer.pad_token_id
+
+
 def set_head_bias(model, bias: np.ndarray) -> str | None:
     """Write `bias` into the classification head (the last linear layer with one output per label and a
     bias: BERT's and DistilBERT's `classifier`, RoBERTa's `classifier.out_proj`). Returns the layer's

@@ -65,7 +65,7 @@ def load_classifier(model_dir: str | Path):
     from peft import PeftModel
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from .modeling import load_classifier_base, load_mean_pooled
+    from .modeling import load_classifier_base, load_mean_pooled, match_pad_token
 
     model_dir = Path(model_dir)
     info = ClassifierInfo.read(model_dir)
@@ -79,6 +79,7 @@ def load_classifier(model_dir: str | Path):
     else:
         model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    match_pad_token(model, tokenizer)  # a LoRA classifier's config is its base's, saved before the run
     model.eval()
     return model, tokenizer, info
 

@@ -20,7 +20,7 @@ from ..runner import FinetuneRecipe, early_stopping_callbacks
 from .data import LabeledTexts, load_labeled_texts, overlength_rows
 from .held_out import DATA_SPLITS, drop_held_out_copies, split_rows, subset_rows, write_data_splits
 from .imbalance import class_weights, label_prior_logits, sample_weights
-from .modeling import classifier_model
+from .modeling import classifier_model, match_pad_token
 from .predict import CLASSIFIER_INFO, ClassifierInfo
 from .trainer import build_classifier_trainer, sigmoid
 
@@ -70,6 +70,7 @@ class ClassifyRecipe(FinetuneRecipe):
         model, self.prior_bias = classifier_model(self.base, train.labels, train.problem_type, mcfg,
                                                   pooling=ccfg.pooling, trust_remote_code=args.trust_remote_code,
                                                   head_bias=prior)
+        match_pad_token(model, self.tokenizer)
         return build_classifier_trainer(model, self.tokenizer, train, rows.evals, args, self.max_length,
                                         loss_weights=self.weights, balanced_sampling=ccfg.balanced_sampling,
                                         callbacks=early_stopping_callbacks(args) + self.ctx.callbacks,
