@@ -638,6 +638,9 @@ def test_a_judged_student_run_shows_judge_scores_win_rates_and_how_its_preferenc
     assert "| untuned | 2.50 [2.40, 2.60] | 4 / 0 | – | – | – | – | – |" in section
     assert "6 pairs kept, 4 dropped (scores closer than 0.25 4)" in section
     assert "in 70.0% of 8 instructions" in section and "reference 3.10" in section
+    # no record with both verdicts readable, or no resamples: said, not a crash
+    assert results.format.delta_text({"delta": None, "ci_low": None, "ci_high": None, "excludes_zero": None}) == "–"
+    assert results.format.delta_text({"delta": 0.5, "ci_low": None, "ci_high": None, "excludes_zero": None}, 2) == "+0.50"
 
 
 def test_the_readout_says_where_each_system_loses_to_the_references_as_plainly_as_where_it_wins():

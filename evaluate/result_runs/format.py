@@ -22,8 +22,10 @@ def ci_text(entry: dict | None, digits: int = 3) -> str:
 
 
 def delta_text(entry: dict | None, digits: int = 3) -> str:
-    if not entry:
+    if not entry or entry.get("delta") is None:
         return "–"
+    if entry.get("ci_low") is None:  # no resamples: the difference without an interval
+        return f"{entry['delta']:+.{digits}f}"
     star = " *" if entry.get("excludes_zero") else ""
     return f"{entry['delta']:+.{digits}f} [{entry['ci_low']:+.{digits}f}, {entry['ci_high']:+.{digits}f}]{star}"
 

@@ -250,6 +250,10 @@ def load_students(path: Path = PLAN) -> list[StudentRun]:
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ConfigError(f"{path}: student run {i} ({entry.get('name', '?')}): {e}") from e
         _need_output_dirs(path, f"student run {entry['name']}", runs[-1].prepare)
+        names = [folder.name for folder in runs[-1].prepared_dirs()]
+        if len(set(names)) != len(names):  # their records are kept by folder name
+            raise ConfigError(f"{path}: student run {entry['name']}: prepare commands write folders of the same "
+                              f"name ({names}); give each its own")
         if len(runs[-1].variants) < 2:
             raise ConfigError(f"{path}: student run {entry['name']}: give at least two variants to compare")
     return runs

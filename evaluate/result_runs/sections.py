@@ -199,16 +199,19 @@ def _prepared_lines(folder: Path) -> list[str]:
         by = prefs.get("judged_by", {})
         reasons = "; ".join(f"{reason} {n:,}" for reason, n in prefs.get("drop_reasons", {}).items()) or "none"
         means = ", ".join(f"{source} {score:.2f}" for source, score in prefs.get("mean_score_by_source", {}).items())
+        unreadable = (f"unreadable comparisons {prefs.get('unreadable_comparisons', 0):,} of "
+                      f"{prefs.get('comparisons', 0):,}" if "comparisons" in prefs
+                      else f"unreadable verdicts {prefs.get('unreadable_verdicts', 0):,}")
         lines += [f"Preference pairs ({stats_path.parent.name}): {prefs.get('instructions', 0):,} instructions, "
                   f"{prefs.get('candidates', 0):,} answers judged by `{by.get('judge', '?')}` (rubric "
                   f"{by.get('rubric', '?')}), {prefs.get('pairs', 0):,} pairs kept, {prefs.get('dropped', 0):,} "
-                  f"dropped ({reasons}); unreadable verdicts {prefs.get('unreadable_verdicts', 0):,}."
+                  f"dropped ({reasons}); {unreadable}."
                   + (f" Mean score by source: {means}." if means else ""), ""]
         if "reference_scored_above_every_answer" in prefs:
             lines += [f"The judge scored the dataset's own answer above the model's in "
                       f"{prefs['reference_scored_above_every_answer']:.1%} of {prefs['reference_comparisons']:,} "
-                      "instructions with both scored: its agreement with the ordering a person would expect "
-                      "(Alpaca's answers were written by a far larger model), a measure of how far this judge can "
+                      "instructions with both scored: its agreement with the ordering expected where the dataset's "
+                      "answers come from a far stronger writer than the model, a measure of how far this judge can "
                       "be trusted.", ""]
     return lines
 

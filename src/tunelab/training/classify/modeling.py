@@ -140,8 +140,9 @@ def match_pad_token(model, tokenizer) -> None:
     """A decoder's own head (Llama, Mistral) reads the last token that is not its config's pad token: the
     config must name the pad token the tokenizer pads with. SmolLM2's config says <|im_end|> (its EOS), while
     tunelab pads with another token (never EOS), so without this every padded row was read at a pad."""
-    if tokenizer.pad_token_id is not None and getattr(model.config, "pad_token_id", None) != tokenizer.pad_token_id:
-        model.config.pad_token_id = tokenizer.pad_token_id
+    config = model.config.get_text_config()  # the head reads the text model's config (itself, but for composites)
+    if tokenizer.pad_token_id is not None and getattr(config, "pad_token_id", None) != tokenizer.pad_token_id:
+        config.pad_token_id = tokenizer.pad_token_id
 
 
 def set_head_bias(model, bias: np.ndarray) -> str | None:
