@@ -279,6 +279,14 @@ def test_expected_scores_weigh_every_score_by_the_judges_own_probabilities(tiny_
         judge.Judging(JudgeConfig(judge_score="expected"), pairwise=False)
 
 
+def test_on_a_scale_of_ten_a_one_does_not_also_count_every_ten():
+    from tunelab.judge.expected import exclusive
+
+    # " 1" -> [5]; " 10" -> [5, 7]; " 2" -> [6]: P(" 1") includes the 0.3 of " 10"
+    assert exclusive([0.5, 0.2, 0.3], [[5], [6], [5, 7]]) == pytest.approx([0.2, 0.2, 0.3])
+    assert exclusive([0.4, 0.6], [[5], [6]]) == [0.4, 0.6]  # no score begins another: as they are
+
+
 def test_what_a_review_found_stays_fixed(tmp_path, monkeypatch):
     # "it's a tie" is a tie, not A; a score of a thousand digits is unreadable, not an exception
     assert judge.parse_pairwise("Reason: same.\nBetter: It's a tie").winner == "tie"

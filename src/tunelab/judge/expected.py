@@ -43,11 +43,22 @@ def score_probabilities(teacher, contexts: list[str], scale: int) -> list[dict[i
     with cpu_autocast(model, getattr(teacher, "dtype", "float32")):
         logprobs = shared_prefix_logprobs(model, tokenizer, groups)
     out = []
-    for row in logprobs:
+    for row, pairs in zip(logprobs, groups):
         top = max(row)
-        weights = [math.exp(v - top) for v in row]
-        total = sum(weights)
+        weights = exclusive([math.exp(v - top) for v in row], [cont for _, cont in pairs])
+        total = sum(weights) or 1.0
         out.append({k: w / total for k, w in zip(range(1, scale + 1), weights)})
+    return out
+
+
+def exclusive(probabilities: list[float], continuations: list[list[int]]) -> list[float]:
+    """Each score's own probability: where a score's tokens begin a longer score's (" 1" then "0" is " 10" in
+    most tokenizers), the longer one's probability is taken off, or 1 would also count every 10."""
+    out = []
+    for i, (p, mine) in enumerate(zip(probabilities, continuations)):
+        longer = sum(q for j, (q, theirs) in enumerate(zip(probabilities, continuations))
+                     if j != i and len(theirs) > len(mine) and theirs[:len(mine)] == mine)
+        out.append(max(p - longer, 0.0))
     return out
 
 
