@@ -4,6 +4,7 @@ runs in the result runs)."""
 
 import json
 import re
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -250,7 +251,7 @@ def test_dry_run_counts_the_judge_requests_about_answers_the_run_writes_first(tm
     assert report["total"]["to_send"] == 3 * 2 + 9
 
 
-def test_expected_scores_weigh_every_score_by_the_judges_own_probabilities(tiny_llama):
+def test_expected_scores_weigh_every_score_by_the_judges_own_probabilities(tiny_llama, tmp_path):
     import math
 
     from tunelab.generation.settings import JudgeConfig
@@ -264,7 +265,14 @@ def test_expected_scores_weigh_every_score_by_the_judges_own_probabilities(tiny_
     record = {"instruction": "Name a colour.", "input": ""}
     requests = [judging.request(record, answer, meta={}) for answer in ("Blue.", "Seven.")]
     answers = [TeacherResponse(" It names one.\nScore: 5\n\n", "stop"), TeacherResponse(" Not a colour.\nScore: 1", "stop")]
-    verdicts = judging.read_all_single(teacher, requests, answers)
+    from tunelab.teachers import RequestCache
+
+    with RequestCache(tmp_path / "judge_cache.jsonl") as cache:
+        verdicts = judging.read_all_single(teacher, requests, answers, cache)
+        # a rerun reads the probabilities back: no model needed, the same scores
+        again = judging.read_all_single(SimpleNamespace(name=teacher.name), requests, answers, cache)
+    assert [v.probabilities for v in again] == [v.probabilities for v in verdicts]
+    assert len((tmp_path / "expected_scores.jsonl").read_text().splitlines()) == 2
     for verdict, request in zip(verdicts, requests):
         assert math.isclose(sum(verdict.probabilities.values()), 1, abs_tol=1e-3) and 1 <= verdict.expected <= 5
         assert verdict.score == verdict.expected and verdict.as_dict()["stated_score"] in (1, 5)

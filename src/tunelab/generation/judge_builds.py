@@ -76,7 +76,7 @@ class JudgeBuild:
         answers, stats = self.judging.ask(ctx.teacher, ctx.cache, requests, "judge")
         judged_by = self.judging.provenance(ctx.teacher.name)
         kept, rejects, scores = [], [], []
-        verdicts = self.judging.read_all_single(ctx.teacher, requests, answers)
+        verdicts = self.judging.read_all_single(ctx.teacher, requests, answers, ctx.cache)
         for request, answer, verdict in zip(requests, answers, verdicts, strict=True):
             record = request.meta["record"]
             cached_at = {"request_key": request.meta["request_key"]}

@@ -224,7 +224,7 @@ class PreferencesBuild:
         requests = self.requests()
         answers, stats = self.judging.ask(ctx.teacher, ctx.cache, requests, "preferences")
         read = ([self.judging.read_pair(r, a) for r, a in zip(requests, answers, strict=True)] if self.pairwise
-                else self.judging.read_all_single(ctx.teacher, requests, answers))
+                else self.judging.read_all_single(ctx.teacher, requests, answers, ctx.cache))
         verdicts: dict[str, list] = {}
         for request, verdict in zip(requests, read, strict=True):
             verdicts.setdefault(request.meta["item"]["id"], []).append((request, verdict))

@@ -9,9 +9,14 @@ is a Reason line followed by a Score line.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 
 from ..errors import ConfigError
+
+CHUNK = 16  # contexts scored between two writes to the cache (and two steps of the progress bar)
+EXPECTED_CACHE = "expected_scores.jsonl"  # beside the judge's request cache
 
 
 def score_context(prompt: str, answer_text: str) -> str | None:
@@ -20,6 +25,38 @@ def score_context(prompt: str, answer_text: str) -> str | None:
     if not rationale.strip():
         return None
     return f"{prompt}{rationale}\nScore:"
+
+
+def expected_probabilities(teacher, contexts: list[str], scale: int, beside=None) -> list[dict[int, float]]:
+    """score_probabilities of every context. With `beside` (the judge's RequestCache) they are kept in
+    EXPECTED_CACHE next to it, a chunk at a time: a rerun reads them back and a killed run loses at most
+    one chunk. (Their own file: the teacher's cache counts what was paid for, sitting by sitting.)"""
+    from contextlib import nullcontext
+
+    from tqdm.auto import tqdm
+
+    from ..console import show_progress
+    from ..teachers.base import TeacherRequest, TeacherResponse
+    from ..teachers.cache import RequestCache
+
+    keys = [hashlib.sha256(json.dumps({"expected_score": teacher.name, "context": c, "scale": scale},
+                                      ensure_ascii=False).encode("utf-8")).hexdigest() for c in contexts]
+    found: dict[int, dict[int, float]] = {}
+    with (RequestCache(beside.path.with_name(EXPECTED_CACHE)) if beside is not None else nullcontext()) as cache:
+        for i, key in enumerate(keys):
+            if cache is not None and key in cache:
+                found[i] = {int(k): p for k, p in json.loads(cache.get(key).text).items()}
+        todo = [i for i in range(len(contexts)) if i not in found]
+        with tqdm(total=len(todo), desc="expected scores", unit="verdict",
+                  disable=not todo or not show_progress()) as bar:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                found.update(zip(chunk, score_probabilities(teacher, [contexts[i] for i in chunk], scale)))
+                if cache is not None:
+                    cache.put_many([(keys[i], TeacherRequest(prompt=contexts[i]), TeacherResponse(json.dumps(found[i]), "stop"))
+                                    for i in chunk], teacher.name)
+                bar.update(len(chunk))
+    return [found[i] for i in range(len(contexts))]
 
 
 def score_probabilities(teacher, contexts: list[str], scale: int) -> list[dict[int, float]]:

@@ -82,18 +82,19 @@ class Judging:
         verdict = judge.parse_single(text, self.criteria, self.cfg.judge_scale)
         return _length_cut(verdict, answer, judge.Verdict)
 
-    def read_all_single(self, teacher, requests: list[TeacherRequest], answers: list[TeacherResponse]
-                        ) -> list[judge.Verdict]:
-        """Every single-answer verdict, with its expected score where judge_score is expected."""
+    def read_all_single(self, teacher, requests: list[TeacherRequest], answers: list[TeacherResponse],
+                        cache=None) -> list[judge.Verdict]:
+        """Every single-answer verdict, with its expected score where judge_score is expected (with `cache`,
+        the judge's RequestCache, its probabilities are kept beside it: a rerun reads them back)."""
         verdicts = [self.read_single(r, a) for r, a in zip(requests, answers, strict=True)]
         if self.cfg.judge_score != "expected":
             return verdicts
-        from .expected import expectation, score_context, score_probabilities
+        from .expected import expectation, expected_probabilities, score_context
 
         readable = [(v, score_context(r.prompt, a.text)) for v, r, a in zip(verdicts, requests, answers) if not v.reject]
         readable = [(v, c) for v, c in readable if c is not None]
-        for (verdict, _), probabilities in zip(readable, score_probabilities(
-                teacher, [c for _, c in readable], self.cfg.judge_scale)):
+        for (verdict, _), probabilities in zip(readable, expected_probabilities(
+                teacher, [c for _, c in readable], self.cfg.judge_scale, cache), strict=True):
             verdict.probabilities = {k: round(p, 4) for k, p in probabilities.items()}
             verdict.expected = expectation(probabilities)
         return verdicts

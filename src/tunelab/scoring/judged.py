@@ -81,7 +81,7 @@ def _grade(single: Judging, teacher, cache, name: str, rows: list[dict], columns
     requests = [single.request(row, row["prediction"], meta={"i": i}) for i, row in enumerate(rows)]
     answers, _ = single.ask(teacher, cache, requests, f"judge {name}")
     per_row: list[float | None] = [None] * len(rows)
-    for request, verdict in zip(requests, single.read_all_single(teacher, requests, answers), strict=True):
+    for request, verdict in zip(requests, single.read_all_single(teacher, requests, answers, cache), strict=True):
         column = columns[request.meta["i"]]
         column[f"{name}.judge_score"] = verdict.score
         column[f"{name}.judge_rationale"] = verdict.rationale or verdict.reject
