@@ -179,7 +179,13 @@ def test_kto_and_orpo_train_an_adapter_from_the_same_pairs(task, tmp_path, tiny_
     assert (tmp_path / task / "adapter_model.safetensors").exists()
 
 
-def test_settings_a_preference_trainer_has_no_use_for_are_refused(tmp_path, tiny_llama, capsys):
+def test_settings_a_preference_trainer_has_no_use_for_are_refused(tmp_path, tiny_llama, capsys, monkeypatch):
+    from tunelab.training.preference import PreferenceRecipe
+
+    def no_model(self):
+        raise AssertionError("the model was loaded before the settings were checked")
+
+    monkeypatch.setattr(PreferenceRecipe, "causal_student", no_model)
     data = write_jsonl(tmp_path / "prefs.jsonl", pairs())
     assert finetune.main([*QUICK, "--data", str(data), "--max_steps", "1", "--packing", "true",
                           "--output_dir", str(tmp_path / "dpo")]) == 2

@@ -143,17 +143,18 @@ class PreferenceRecipe(SFTRecipe):
         from .runner import early_stopping_callbacks
 
         args = self.ctx.train
+        config = preference_config(args, self.ctx.preference, self.task)  # a refused setting: said before the model loads
         model, peft_config = self.causal_student()
 
         def to_dataset(rows):
             return Dataset.from_list([{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in rows])
 
         trainer_class = _trl(TRAINERS[self.task][0])
-        return trainer_class(model=model, args=preference_config(args, self.ctx.preference, self.task),
-                          train_dataset=to_dataset(self.train),
-                          eval_dataset=to_dataset(self.evals) if self.evals else None,
-                          processing_class=self.tokenizer, peft_config=peft_config,
-                          callbacks=early_stopping_callbacks(args) + self.ctx.callbacks)
+        return trainer_class(model=model, args=config,
+                             train_dataset=to_dataset(self.train),
+                             eval_dataset=to_dataset(self.evals) if self.evals else None,
+                             processing_class=self.tokenizer, peft_config=peft_config,
+                             callbacks=early_stopping_callbacks(args) + self.ctx.callbacks)
 
     def data_summary(self, trainer) -> dict:
         return {"pairs": len(self.train), "eval_pairs": len(self.evals) if self.evals else 0,
