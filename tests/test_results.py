@@ -655,6 +655,19 @@ def test_the_readout_says_where_each_system_loses_to_the_references_as_plainly_a
     assert results.sections._readout(numbers, []) == []
 
 
+def test_the_report_opens_with_links_to_its_sections_as_github_names_them():
+    from result_runs.report import contents
+
+    lines = ["## IMDB sentiment, official split (25,000 train / 25,000 test)", "text", "## Speed (`make bench`)",
+             "### not listed", "## Speed (`make bench`)"]
+    assert contents(lines) == [
+        "## Contents", "",
+        "- [IMDB sentiment, official split (25,000 train / 25,000 test)]"
+        "(#imdb-sentiment-official-split-25000-train--25000-test)",
+        "- [Speed (`make bench`)](#speed-make-bench)", "- [Speed (`make bench`)](#speed-make-bench-1)", ""]
+    assert contents(["no sections"]) == []
+
+
 def test_a_comparison_read_against_a_system_it_does_not_run_is_refused(tmp_path):
     (tmp_path / "plan.yaml").write_text("""
 comparisons:

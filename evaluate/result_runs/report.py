@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -63,6 +64,25 @@ def _target_met(task: Task, scores: dict) -> str:
     if value is None:
         return "?"
     return "yes" if value >= task.target["at_least"] else "**no**"
+
+
+def anchor(heading: str) -> str:
+    """The link target GitHub gives a heading: lower case, punctuation dropped, spaces made hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def contents(lines: list[str]) -> list[str]:
+    """A linked list of the report's sections (a repeated heading's link gets -1, -2, ... as on GitHub)."""
+    seen: dict[str, int] = {}
+    out = ["## Contents", ""]
+    for line in lines:
+        if line.startswith("## "):
+            title = line[3:]
+            target = anchor(title)
+            n = seen.get(target, 0)
+            seen[target] = n + 1
+            out.append(f"- [{title}](#{target}{f'-{n}' if n else ''})")
+    return out + [""] if len(out) > 2 else []
 
 
 def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESULTS_MD,
@@ -196,7 +216,7 @@ def report(tasks: list[Task], root: Path = RECORDS_DIR, out: Path | None = RESUL
     summary = ["## Summary", "", "The first metric of each task; the sections below have the rest.", ""]
     summary += md_table(["task", "method", "evaluated on", "headline", "TF-IDF", "Δ vs TF-IDF", "target met"],
                       summary_rows) if summary_rows else ["No finished runs yet."]
-    text = "\n".join(intro + summary + [""] + lines)
+    text = "\n".join(intro + contents(lines) + summary + [""] + lines)
     if out is not None:
         out.write_text(text, encoding="utf-8")
     return text
