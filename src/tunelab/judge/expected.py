@@ -53,8 +53,8 @@ def expected_probabilities(teacher, contexts: list[str], scale: int, beside=None
                 chunk = todo[start:start + CHUNK]
                 found.update(zip(chunk, score_probabilities(teacher, [contexts[i] for i in chunk], scale)))
                 if cache is not None:
-                    cache.put_many([(keys[i], TeacherRequest(prompt=contexts[i]), TeacherResponse(json.dumps(found[i]), "stop"))
-                                    for i in chunk], teacher.name)
+                    cache.put_many([(keys[i], TeacherRequest(prompt=contexts[i]),
+                                     TeacherResponse(json.dumps(found[i]), "stop")) for i in chunk], teacher.name)
                 bar.update(len(chunk))
     return [found[i] for i in range(len(contexts))]
 

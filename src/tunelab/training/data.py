@@ -37,6 +37,19 @@ class SFTData:
     def skip(self, path, line, reason: str, record_id=None) -> None:
         self.skipped.append({"file": str(path), "line": line, "id": record_id, "reason": reason})
 
+    def read(self, path, build, *, bad_records: str, what: str) -> None:
+        """Each record of `path` through `build(obj)`: an example is kept, a problem (a string) is skipped and
+        listed, or with bad_records error stops the run naming the file and line."""
+        for i, (line, obj) in enumerate(iter_data_objects(path)):
+            rid = obj.get("id", f"{Path(path).stem}:{i}") if isinstance(obj, dict) else f"{Path(path).stem}:{i}"
+            example = build(obj)
+            if isinstance(example, str):
+                if bad_records == "error":
+                    raise RecordError(path, line, f"bad {what} record: {example}")
+                self.skip(path, line, example, rid)
+            else:
+                self.examples.append({"id": rid, **example})
+
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+(:[\w.-]+)?$")
 
@@ -118,16 +131,8 @@ def load_sft_examples(paths: list[str | Path], prompt: StudentPrompt, tokenizer=
             raise RecordError(path, None, f"unknown data_format {fmt!r}; use one of {FORMATS}")
         if fmt == "chat" and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
             raise RecordError(path, None, "chat records need a model whose tokenizer has a chat template")
-        for i, (line, obj) in enumerate(iter_data_objects(path)):
-            rid = obj.get("id", f"{Path(path).stem}:{i}") if isinstance(obj, dict) else f"{Path(path).stem}:{i}"
-            problem = validate(obj, fmt)
-            example = _example(obj, fmt, prompt, tokenizer) if problem is None else problem
-            if isinstance(example, str):
-                if bad_records == "error":
-                    raise RecordError(path, line, f"bad {fmt} record: {example}")
-                data.skip(path, line, example, rid)
-                continue
-            data.examples.append({"id": rid, **example})
+        data.read(path, lambda obj: validate(obj, fmt) or _example(obj, fmt, prompt, tokenizer),
+                  bad_records=bad_records, what=fmt)
     if not data.examples:
         raise RecordError(", ".join(map(str, paths)), None,
                           "no training examples in these files" + (f" ({len(data.skipped)} bad records skipped)"

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, RecordError
 from .arguments import PreferenceConfig
-from .data import SFTData, iter_data_objects
+from .data import SFTData
 from .sft import SFTRecipe
 
 # task -> (TRL's trainer, its config), imported when used; DPO's loss_type is the only one offered by name
@@ -81,15 +81,8 @@ def preference_example(obj, prompt, tokenizer) -> dict | str:
 def load_preference_examples(paths: list[Path], prompt, tokenizer, *, bad_records: str) -> SFTData:
     data = SFTData()
     for path in paths:
-        for i, (line, obj) in enumerate(iter_data_objects(path)):
-            rid = obj.get("id", f"{Path(path).stem}:{i}") if isinstance(obj, dict) else f"{Path(path).stem}:{i}"
-            example = preference_example(obj, prompt, tokenizer)
-            if isinstance(example, str):
-                if bad_records == "error":
-                    raise RecordError(path, line, f"bad preference record: {example}")
-                data.skip(path, line, example, rid)
-                continue
-            data.examples.append({"id": rid, **example})
+        data.read(path, lambda obj: preference_example(obj, prompt, tokenizer), bad_records=bad_records,
+                  what="preference")
     if not data.examples:
         first = data.skipped[0] if data.skipped else None
         raise RecordError(", ".join(map(str, paths)), None, "no preference pairs in these files" + (
