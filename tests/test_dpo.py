@@ -192,3 +192,5 @@ def test_settings_a_preference_trainer_has_no_use_for_are_refused(tmp_path, tiny
     assert "--packing has no meaning for task dpo" in capsys.readouterr().err
     assert finetune.main([*QUICK, "--data", str(data), "--overlength", "drop", "--output_dir", str(tmp_path / "d2")]) == 2
     assert "overlength and data_format are SFT's" in capsys.readouterr().err
+    assert finetune.main([*QUICK, "--data", str(data), "--loss_type", "dft", "--output_dir", str(tmp_path / "d3")]) == 2
+    assert "--loss_type is SFT's loss (nll or dft), not task dpo's: DPO's loss is --dpo_loss_type" in capsys.readouterr().err

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tunelab import judge
+from tunelab.errors import ConfigError
 from tunelab.metrics.scores import TextScores
 from tunelab.stages import generate
 from tunelab.teachers import BatchedTeacher, TeacherResponse, factory
@@ -189,6 +190,15 @@ def test_the_judge_task_keeps_records_reaching_the_threshold_each_with_its_score
     assert stats["judge"]["score_counts"] == {2: 1, 3: 1, 5: 1} and stats["judge"]["kept"] == 2
 
 
+def test_records_read_from_the_run_s_own_output_folder_are_refused_before_anything_is_cleared(tmp_path, monkeypatch):
+    run(tmp_path, monkeypatch, "--tasks", "responses", "--max_instructions", "2")
+    own = tmp_path / "g/responses.jsonl"
+    before = own.read_bytes()
+    with pytest.raises(ConfigError, match="preferences_responses .* is inside this run's output folder"):
+        run(tmp_path, monkeypatch, "--tasks", "preferences", "--preferences_responses", str(own), "--overwrite", "true")
+    assert own.read_bytes() == before
+
+
 def test_dry_run_counts_judge_requests_and_their_token_cap(tmp_path, monkeypatch, capsys):
     data = tmp_path / "records.json"
     data.write_text(json.dumps([{"instruction": "Say hi.", "input": "", "output": "hi"}] * 3))
@@ -233,6 +243,11 @@ def test_evaluate_adds_judge_scores_and_a_win_rate_from_both_orders(tmp_path, mo
     assert rows[0]["tuned vs untuned"] == "tuned" and rows[0]["untuned.judge_score"] == 2
     assert "untuned shown first: B: by the words" in rows[0]["tuned vs untuned: verdicts"]
     assert "tuned vs untuned" in (tmp_path / "scores/report.html").read_text()
+    # a single run's judge columns are unprefixed, as its other per-example scores are
+    evaluate.score(["--predictions", str(base), "--judge", "scripted-judge", "--judge_backend", "scripted",
+                    "--bootstrap_resamples", "20", "--output_dir", str(tmp_path / "single")])
+    row = json.loads((tmp_path / "single/per_example.jsonl").read_text().splitlines()[0])
+    assert row["judge_score"] == 2 and "prediction" in row and "judge_rationale" in row
 
 
 def test_judge_settings_apply_to_text_scores_only(tmp_path, capsys):

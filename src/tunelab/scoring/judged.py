@@ -52,7 +52,9 @@ def judge_runs(cfg: JudgeScoreConfig, names: list[str], runs: list[list[dict]], 
     columns: list[dict] = [{} for _ in runs[0]]
     with RequestCache(out / JUDGE_CACHE) as cache:
         record.add_output("judge_cache", cache.path)
-        graded = [_grade(single, teacher, cache, name, rows, columns, boot) for name, rows in zip(names, runs)]
+        # per-example columns carry the run's name, unprefixed for a single run as its other scores are
+        graded = [_grade(single, teacher, cache, name, f"{name}." if len(names) > 1 else "", rows, columns, boot)
+                  for name, rows in zip(names, runs)]
         compared = [_compare(pairwise, teacher, cache, (names[0], runs[0]), (name, rows), columns, boot)
                     for name, rows in zip(names[1:], runs[1:])]
     per_row = [entry.pop("scores") for entry in graded]
@@ -77,14 +79,15 @@ def _score_delta(baseline: str, base_scores: list, name: str, scores: list, boot
             **boot.delta(float(diffs.mean()), boot.sums(diffs) / len(diffs))}
 
 
-def _grade(single: Judging, teacher, cache, name: str, rows: list[dict], columns: list[dict], boot) -> dict:
+def _grade(single: Judging, teacher, cache, name: str, prefix: str, rows: list[dict], columns: list[dict],
+           boot) -> dict:
     requests = [single.request(row, row["prediction"], meta={"i": i}) for i, row in enumerate(rows)]
     answers, _ = single.ask(teacher, cache, requests, f"judge {name}")
     per_row: list[float | None] = [None] * len(rows)
     for request, verdict in zip(requests, single.read_all_single(teacher, requests, answers, cache), strict=True):
         column = columns[request.meta["i"]]
-        column[f"{name}.judge_score"] = verdict.score
-        column[f"{name}.judge_rationale"] = verdict.rationale or verdict.reject
+        column[f"{prefix}judge_score"] = verdict.score
+        column[f"{prefix}judge_rationale"] = verdict.rationale or verdict.reject
         per_row[request.meta["i"]] = verdict.score
     scores = [s for s in per_row if s is not None]
     return {"name": name, "mean_score": _interval(boot, np.array(scores, dtype=float)), "rated": len(scores),

@@ -119,7 +119,8 @@ class JudgeScoreConfig(JudgeRubricConfig):
 CONFIG_TYPES = (ScoreRunConfig, TextConfig, JudgeScoreConfig, ClassifierConfig, LabelSetConfig, BaselineConfig)
 HELP = HelpLayout(
     prog="evaluate/score.py",
-    description="Score generated text (BLEU, ROUGE-L, BERTScore) or a classifier (P/R/F1, ROC-AUC).",
+    description="Score generated text (BLEU, ROUGE-L, BERTScore, an LLM judge's scores and win rates) or a "
+                "classifier (P/R/F1, ROC-AUC).",
     groups={"run": "task, input and output", "text": "text scores (task text)",
             "judge": "an LLM judge's scores and win rates (task text)",
             "classifier": "an encoder classifier (task classification, --model)",

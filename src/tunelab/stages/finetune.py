@@ -53,7 +53,8 @@ TRAINER_SETTINGS = {
 
 HELP = HelpLayout(
     prog="finetune/train.py",
-    description="Fine-tune a student: LoRA/QLoRA SFT of a causal or vision-language LM, or an encoder classifier.",
+    description="Fine-tune a student: LoRA/QLoRA SFT of a causal or vision-language LM, DPO, KTO or ORPO on "
+                "preference pairs, or an encoder classifier.",
     groups={"model": "model", "lora": "LoRA and quantization", "data": "data", "training": "training",
             "output": "output", "classifier": "classifier (task classify)", "preference": "preference tuning (tasks dpo, kto, orpo)"},
     defaults={ModelConfig: "model", DataConfig: "data", VisionConfig: "data", ClassifierConfig: "classifier",

@@ -125,6 +125,21 @@ def continues_unfinished_run(out: Path, record: RunRecord, overwrite: bool) -> b
     return (out / "teacher_cache.jsonl").exists()  # a folder written before config.yaml came first
 
 
+def refuse_inputs_inside_output(settings: GenerateSettings, out_path: Path) -> None:
+    """An earlier run's records read from the folder this run writes would be cleared (--overwrite) or mixed
+    with this run's outputs: refuse before anything is read or written."""
+    tasks = settings.run.tasks
+    inputs = {"judge_data": [settings.judge.judge_data] if "judge" in tasks else [],
+              "responses_data": [settings.responses.responses_data] if "responses" in tasks else [],
+              "preferences_responses": settings.preferences.preferences_responses if "preferences" in tasks else []}
+    out = out_path.expanduser().resolve()
+    for name, paths in inputs.items():
+        for path in paths:
+            if path and out in Path(path).expanduser().resolve().parents:
+                raise ConfigError(f"{name} {path} is inside this run's output folder {out_path}: "
+                                  "give another --output_dir")
+
+
 def generate(argv: Sequence[str] | None = None) -> dict:
     from ..config import parse_config
 
@@ -136,6 +151,7 @@ def generate(argv: Sequence[str] | None = None) -> dict:
         raise ConfigError(f"unknown task(s) {unknown}; choose from {TASKS}")
     quiet_libraries()
     out_path = Path(gen.output_dir)
+    refuse_inputs_inside_output(settings, out_path)
     params = sampling_params(teacher_cfg, gen.seed)
     builds = make_builds(settings, params)  # inputs are read and checked before anything is created or sent
     teacher_builds = [b for b in builds if b.template is not None]

@@ -99,7 +99,10 @@ def preference_config(args, pcfg: PreferenceConfig, task: str = "dpo"):
     # a setting given for this run that the trainer has no use for is refused, never silently dropped
     defaults = type(args)(output_dir=args.output_dir)  # as parsed, post-init values included
     unused = [f"--{f.name}" for f in dataclasses.fields(args) if f.init and f.name not in shared
-              and f.name != "loss_type" and getattr(args, f.name) != getattr(defaults, f.name)]
+              and getattr(args, f.name) != getattr(defaults, f.name)]
+    if "--loss_type" in unused:
+        raise ConfigError(f"--loss_type is SFT's loss (nll or dft), not task {task}'s"
+                          + (": DPO's loss is --dpo_loss_type" if task == "dpo" else ""))
     if unused:
         raise ConfigError(f"{', '.join(unused)} {'has' if len(unused) == 1 else 'have'} no meaning for task {task} "
                           f"(TRL's {config_class.__name__} has no such setting)")
