@@ -15,7 +15,6 @@ import argparse
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from tunelab.errors import ConfigError, RecordError
 from tunelab.records import iter_json_objects, validate, write_json

@@ -2,7 +2,6 @@
 SmolLM2-135M-Instruct on 127.0.0.1, driven by generate and by inference.py --backend openai."""
 
 import json
-import os
 import socket
 import subprocess
 import sys
