@@ -256,6 +256,12 @@ def test_judge_settings_apply_to_text_scores_only(tmp_path, capsys):
     assert evaluate.main(["--task", "classification", "--predictions", "x.jsonl", "--taxonomy", "jigsaw",
                           "--judge", "tunelab:smollm2", "--output_dir", str(tmp_path / "s")]) == 2
     assert "--judge applies to an LLM judge's scores and win rates (task text)" in capsys.readouterr().err
+    assert evaluate.main(["--predictions", "x.jsonl", "--judge", "m", "--judge_quantization", "3bit",
+                          "--output_dir", str(tmp_path / "q")]) == 2
+    assert "judge_quantization must be one of ['none', '4bit', '8bit'], got '3bit'" in capsys.readouterr().err
+    assert evaluate.main(["--predictions", "x.jsonl", "--judge", "m", "--judge_backend", "openai", "--judge_base_url",
+                          "http://127.0.0.1:9/v1", "--judge_quantization", "4bit", "--output_dir", str(tmp_path / "o")]) == 2
+    assert "a server judge (judge_backend openai) is loaded by its server" in capsys.readouterr().err
 
 
 def test_dry_run_counts_the_judge_requests_about_answers_the_run_writes_first(tmp_path, monkeypatch):

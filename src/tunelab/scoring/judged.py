@@ -44,7 +44,9 @@ def judge_runs(cfg: JudgeScoreConfig, names: list[str], runs: list[list[dict]], 
     from ..teachers.factory import TeacherSpec, make_teacher
 
     teacher = make_teacher(TeacherSpec(model=cfg.judge, backend=cfg.judge_backend, batch_size=cfg.judge_batch_size,
-                                       base_url=cfg.judge_base_url, api_key_env=cfg.judge_api_key_env))
+                                       dtype=cfg.judge_dtype, device_map=cfg.judge_device_map,
+                                       quantization=cfg.judge_quantization, base_url=cfg.judge_base_url,
+                                       api_key_env=cfg.judge_api_key_env))
     record.models["judge"] = cfg.judge
     single, pairwise = Judging(cfg, pairwise=False), Judging(cfg, pairwise=True)
     for rubric in (single, pairwise):

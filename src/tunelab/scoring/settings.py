@@ -114,6 +114,12 @@ class JudgeScoreConfig(JudgeRubricConfig):
     judge_api_key_env: str | None = field(default=None, metadata={
         "help": "Name of the environment variable holding the judge server's API key."})
     judge_batch_size: int = field(default=8, metadata={"range": (1, None), "help": "In-process verdicts per batch."})
+    judge_dtype: str = field(default="auto", metadata={"help": "In process: auto (the checkpoint's), bfloat16, "
+                                                             "float16 or float32."})
+    judge_device_map: str | None = field(default=None, metadata={
+        "help": "In process: 'auto' spreads a large judge over all GPUs."})
+    judge_quantization: str = field(default="none", metadata={
+        "help": "In process: none | 4bit (NF4: a 70B judge in ~40 GB) | 8bit; bitsandbytes."})
 
 
 CONFIG_TYPES = (ScoreRunConfig, TextConfig, JudgeScoreConfig, ClassifierConfig, LabelSetConfig, BaselineConfig)
@@ -219,6 +225,14 @@ def check_judge(cfg: JudgeScoreConfig) -> None:
         raise ConfigError(f"judge_backend must be one of {sorted(BACKENDS)}, got {cfg.judge_backend!r}")
     if cfg.judge_backend == "openai" and not cfg.judge_base_url:
         raise ConfigError("judge_backend openai needs --judge_base_url")
+    from ..models import QUANTIZATIONS
+
+    if cfg.judge_quantization not in QUANTIZATIONS:
+        raise ConfigError(f"judge_quantization must be one of {list(QUANTIZATIONS)}, got {cfg.judge_quantization!r}")
+    if cfg.judge_backend == "openai" and (cfg.judge_quantization != "none" or cfg.judge_device_map
+                                          or cfg.judge_dtype != "auto"):
+        raise ConfigError("judge_dtype, judge_device_map and judge_quantization load an in-process judge: "
+                          "a server judge (judge_backend openai) is loaded by its server")
     from ..judge import Judging
 
     Judging(cfg, pairwise=False, backend=cfg.judge_backend)  # the rubric's settings and template, checked before anything loads
