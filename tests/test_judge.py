@@ -173,6 +173,13 @@ def test_pairwise_preferences_ask_both_orders_and_count_position_disagreements(t
     assert [p["chosen"] for p in pairs] == ["a good answer 0"] * 2 and stats["preferences"]["position_disagreements"] == 0
     comparison = rows(tmp_path / "g/judgments.jsonl")[0]["comparisons"][0]
     assert len(comparison["verdicts"]) == 2 and comparison["winner"] in ("first", "second")
+    # with Alpaca's own answer as a candidate, how often it won against every model answer (here: never,
+    # the judge prefers the answer saying 'good')
+    stats, _ = run(tmp_path, monkeypatch, "--tasks", "responses", "preferences", "--max_instructions", "2",
+                   "--responses_per_instruction", "1", "--preferences_judging", "pairwise", "--overwrite", "true")
+    assert stats["preferences"]["reference_won_against_every_answer"] == 0.0
+    assert stats["preferences"]["reference_comparisons"] == 2 and {p["rejected_source"] for p in rows(
+        tmp_path / "g/preferences.jsonl")} == {"reference"}
 
 
 def test_the_judge_task_keeps_records_reaching_the_threshold_each_with_its_scores(tmp_path, monkeypatch):

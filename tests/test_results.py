@@ -629,7 +629,11 @@ def test_a_judged_student_run_shows_judge_scores_win_rates_and_how_its_preferenc
                           "drop_reasons": {"scores closer than 0.25": 4}, "unreadable_verdicts": 1,
                           "mean_score_by_source": {"tunelab:smollm2": 2.4, "reference": 3.1},
                           "reference_scored_above_every_answer": 0.7, "reference_comparisons": 8,
-                          "judged_by": {"judge": "tunelab:smollm2", "rubric": "judge_single_fewshot@abc"}}})):
+                          "judged_by": {"judge": "tunelab:smollm2", "rubric": "judge_single_fewshot@abc"}}}),
+                      ("prepared/prefs_pairwise/stats.json", {"preferences": {
+                          "instructions": 10, "candidates": 20, "pairs": 7, "dropped": 3, "comparisons": 10,
+                          "unreadable_comparisons": 2, "reference_won_against_every_answer": 0.25,
+                          "reference_comparisons": 8, "judged_by": {"judge": "tunelab:smollm2"}}})):
         (folder / sub).parent.mkdir(parents=True, exist_ok=True)
         (folder / sub).write_text(json.dumps(data))
     text = results.report([], root=tmp_path / "records", out=None, bench=None, student_runs=[student_run])
@@ -638,6 +642,8 @@ def test_a_judged_student_run_shows_judge_scores_win_rates_and_how_its_preferenc
     assert "| untuned | 2.50 [2.40, 2.60] | 4 / 0 | – | – | – | – | – |" in section
     assert "6 pairs kept, 4 dropped (scores closer than 0.25 4)" in section
     assert "in 70.0% of 8 instructions" in section and "reference 3.10" in section
+    assert "unreadable comparisons 2 of 10" in section
+    assert "won against every model answer, in both orders, in 25.0% of 8 instructions" in section
     # no record with both verdicts readable, or no resamples: said, not a crash
     assert results.format.delta_text({"delta": None, "ci_low": None, "ci_high": None, "excludes_zero": None}) == "–"
     assert results.format.delta_text({"delta": 0.5, "ci_low": None, "ci_high": None, "excludes_zero": None}, 2) == "+0.50"

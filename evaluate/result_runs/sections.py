@@ -213,6 +213,11 @@ def _prepared_lines(folder: Path) -> list[str]:
                       "instructions with both scored: its agreement with the ordering expected where the dataset's "
                       "answers come from a far stronger writer than the model, a measure of how far this judge can "
                       "be trusted.", ""]
+        if "reference_won_against_every_answer" in prefs:
+            lines += [f"The dataset's own answer won against every model answer, in both orders, in "
+                      f"{prefs['reference_won_against_every_answer']:.1%} of {prefs['reference_comparisons']:,} "
+                      "instructions with every comparison readable: the judge's agreement with the ordering "
+                      "expected where the dataset's answers come from a far stronger writer than the model.", ""]
     return lines
 
 

@@ -310,10 +310,16 @@ class PreferencesBuild:
     def _agreement(self, judgments: list[dict]) -> dict:
         """How often the judge put the dataset's own answer above the model's: a check of the judge where the
         reference is known to be good."""
-        if not self.cfg.include_reference or self.pairwise:
+        if not self.cfg.include_reference:
             return {}
         above = []
         for j in judgments:
+            if self.pairwise:  # the reference beat every answer in both orders; an unreadable comparison skips it
+                outcomes = [("first" if c["first"] == REFERENCE else "second") == c["winner"] if c["winner"] else None
+                            for c in j.get("comparisons", []) if REFERENCE in (c["first"], c["second"])]
+                if outcomes and None not in outcomes:
+                    above.append(all(outcomes))
+                continue
             scores = {c["source"]: c.get("score") for c in j["candidates"]}
             ref = scores.pop(REFERENCE, None)
             others = [s for s in scores.values() if s is not None]
@@ -321,8 +327,8 @@ class PreferencesBuild:
                 above.append(ref > max(others))
         if not above:
             return {}
-        return {"reference_scored_above_every_answer": round(sum(above) / len(above), 4),
-                "reference_comparisons": len(above)}
+        key = "reference_won_against_every_answer" if self.pairwise else "reference_scored_above_every_answer"
+        return {key: round(sum(above) / len(above), 4), "reference_comparisons": len(above)}
 
     def _write(self, ctx: BuildContext, pairs: list[dict], judgments: list[dict], drops: list[dict]) -> None:
         # instruction and input stay beside the prompt: finetune asks its student in the student's own format
