@@ -255,7 +255,8 @@ def comparison_section(comparison: ComparisonRun,
         numbers[variant] = main
         for k, entry in (scores.get("baselines", {}).get("by_shots") or {}).items():
             mean, std = entry["mean"], entry["std"]
-            name = f"{variant}, {k}-shot ({len(entry['runs'])} seeds)"
+            seeds = len(entry["runs"])
+            name = f"{variant}, {k}-shot ({seeds} seed{'s' if seeds > 1 else ''})"
             runs_taken = [p["seconds"] for c, p in provenances if p and shots_of[id(c)] == str(k) and p.get("seconds")]
             k_taken = f"{sum(runs_taken) / 60:.1f} min over {len(runs_taken)} runs" if runs_taken else "–"
             rows.append(_system_row(name, "in words", scores["baselines"].get("examples"), mean["refusals_as_wrong"],
