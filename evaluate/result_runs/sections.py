@@ -258,7 +258,8 @@ def comparison_section(comparison: ComparisonRun,
             seeds = len(entry["runs"])
             name = f"{variant}, {k}-shot ({seeds} seed{'s' if seeds > 1 else ''})"
             runs_taken = [p["seconds"] for c, p in provenances if p and shots_of[id(c)] == str(k) and p.get("seconds")]
-            k_taken = f"{sum(runs_taken) / 60:.1f} min over {len(runs_taken)} runs" if runs_taken else "–"
+            k_taken = (f"{sum(runs_taken) / 60:.1f} min over {len(runs_taken)} run{'s' if len(runs_taken) > 1 else ''}"
+                       if runs_taken else "–")
             rows.append(_system_row(name, "in words", scores["baselines"].get("examples"), mean["refusals_as_wrong"],
                                     std["refusals_as_wrong"], mean.get("refusal_rate"), mean.get("unparseable_rate"),
                                     k_taken, std.get("refusal_rate"), std.get("unparseable_rate")))
