@@ -630,6 +630,8 @@ def test_a_judged_student_run_shows_judge_scores_win_rates_and_how_its_preferenc
                           "mean_score_by_source": {"tunelab:smollm2": 2.4, "reference": 3.1},
                           "reference_scored_above_every_answer": 0.7, "reference_comparisons": 8,
                           "judged_by": {"judge": "tunelab:smollm2", "rubric": "judge_single_fewshot@abc"}}}),
+                      ("lora/student/provenance.json", {"notes": {"summary": {"pairs": 6, "steps": 3}}}),
+                      ("lora/student/config.yaml", {"data": ["prefs/preferences.chat.jsonl"], "num_train_epochs": 2.0}),
                       ("prepared/prefs_pairwise/stats.json", {"preferences": {
                           "instructions": 10, "candidates": 20, "pairs": 7, "dropped": 3, "comparisons": 10,
                           "unreadable_comparisons": 2, "reference_won_against_every_answer": 0.25,
@@ -643,6 +645,7 @@ def test_a_judged_student_run_shows_judge_scores_win_rates_and_how_its_preferenc
     assert "6 pairs kept, 4 dropped (scores closer than 0.25 4)" in section
     assert "in 70.0% of 8 instructions" in section and "reference 3.10" in section
     assert "unreadable comparisons 2 of 10" in section
+    assert "| lora | 6 pairs of preferences.chat.jsonl (3 steps, 2 epochs) |" in section
     assert "won against every model answer, in both orders, in 25.0% of 8 instructions" in section
     # no record with both verdicts readable, or no resamples: said, not a crash
     assert results.format.delta_text({"delta": None, "ci_low": None, "ci_high": None, "excludes_zero": None}) == "–"
