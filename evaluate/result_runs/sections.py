@@ -130,12 +130,12 @@ def student_section(student_run: StudentRun,
             summary = train.get("notes", {}).get("summary", {})
             config = load_yaml(folder / variant / "student" / "config.yaml")
             data = ", ".join(Path(d).name for d in config.get("data") or []) or "?"
-            # an SFT student counts examples, a preference student pairs (and the steps they made)
-            epochs = config.get("num_train_epochs")
-            trained = (f"{summary['pairs']:,} pairs of {data} ({summary.get('steps', '?')} steps, "
-                       f"{epochs:g} epochs)" if "pairs" in summary and isinstance(epochs, (int, float))
-                       else f"{summary['pairs']:,} pairs of {data}" if "pairs" in summary
-                       else f"{summary.get('examples', 0):,} examples of {data}")
+            if "pairs" in summary:  # a preference student: its pairs and the steps they made
+                epochs = config.get("num_train_epochs")
+                trained = (f"{summary['pairs']:,} pairs of {data} ({summary.get('steps', '?')} steps, "
+                           f"{epochs if not isinstance(epochs, float) else f'{epochs:g}'} epochs)")
+            else:
+                trained = f"{summary.get('examples', 0):,} examples of {data}"
         else:
             trained = f"nothing: {student_run.base} as it is"
         rows.append([variant, trained,
